@@ -18,22 +18,22 @@ package layout
 // Descriptor field offsets. The descriptor is written once, before the segment gets its
 // name, and never changes afterwards.
 const (
-	OffMagic         = 0  // [8]byte Magic
-	OffVersionMajor  = 8  // uint16
-	OffVersionMinor  = 10 // uint16
-	OffKind          = 12 // uint32
-	OffFlags         = 16 // uint64, reserved, zero in version 1.0
-	OffHeaderSize    = 24 // uint64, == DataOffset in version 1
-	OffDataOffset    = 32 // uint64
-	OffDataSize      = 40 // uint64, power of two
-	OffSlotSize      = 48 // uint32, MPMC only, power of two; 0 for SPSC
-	OffPeerCount     = 52 // uint32
-	OffSlotCount     = 56 // uint64, DataSize / SlotSize for MPMC; 0 for SPSC
-	OffPeerTable     = 64 // uint64
-	OffPeerEntrySize = 72 // uint32
-	OffCreatorPID    = 76 // uint32
-	OffCreatedNanos  = 80 // int64, Unix nanoseconds
-	OffReserved      = 88 // zero up to OffChecksum
+	OffMagic         = 0   // [8]byte Magic
+	OffVersionMajor  = 8   // uint16
+	OffVersionMinor  = 10  // uint16
+	OffKind          = 12  // uint32
+	OffFlags         = 16  // uint64, reserved, zero in version 1.0
+	OffHeaderSize    = 24  // uint64, == DataOffset in version 1
+	OffDataOffset    = 32  // uint64
+	OffDataSize      = 40  // uint64, power of two
+	OffSlotSize      = 48  // uint32, MPMC only, power of two; 0 for SPSC
+	OffPeerCount     = 52  // uint32
+	OffSlotCount     = 56  // uint64, DataSize / SlotSize for MPMC; 0 for SPSC
+	OffPeerTable     = 64  // uint64
+	OffPeerEntrySize = 72  // uint32
+	OffCreatorPID    = 76  // uint32
+	OffCreatedNanos  = 80  // int64, Unix nanoseconds
+	OffReserved      = 88  // zero up to OffChecksum
 	OffChecksum      = 124 // uint32, CRC32-C (Castagnoli) of bytes [0, OffChecksum)
 	DescriptorSize   = 128
 )
