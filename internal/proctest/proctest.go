@@ -302,6 +302,25 @@ func (p *Proc) Result(i int, v any, timeout time.Duration) error {
 	}
 }
 
+// Command returns an unstarted command that runs role in a new process of this binary, for
+// a child that starts children of its own (there is no testing.TB in a child). The new
+// process's Point and Result go nowhere; its caller must kill and reap it.
+func Command(role string, args ...string) (*exec.Cmd, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	devNull, err := os.Open(os.DevNull)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(exe, args...)
+	cmd.Env = append(os.Environ(), envRole+"="+role, envKillAt+"=")
+	cmd.ExtraFiles = []*os.File{devNull}
+	setParentDeathSignal(cmd)
+	return cmd, nil
+}
+
 // syncBuffer is a bytes.Buffer safe for the concurrent writes of os/exec's copiers.
 type syncBuffer struct {
 	mu  sync.Mutex
