@@ -330,4 +330,3 @@ func TestGC(t *testing.T) {
 	}
 	assert.ElementsMatch(t, []string{".shmq-tmp-y.1.00000000", "foreign", "idle", "live"}, leftNames)
 }
-
