@@ -160,18 +160,19 @@ func (d Descriptor) MarshalBinary() ([]byte, error) {
 }
 
 // DecodeDescriptor validates the first bytes of a segment file and decodes them. Checks run
-// in this order, each with its own error: fewer bytes than the magic (ErrTruncated), magic
-// (ErrNotSegment), fewer bytes than a descriptor (ErrTruncated), major version (ErrVersion),
+// in this order, each with its own error: bytes that do not match the magic (ErrNotSegment),
+// fewer bytes than the magic (ErrTruncated: an empty file or a cut one), fewer bytes than a descriptor (ErrTruncated), major version (ErrVersion),
 // checksum (ErrCorrupt), values that no valid layout has (ErrCorrupt), unknown kind
 // (ErrKind). It does not know the file's length; Open checks that separately.
 //
 // b is read once; the result shares no memory with it.
 func DecodeDescriptor(b []byte) (Descriptor, error) {
+	head := b[:min(len(b), len(layout.Magic))]
+	if string(head) != layout.Magic[:len(head)] {
+		return Descriptor{}, fmt.Errorf("%w: bad magic %q", ErrNotSegment, head)
+	}
 	if len(b) < len(layout.Magic) {
 		return Descriptor{}, fmt.Errorf("%w: %d bytes, shorter than the magic", ErrTruncated, len(b))
-	}
-	if string(b[:len(layout.Magic)]) != layout.Magic {
-		return Descriptor{}, fmt.Errorf("%w: bad magic %q", ErrNotSegment, b[:len(layout.Magic)])
 	}
 	if len(b) < layout.DescriptorSize {
 		return Descriptor{}, fmt.Errorf("%w: %d bytes, shorter than the %d-byte descriptor",

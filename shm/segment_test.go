@@ -378,6 +378,8 @@ func TestOpen_ErrNotSegment(t *testing.T) {
 
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "text"), []byte("hello, this is a text file\n"), 0o600))
 	assert.ErrorIs(t, openErr(t, dir, "text"), shm.ErrNotSegment)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "tiny"), []byte("hi\n"), 0o600))
+	assert.ErrorIs(t, openErr(t, dir, "tiny"), shm.ErrNotSegment, "shorter than the magic but not a prefix of it")
 }
 
 func TestOpen_ErrVersion(t *testing.T) {
@@ -448,6 +450,11 @@ func TestOpen_ErrTruncated(t *testing.T) {
 	path = createClosed(t, dir, "desc", spsc64K)
 	require.NoError(t, os.Truncate(path, 40))
 	assert.ErrorIs(t, openErr(t, dir, "desc"), shm.ErrTruncated)
+
+	// Cut inside the magic.
+	path = createClosed(t, dir, "magic", spsc64K)
+	require.NoError(t, os.Truncate(path, 4))
+	assert.ErrorIs(t, openErr(t, dir, "magic"), shm.ErrTruncated)
 
 	// Empty.
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "empty"), nil, 0o600))

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"sort"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// corruptChecksum flips a byte inside the descriptor of a real segment file.
+func corruptChecksum(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	require.NoError(t, err)
+	defer f.Close()
+	_, err = f.WriteAt([]byte{0x77}, 41)
+	require.NoError(t, err)
+}
+
+func TestLsStates(t *testing.T) {
+	dir := testDir(t)
+	for _, n := range []string{"good", "bad"} {
+		_, stderr, status := shmctl(t, dir, "create", n, "--kind", "spsc", "--size", "64KiB")
+		require.Equal(t, 0, status, stderr)
+	}
+	corruptChecksum(t, filepath.Join(dir, "bad"))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("hello\n"), 0o600))
+	require.NoError(t, os.Symlink(filepath.Join(dir, "good"), filepath.Join(dir, "alias")))
+	holder := startHolder(t, dir, "good")
+	_ = holder
+
+	stdout, stderr, status := shmctl(t, dir, "ls", "--json")
+	require.Equal(t, 0, status, stderr)
+	var rows []map[string]any
+	require.NoError(t, json.Unmarshal([]byte(stdout), &rows))
+	state := map[string]string{}
+	for _, r := range rows {
+		state[r["name"].(string)] = r["state"].(string)
+	}
+	assert.Equal(t, map[string]string{"good": "ok", "bad": "corrupt", "notes.txt": "foreign", "alias": "unsafe"}, state)
+	for _, r := range rows {
+		if r["name"] == "good" {
+			assert.EqualValues(t, 1, r["peers_alive"])
+			assert.EqualValues(t, 65536, r["data_size"])
+			assert.Equal(t, "spsc", r["kind"])
+		}
+	}
+
+	stdout, _, status = shmctl(t, dir, "ls")
+	require.Equal(t, 0, status)
+	assert.Regexp(t, `good\s+spsc\s+64KiB\s+1 alive\s+ok`, stdout)
+	assert.Regexp(t, `bad\s+-\s+-\s+-\s+corrupt`, stdout)
+	assert.Regexp(t, `notes.txt\s+-\s+-\s+-\s+foreign`, stdout)
+}
+
+// TestLsJSONFields pins the field names documented in the README.
+func TestLsJSONFields(t *testing.T) {
+	dir := testDir(t)
+	_, _, status := shmctl(t, dir, "create", "s", "--kind", "mpmc", "--size", "64KiB")
+	require.Equal(t, 0, status)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "x"), []byte("?"), 0o600))
+	stdout, _, status := shmctl(t, dir, "ls", "--json")
+	require.Equal(t, 0, status)
+	var rows []map[string]any
+	require.NoError(t, json.Unmarshal([]byte(stdout), &rows))
+	require.Len(t, rows, 2)
+	assert.Equal(t, []string{"data_size", "kind", "name", "path", "peers_alive", "peers_dead", "slot_size", "state"}, keys(rows[0]))
+	assert.Equal(t, []string{"error", "name", "path", "peers_alive", "peers_dead", "state"}, keys(rows[1]))
+}
+
+func keys(m map[string]any) []string {
+	var k []string
+	for key := range m {
+		k = append(k, key)
+	}
+	sort.Strings(k)
+	return k
+}
+
+func TestLsEmptyAndMissingDir(t *testing.T) {
+	dir := testDir(t)
+	stdout, _, status := shmctl(t, dir, "ls", "--json")
+	require.Equal(t, 0, status)
+	assert.Equal(t, "[]\n", stdout)
+
+	_, stderr, status := shmctl(t, filepath.Join(dir, "nope"), "ls")
+	assert.Equal(t, 1, status)
+	oneLine(t, stderr)
+}

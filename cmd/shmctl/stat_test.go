@@ -1,0 +1,99 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestStatPeersAcrossProcesses(t *testing.T) {
+	dir := testDir(t)
+	_, _, status := shmctl(t, dir, "create", "orders", "--kind", "spsc", "--size", "64KiB")
+	require.Equal(t, 0, status)
+	holder := startHolder(t, dir, "orders")
+	before, err := os.ReadFile(filepath.Join(dir, "orders"))
+	require.NoError(t, err)
+
+	stdout, stderr, status := shmctl(t, dir, "stat", "orders", "--json") // flag after the name
+	require.Equal(t, 0, status, stderr)
+	var r statReport
+	require.NoError(t, json.Unmarshal([]byte(stdout), &r))
+	assert.Equal(t, "spsc", r.Kind)
+	assert.Equal(t, "1.0", r.Version)
+	assert.Equal(t, "0600", r.Mode)
+	assert.Equal(t, []string{"writer"}, r.RolesHeld)
+	require.Len(t, r.Peers, 1)
+	assert.Equal(t, holder.Pid(), r.Peers[0].PID)
+	assert.True(t, r.Peers[0].Alive)
+	assert.Equal(t, "handle", r.Peers[0].Role)
+
+	stdout, _, status = shmctl(t, dir, "stat", "orders")
+	require.Equal(t, 0, status)
+	assert.Contains(t, stdout, "roles held  [writer]")
+	assert.Contains(t, stdout, "1 alive, 0 dead")
+
+	holder.Kill()
+	_ = holder.Wait(20 * time.Second)
+	stdout, _, status = shmctl(t, dir, "stat", "orders", "--json")
+	require.Equal(t, 0, status)
+	r = statReport{}
+	require.NoError(t, json.Unmarshal([]byte(stdout), &r))
+	require.Len(t, r.Peers, 1)
+	assert.False(t, r.Peers[0].Alive, "killed peer reads dead")
+	assert.Empty(t, r.RolesHeld, "its role is free")
+
+	after, err := os.ReadFile(filepath.Join(dir, "orders"))
+	require.NoError(t, err)
+	assert.Equal(t, before, after, "stat changed nothing")
+}
+
+// TestStatJSONFields pins the field names documented in the README.
+func TestStatJSONFields(t *testing.T) {
+	dir := testDir(t)
+	_, _, status := shmctl(t, dir, "create", "s", "--kind", "mpmc", "--size", "64KiB")
+	require.Equal(t, 0, status)
+	startHolder(t, dir, "s")
+	stdout, _, status := shmctl(t, dir, "stat", "--json", "s")
+	require.Equal(t, 0, status)
+	var m map[string]any
+	require.NoError(t, json.Unmarshal([]byte(stdout), &m))
+	assert.Equal(t, []string{"created", "creator_pid", "data_offset", "data_size", "gid", "kind", "mode", "name",
+		"path", "peers", "roles_held", "slot_count", "slot_size", "uid", "version"}, keys(m))
+	peers := m["peers"].([]any)
+	require.Len(t, peers, 1)
+	assert.Equal(t, []string{"alive", "attached", "index", "pid", "role"}, keys(peers[0].(map[string]any)))
+}
+
+// TestStatBadFiles: whatever is in the file, stat prints one line naming the segment and the
+// cause and exits 1.
+func TestStatBadFiles(t *testing.T) {
+	dir := testDir(t)
+	_, _, status := shmctl(t, dir, "create", "orders", "--kind", "spsc", "--size", "64KiB")
+	require.Equal(t, 0, status)
+	corruptChecksum(t, filepath.Join(dir, "orders"))
+	_, stderr, status := shmctl(t, dir, "stat", "orders")
+	assert.Equal(t, 1, status)
+	oneLine(t, stderr)
+	assert.Contains(t, stderr, "shmctl: stat orders: segment is corrupt: checksum mismatch")
+
+	garbage := make([]byte, 70000)
+	for i := range garbage {
+		garbage[i] = byte(i * 7)
+	}
+	copy(garbage, "SHMQSEG\x00")
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "garbage"), garbage, 0o600))
+	_, stderr, status = shmctl(t, dir, "stat", "garbage")
+	assert.Equal(t, 1, status)
+	oneLine(t, stderr)
+	assert.Contains(t, stderr, "shmctl: stat garbage: ")
+
+	_, stderr, status = shmctl(t, dir, "stat", "missing")
+	assert.Equal(t, 1, status)
+	oneLine(t, stderr)
+	assert.Contains(t, stderr, "shmctl: stat missing: file does not exist")
+}
