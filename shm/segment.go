@@ -32,10 +32,38 @@ type Segment struct {
 	mem      mmap.MMap
 	readOnly bool
 
-	mu     sync.Mutex
-	closed bool
-	owned  map[int]*Peer // peer entries held through this segment's open file description
-	roles  map[Role]bool // exclusive roles held likewise
+	mu       sync.Mutex
+	unpinned sync.Cond // signalled when pins drops to 0
+	closed   bool
+	pins     int           // outstanding Pin calls: Close waits for them before unmapping
+	owned    map[int]*Peer // peer entries held through this segment's open file description
+	roles    map[Role]bool // exclusive roles held likewise
+}
+
+// Pin keeps the mapping alive until the matching Unpin: Close waits for every pin to be
+// released before it unmaps. Rings pin while a reader holds borrowed records. It returns
+// ErrClosed once Close has begun.
+func (s *Segment) Pin() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	s.pins++
+	return nil
+}
+
+// Unpin releases one Pin.
+func (s *Segment) Unpin() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pins <= 0 {
+		panic("shm: Unpin without Pin")
+	}
+	s.pins--
+	if s.pins == 0 {
+		s.unpinned.Broadcast()
+	}
 }
 
 // Create makes a new segment named name in the options' directory, laid out as spec, and
@@ -83,8 +111,7 @@ func create(name string, spec Spec, opts Options) (seg *Segment, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Segment{name: name, dir: dir, fd: fd, file: os.NewFile(uintptr(fd), tmp),
-		owned: map[int]*Peer{}, roles: map[Role]bool{}}
+	s := newSegment(name, dir, fd, tmp, false)
 	defer func() {
 		if err != nil {
 			_ = unlinkAt(dirfd, tmp)
@@ -172,8 +199,7 @@ func openValidated(name string, opts Options, writable bool) (seg *Segment, err 
 	if err != nil {
 		return nil, err
 	}
-	s := &Segment{name: name, dir: dir, fd: fd, file: os.NewFile(uintptr(fd), name), readOnly: !writable,
-		owned: map[int]*Peer{}, roles: map[Role]bool{}}
+	s := newSegment(name, dir, fd, name, !writable)
 	defer func() {
 		if err != nil {
 			s.release()
@@ -207,6 +233,13 @@ func openValidated(name string, opts Options, writable bool) (seg *Segment, err 
 		}
 	}
 	return s, nil
+}
+
+func newSegment(name, dir string, fd int, fileName string, readOnly bool) *Segment {
+	s := &Segment{name: name, dir: dir, fd: fd, file: os.NewFile(uintptr(fd), fileName), readOnly: readOnly,
+		owned: map[int]*Peer{}, roles: map[Role]bool{}}
+	s.unpinned.L = &s.mu
+	return s
 }
 
 // checkTrusted applies the ownership rules of Open: a regular file with one name, owned by
@@ -286,17 +319,22 @@ func (s *Segment) Header() []byte { return s.mem[:s.desc.DataOffset:s.desc.DataO
 func (s *Segment) Data() []byte { return s.mem[s.desc.DataOffset:s.desc.FileSize():s.desc.FileSize()] }
 
 // Close detaches every peer entry and role this segment holds, unmaps it and closes the file.
-// Memory from Header and Data must not be used afterwards. Close is idempotent.
+// It first waits until every Pin is released (a ring reader's borrowed records), so it blocks
+// if the calling goroutine itself still holds a borrow. Memory from Header and Data must not
+// be used afterwards. Close is idempotent.
 func (s *Segment) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil
 	}
+	s.closed = true
+	for s.pins > 0 {
+		s.unpinned.Wait()
+	}
 	for _, p := range s.owned {
 		s.clearPeerLocked(p)
 	}
-	s.closed = true
 	return s.release()
 }
 

@@ -1,0 +1,227 @@
+package ring
+
+import (
+	"context"
+	"fmt"
+	"math/bits"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/shmq/shmq/futex"
+)
+
+// Wait says how an endpoint waits: a reader for data, a writer for room. Choose it per
+// endpoint with Options.Wait; the zero value is Adaptive(DefaultSpin).
+type Wait struct {
+	mode     waitMode
+	duration time.Duration // Adaptive: how long to spin; Sleep: poll interval
+}
+
+type waitMode uint8
+
+const (
+	modeAdaptive waitMode = iota
+	modeSpin
+	modeSleep
+	modeFutex
+)
+
+// DefaultSpin is how long Adaptive spins before sleeping.
+const DefaultSpin = 50 * time.Microsecond
+
+// livenessInterval bounds every kernel sleep and paces the liveness checks of the other
+// side (a syscall each), so that a dead peer is noticed within about this long.
+const livenessInterval = 100 * time.Millisecond
+
+// Spin polls the ring without pause: the lowest latency, and one core at 100% while it waits.
+func Spin() Wait { return Wait{mode: modeSpin} }
+
+// Sleep polls the ring every d (at least 1µs): the classic polling loop, kept for
+// comparison. Latency is up to d; CPU cost falls as d grows.
+func Sleep(d time.Duration) Wait { return Wait{mode: modeSleep, duration: max(d, time.Microsecond)} }
+
+// Futex sleeps in the kernel until the other side wakes it: an idle waiter costs no CPU, a
+// wake-up costs a system call on each side. Where futexes are not supported it polls every
+// millisecond.
+func Futex() Wait { return Wait{mode: modeFutex} }
+
+// Adaptive spins for up to spin (DefaultSpin if spin <= 0), then sleeps like Futex. Under
+// load it behaves like Spin; idle it costs like Futex. It is the default.
+func Adaptive(spin time.Duration) Wait {
+	if spin <= 0 {
+		spin = DefaultSpin
+	}
+	return Wait{mode: modeAdaptive, duration: spin}
+}
+
+func (w Wait) normalized() Wait {
+	if w.mode == modeAdaptive && w.duration <= 0 {
+		return Adaptive(0)
+	}
+	return w
+}
+
+// String returns the form ParseWait reads: "spin", "sleep:10ms", "futex", "adaptive:50µs".
+func (w Wait) String() string {
+	w = w.normalized()
+	switch w.mode {
+	case modeSpin:
+		return "spin"
+	case modeSleep:
+		return "sleep:" + w.duration.String()
+	case modeFutex:
+		return "futex"
+	}
+	return "adaptive:" + w.duration.String()
+}
+
+// Name is the strategy without its parameter: "spin", "sleep", "futex" or "adaptive".
+func (w Wait) Name() string { name, _, _ := strings.Cut(w.String(), ":"); return name }
+
+// ParseWait reads "spin", "futex", "sleep" (10ms), "sleep:DURATION", "adaptive" or
+// "adaptive:DURATION".
+func ParseWait(s string) (Wait, error) {
+	name, arg, hasArg := strings.Cut(s, ":")
+	var d time.Duration
+	if hasArg {
+		var err error
+		if d, err = time.ParseDuration(arg); err != nil || d <= 0 {
+			return Wait{}, fmt.Errorf("wait strategy %q: bad duration %q", s, arg)
+		}
+	}
+	switch {
+	case name == "spin" && !hasArg:
+		return Spin(), nil
+	case name == "futex" && !hasArg:
+		return Futex(), nil
+	case name == "sleep":
+		if !hasArg {
+			d = 10 * time.Millisecond
+		}
+		return Sleep(d), nil
+	case name == "adaptive":
+		return Adaptive(d), nil
+	}
+	return Wait{}, fmt.Errorf("unknown wait strategy %q (want spin, sleep[:d], futex, adaptive[:d])", s)
+}
+
+// event is an eventcount in shared memory: sleepers wait on seq; waiters has one bit per
+// sleeping peer (its peer-table index).
+//
+// The protocol, correct because Go's atomics are sequentially consistent:
+//
+//	sleeper: v := load(seq); or(waiters, bit); if !ready() { futexWait(seq, v) }; and(waiters, ^bit)
+//	waker:   publish (a store the sleeper's ready() reads); if load(waiters) != 0 { add(seq, 1); futexWake(seq) }
+//
+// Either the waker's load of waiters comes after the sleeper's OR, and it bumps seq and
+// wakes (futexWait returns at once if seq already moved), or it comes before, and then the
+// sleeper's ready() comes after the publish and sees it. A busy sleeper costs the waker one
+// load of a line nobody writes.
+type event struct {
+	seq     *uint32
+	waiters *uint64
+}
+
+// notify wakes up to n sleepers if there are any. It returns how many it woke, or -1 when
+// nobody was marked asleep and it made no system call.
+func (e event) notify(n int) int {
+	if atomic.LoadUint64(e.waiters) == 0 {
+		return -1
+	}
+	atomic.AddUint32(e.seq, 1)
+	woken, _ := futex.Wake(e.seq, n)
+	return woken
+}
+
+// wakeAll wakes every sleeper unconditionally (close, cancellation).
+func (e event) wakeAll() {
+	atomic.AddUint32(e.seq, 1)
+	_, _ = futex.Wake(e.seq, 1<<30)
+}
+
+// sleepers is how many peers are marked asleep.
+func (e event) sleepers() int { return bits.OnesCount64(atomic.LoadUint64(e.waiters)) }
+
+// waiter runs one endpoint's waits.
+type waiter struct {
+	strategy Wait
+	bit      uint64       // this endpoint's bit in an event's waiters mask
+	closed   *atomic.Bool // the endpoint's own Close
+	stats    *counters
+}
+
+// await returns nil once ready() holds. It returns ErrClosed after the endpoint's Close,
+// ctx's error when ctx ends, and whatever check returns: check(false) is called on every
+// round and must be cheap (loads only); check(true) may make system calls (liveness) and is
+// called about every livenessInterval.
+func (w *waiter) await(ctx context.Context, ev event, ready func() bool, check func(expensive bool) error) error {
+	if ready() {
+		return nil
+	}
+	start := time.Now()
+	nextCheck := start.Add(livenessInterval)
+	var stopWake func() bool
+	defer func() {
+		if stopWake != nil {
+			stopWake()
+		}
+	}()
+	for i := 0; ; i++ {
+		if ready() {
+			return nil
+		}
+		if w.closed.Load() {
+			return ErrClosed
+		}
+		if err := check(false); err != nil {
+			return err
+		}
+		spinning := w.strategy.mode == modeSpin || w.strategy.mode == modeAdaptive
+		if spinning && i%128 != 0 {
+			continue // a tight poll; the clock and the context are looked at every 128 rounds
+		}
+		now := time.Now()
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if now.After(nextCheck) {
+			if err := check(true); err != nil {
+				return err
+			}
+			nextCheck = now.Add(livenessInterval)
+		}
+		timeout := livenessInterval
+		if dl, ok := ctx.Deadline(); ok {
+			timeout = min(timeout, max(time.Until(dl), time.Microsecond))
+		}
+		switch {
+		case w.strategy.mode == modeSpin:
+		case w.strategy.mode == modeAdaptive && now.Sub(start) < w.strategy.duration:
+		case w.strategy.mode == modeSleep:
+			time.Sleep(min(w.strategy.duration, timeout))
+		case !futex.Supported:
+			time.Sleep(min(time.Millisecond, timeout))
+		default:
+			if stopWake == nil && ctx.Done() != nil {
+				stopWake = context.AfterFunc(ctx, ev.wakeAll)
+			}
+			w.sleep(ev, ready, timeout)
+		}
+	}
+}
+
+// sleep is one round of the eventcount protocol (see event).
+func (w *waiter) sleep(ev event, ready func() bool, timeout time.Duration) {
+	v := atomic.LoadUint32(ev.seq)
+	atomic.OrUint64(ev.waiters, w.bit)
+	if !ready() && !w.closed.Load() {
+		w.stats.add(ctrFutexWaits, 1)
+		if err := futex.Wait(ev.seq, v, timeout); err == futex.ErrTimeout && ready() {
+			// The condition held when the timeout fired: unless it turned true in the
+			// last instant, a wake-up was lost. Counted so that tests can prove it never is.
+			w.stats.add(ctrLateWakes, 1)
+		}
+	}
+	atomic.AndUint64(ev.waiters, ^w.bit)
+}
