@@ -1,0 +1,211 @@
+package ring_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/shmq/shmq/internal/proctest"
+	"github.com/shmq/shmq/ring"
+	"github.com/shmq/shmq/shm"
+)
+
+func TestMain(m *testing.M) {
+	proctest.Register("spsc-writer", runSPSCWriter)
+	proctest.Register("spsc-reader", runSPSCReader)
+	proctest.Register("pinger", runPinger)
+	proctest.Register("ponger", runPonger)
+	proctest.Main(m)
+}
+
+// procConfig tells a child what to do; it travels as JSON in the first argument.
+type procConfig struct {
+	Dir, Name      string
+	Count          uint64 // messages to write; the reader reads until the stream ends
+	MinLen, MaxLen int
+	Wait           string
+	Batch          int    // writer: records per commit
+	KillAt         uint64 // writer: report the phase points at this sequence number
+	Close          bool   // writer: Close at the end (else exit without closing)
+	PongName       string // pinger/ponger: the reply ring
+}
+
+func (c procConfig) args() []string {
+	b, _ := json.Marshal(c)
+	return []string{string(b)}
+}
+
+func parseConfig(c *proctest.Child) (procConfig, ring.Options, *shm.Segment, error) {
+	var cfg procConfig
+	if err := json.Unmarshal([]byte(c.Args[0]), &cfg); err != nil {
+		return cfg, ring.Options{}, nil, err
+	}
+	wait, err := ring.ParseWait(cfg.Wait)
+	if err != nil {
+		return cfg, ring.Options{}, nil, err
+	}
+	seg, err := shm.Open(cfg.Name, shm.Options{Dir: cfg.Dir})
+	return cfg, ring.Options{Wait: wait}, seg, err
+}
+
+// readerReport is what a reader child sends back.
+type readerReport struct {
+	Next uint64 // the next sequence number it expected: all before it arrived, in order, intact
+	Err  string // how the stream ended: "closed", "peer-dead", or a failure
+}
+
+func runSPSCWriter(c *proctest.Child) error {
+	cfg, opts, seg, err := parseConfig(c)
+	if err != nil {
+		return err
+	}
+	w, err := ring.NewSPSCWriter(seg, opts)
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	batch := max(cfg.Batch, 1)
+	for seq := uint64(0); seq < cfg.Count; seq++ {
+		kill := seq == cfg.KillAt
+		if kill {
+			c.Point("before-reserve")
+		}
+		p, err := w.Reserve(ctx, uint32(seq), msgLen(seq, cfg.MinLen, cfg.MaxLen))
+		if err != nil {
+			return fmt.Errorf("reserve %d: %w", seq, err)
+		}
+		fillMsg(p, seq)
+		if kill {
+			c.Point("after-reserve")
+		}
+		if (seq+1)%uint64(batch) == 0 || seq+1 == cfg.Count {
+			if err := w.Commit(); err != nil {
+				return err
+			}
+		}
+		if kill {
+			c.Point("after-commit")
+		}
+	}
+	if cfg.Close {
+		return w.Close()
+	}
+	return nil
+}
+
+func runSPSCReader(c *proctest.Child) error {
+	_, opts, seg, err := parseConfig(c)
+	if err != nil {
+		return err
+	}
+	r, err := ring.NewSPSCReader(seg, opts)
+	if err != nil {
+		return err
+	}
+	c.Point("ready")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var rep readerReport
+	for {
+		rec, err := r.Next(ctx)
+		switch {
+		case errors.Is(err, ring.ErrClosed):
+			rep.Err = "closed"
+		case errors.Is(err, ring.ErrPeerDead):
+			rep.Err = "peer-dead"
+		case err != nil:
+			rep.Err = err.Error()
+		}
+		if err != nil {
+			return c.Result(rep)
+		}
+		seq, err := checkMsg(rec.Data, rec.Type)
+		if err == nil && seq != rep.Next {
+			err = fmt.Errorf("got message %d, expected %d", seq, rep.Next)
+		}
+		if err != nil {
+			rep.Err = err.Error()
+			return c.Result(rep)
+		}
+		rep.Next++
+		r.Release()
+	}
+}
+
+// runPinger sends Count messages on Name, waiting for each to come back on PongName before
+// sending the next, so that every message makes the other side sleep and be woken.
+func runPinger(c *proctest.Child) error {
+	cfg, opts, seg, err := parseConfig(c)
+	if err != nil {
+		return err
+	}
+	pong, err := shm.Open(cfg.PongName, shm.Options{Dir: cfg.Dir})
+	if err != nil {
+		return err
+	}
+	w, err := ring.NewSPSCWriter(seg, opts)
+	if err != nil {
+		return err
+	}
+	r, err := ring.NewSPSCReader(pong, opts)
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	buf := make([]byte, 64)
+	for seq := uint64(0); seq < cfg.Count; seq++ {
+		fillMsg(buf[:32], seq)
+		if err := w.Write(ctx, uint32(seq), buf[:32]); err != nil {
+			return err
+		}
+		n, typ, err := r.Read(ctx, buf)
+		if err != nil {
+			return err
+		}
+		got, err := checkMsg(buf[:n], typ)
+		if err != nil {
+			return err
+		}
+		if got != seq {
+			return fmt.Errorf("pong %d for ping %d", got, seq)
+		}
+	}
+	return w.Close()
+}
+
+// runPonger echoes every message from Name back on PongName until the stream closes.
+func runPonger(c *proctest.Child) error {
+	cfg, opts, seg, err := parseConfig(c)
+	if err != nil {
+		return err
+	}
+	pong, err := shm.Open(cfg.PongName, shm.Options{Dir: cfg.Dir})
+	if err != nil {
+		return err
+	}
+	r, err := ring.NewSPSCReader(seg, opts)
+	if err != nil {
+		return err
+	}
+	w, err := ring.NewSPSCWriter(pong, opts)
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	buf := make([]byte, 64)
+	for {
+		n, typ, err := r.Read(ctx, buf)
+		if errors.Is(err, ring.ErrClosed) {
+			return w.Close()
+		}
+		if err != nil {
+			return err
+		}
+		if err := w.Write(ctx, typ, buf[:n]); err != nil {
+			return err
+		}
+	}
+}
