@@ -135,7 +135,7 @@ func (e *endpoint) shutdown(ev event, retiredBlock int, last func()) error {
 		last()
 	}
 	e.stats.retire(e.hdr, retiredBlock)
-	err := e.peer.Detach()
+	err := e.peer.Detach() // an unfinished claim is left for a live peer to repair
 	if e.role != nil {
 		if rerr := e.role.Release(); err == nil {
 			err = rerr

@@ -23,3 +23,16 @@ func SetWritePos(seg *shm.Segment, pos uint64) {
 func DataWaiters(seg *shm.Segment) uint64 {
 	return atomic.LoadUint64(layout.Uint64(seg.Header(), offDataWaiters))
 }
+
+// SetMPMCPositions sets both positions of an MPMC ring nobody is attached to, and every
+// slot's sequence to match, so that tests can start near 2^64.
+func SetMPMCPositions(seg *shm.Segment, pos uint64) {
+	d := seg.Descriptor()
+	mask := d.SlotCount - 1
+	for i := uint64(0); i < d.SlotCount; i++ {
+		first := pos + ((i - pos) & mask) // first position >= pos that lands in slot i
+		slot := seg.Data()[i*uint64(d.SlotSize):]
+		atomic.StoreUint64(layout.Uint64(slot, 0), first-i)
+	}
+	SetPositions(seg, pos)
+}

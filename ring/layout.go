@@ -49,8 +49,8 @@ const (
 
 // Peer words (the ring's part of a peer-table entry, layout.PeerUserSize bytes).
 const (
-	pwCounters = 8  // counters, numCounters uint64s
-	pwClaim    = 80 // uint64: MPMC position claimed + 1, 0 when none
+	pwClaim    = layout.PeerOffClaim - layout.PeerUserOffset // uint64: MPMC lowest position claimed + 1, 0 when none
+	pwCounters = 8                                           // counters, numCounters uint64s
 )
 
 // Counter indexes, in the peer words at pwCounters and in the retired blocks.
@@ -66,9 +66,8 @@ const (
 	numCounters
 )
 
-var _ [pwClaim - pwCounters - numCounters*8]struct{} // counters end before the claim
-var _ [layout.BlockSize - numCounters*8]struct{}     // retired counters fit a block
-var _ [layout.PeerUserSize - pwClaim - 8]struct{}    // claim fits the peer words
+var _ [layout.BlockSize - numCounters*8]struct{}  // retired counters fit a block
+var _ [layout.PeerUserSize - pwCounters - numCounters*8]struct{} // counters fit the peer words
 
 var _ [layout.PeerCount - 64]struct{} // one waiter bit per peer entry
 var _ [64 - layout.PeerCount]struct{}

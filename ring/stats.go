@@ -105,14 +105,15 @@ type PeekedRecord struct {
 	Data     []byte `json:"data"` // at most the preview length asked for
 }
 
-// Peek copies up to n records of an SPSC ring, starting at the reader's released position,
+// Peek copies up to n records, starting at the reader's released position (SPSC) or the
+// next slot to be claimed for reading (MPMC; unpublished slots are passed over),
 // with at most preview payload bytes each, without consuming anything or changing any byte
 // (it works on a segment from shm.Inspect). Records the writer overwrites while Peek copies
 // them may come out torn; Peek stops at the first header that does not make sense.
 func Peek(seg *shm.Segment, n, preview int) ([]PeekedRecord, error) {
 	d := seg.Descriptor()
-	if d.Kind != shm.KindSPSC {
-		return nil, fmt.Errorf("%w: peek reads spsc rings, %s is %v", ErrKind, seg.Name(), d.Kind)
+	if d.Kind == shm.KindMPMC {
+		return peekMPMC(seg, n, preview)
 	}
 	hdr, data := seg.Header(), seg.Data()
 	size := uint64(len(data))
@@ -139,6 +140,36 @@ func Peek(seg *shm.Segment, n, preview int) ([]PeekedRecord, error) {
 		start := idx + recordHeader
 		out = append(out, PeekedRecord{Position: pos, Type: typ, Length: int(length), Data: append([]byte(nil), data[start:start+uint64(k)]...)})
 		pos += rec
+	}
+	return out, nil
+}
+
+func peekMPMC(seg *shm.Segment, n, preview int) ([]PeekedRecord, error) {
+	d := seg.Descriptor()
+	hdr, data := seg.Header(), seg.Data()
+	slots, slotSize := d.SlotCount, uint64(d.SlotSize)
+	wp := atomic.LoadUint64(layout.Uint64(hdr, offWritePos))
+	pos := atomic.LoadUint64(layout.Uint64(hdr, offReadPos))
+	if wp-pos > slots {
+		return nil, fmt.Errorf("%w: write position %d and read position %d are more than a ring apart", ErrCorrupt, wp, pos)
+	}
+	var out []PeekedRecord
+	for ; len(out) < n && pos != wp; pos++ {
+		idx := pos & (slots - 1)
+		slot := data[idx*slotSize : (idx+1)*slotSize]
+		if atomic.LoadUint64(layout.Uint64(slot, 0)) != pos-idx+1 {
+			continue // claimed by a writer, not yet published
+		}
+		length := binary.LittleEndian.Uint32(slot[8:])
+		if length == skipLength {
+			continue
+		}
+		if uint64(length) > slotSize-slotHeader {
+			return out, fmt.Errorf("%w: slot at position %d says %d bytes", ErrCorrupt, pos, length)
+		}
+		k := min(int(length), preview)
+		out = append(out, PeekedRecord{Position: pos, Type: binary.LittleEndian.Uint32(slot[12:]), Length: int(length),
+			Data: append([]byte(nil), slot[slotHeader:slotHeader+k]...)})
 	}
 	return out, nil
 }

@@ -59,7 +59,9 @@ func (p *Peer) Words() []byte {
 	return p.entry[layout.PeerUserOffset:layout.PeerEntrySize:layout.PeerEntrySize]
 }
 
-// Detach frees the entry: it marks it free and drops the lock. Detach is idempotent.
+// Detach frees the entry: it marks it free and drops the lock (but see PeerOffClaim in
+// internal/layout: an entry with an unfinished claim is left for repair). Detach is
+// idempotent.
 func (p *Peer) Detach() error {
 	s := p.seg
 	s.mu.Lock()
@@ -71,7 +73,7 @@ func (p *Peer) Detach() error {
 }
 
 // Attach claims a peer entry for role and returns it. A free entry is taken first; if none
-// is left, the entry of a dead peer is reused. It returns ErrPeerTableFull when every entry
+// is left, the entry of a dead peer is reused, unless its claim word is set. It returns ErrPeerTableFull when every entry
 // belongs to a live peer, ErrReadOnly on an inspected segment and ErrClosed after Close.
 func (s *Segment) Attach(role Role) (*Peer, error) {
 	s.mu.Lock()
@@ -86,6 +88,9 @@ func (s *Segment) Attach(role Role) (*Peer, error) {
 		for i := 0; i < layout.PeerCount; i++ {
 			if s.owned[i] != nil || atomic.LoadUint32(s.peerState(i)) != wantState {
 				continue
+			}
+			if wantState == layout.PeerAttached && atomic.LoadUint64(layout.Uint64(s.peerEntry(i), layout.PeerOffClaim)) != 0 {
+				continue // a dead peer's unfinished claim, for the ring to repair first
 			}
 			// The lock decides between processes racing for the same entry.
 			ok, err := lockByte(s.fd, int64(layout.PeerOffset(i)))
@@ -117,9 +122,14 @@ func (s *Segment) claimPeer(i int, role Role) *Peer {
 	return p
 }
 
+// clearPeerLocked frees entry p and drops its lock. An entry whose claim word is set is
+// left marked attached instead, exactly as if its process had died, so that a live peer
+// repairs the unfinished claim (a ring reader closing with a record borrowed).
 func (s *Segment) clearPeerLocked(p *Peer) error {
-	atomic.StoreUint32(layout.Uint32(p.entry, layout.PeerOffState), layout.PeerFree)
-	atomic.StoreUint32(layout.Uint32(p.entry, layout.PeerOffPID), 0)
+	if atomic.LoadUint64(layout.Uint64(p.entry, layout.PeerOffClaim)) == 0 {
+		atomic.StoreUint32(layout.Uint32(p.entry, layout.PeerOffState), layout.PeerFree)
+		atomic.StoreUint32(layout.Uint32(p.entry, layout.PeerOffPID), 0)
+	}
 	delete(s.owned, p.index)
 	return unlockByte(s.fd, int64(layout.PeerOffset(p.index)))
 }

@@ -85,6 +85,10 @@ const (
 	PeerOffAttachNano = 24 // int64, Unix nanoseconds
 	PeerUserOffset    = 64
 	PeerUserSize      = PeerEntrySize - PeerUserOffset
+	// PeerOffClaim is the first word of the ring's part: a non-zero value is work a dead
+	// owner left unfinished (a claimed slot). Attach never reuses a dead entry whose claim
+	// is set; the ring clears it when it repairs the claim.
+	PeerOffClaim = PeerUserOffset
 )
 
 // Peer entry states.
