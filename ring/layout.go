@@ -66,7 +66,7 @@ const (
 	numCounters
 )
 
-var _ [layout.BlockSize - numCounters*8]struct{}  // retired counters fit a block
+var _ [layout.BlockSize - numCounters*8]struct{}                 // retired counters fit a block
 var _ [layout.PeerUserSize - pwCounters - numCounters*8]struct{} // counters fit the peer words
 
 var _ [layout.PeerCount - 64]struct{} // one waiter bit per peer entry
