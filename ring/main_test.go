@@ -18,6 +18,8 @@ func TestMain(m *testing.M) {
 	proctest.Register("spsc-reader", runSPSCReader)
 	proctest.Register("pinger", runPinger)
 	proctest.Register("ponger", runPonger)
+	proctest.Register("mpmc-writer", runMPMCWriter)
+	proctest.Register("mpmc-reader", runMPMCReader)
 	proctest.Main(m)
 }
 
@@ -31,6 +33,9 @@ type procConfig struct {
 	KillAt         uint64 // writer: report the phase points at this sequence number
 	Close          bool   // writer: Close at the end (else exit without closing)
 	PongName       string // pinger/ponger: the reply ring
+	WriterID       uint64 // mpmc-writer: goes into the top bits of every sequence number
+	CloseRing      bool   // mpmc-writer: CloseRing at the end
+	Unordered      bool   // mpmc-reader: do not check per-writer order
 }
 
 func (c procConfig) args() []string {
@@ -207,5 +212,106 @@ func runPonger(c *proctest.Child) error {
 		if err := w.Write(ctx, typ, buf[:n]); err != nil {
 			return err
 		}
+	}
+}
+
+// mpmcSeq combines a writer id and that writer's own counter.
+func mpmcSeq(writer, n uint64) uint64 { return writer<<40 | n }
+
+func runMPMCWriter(c *proctest.Child) error {
+	cfg, opts, seg, err := parseConfig(c)
+	if err != nil {
+		return err
+	}
+	w, err := ring.NewMPMCWriter(seg, opts)
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	batch := max(cfg.Batch, 1)
+	for n := uint64(0); n < cfg.Count; n++ {
+		seq := mpmcSeq(cfg.WriterID, n)
+		kill := n == cfg.KillAt
+		if kill {
+			c.Point("before-reserve")
+		}
+		p, err := w.Reserve(ctx, uint32(seq), msgLen(n, cfg.MinLen, cfg.MaxLen))
+		if err != nil {
+			return fmt.Errorf("reserve %d: %w", n, err)
+		}
+		fillMsg(p, seq)
+		if kill {
+			c.Point("after-reserve")
+		}
+		if (n+1)%uint64(batch) == 0 || n+1 == cfg.Count {
+			if err := w.Commit(); err != nil {
+				return err
+			}
+		}
+		if kill {
+			c.Point("after-commit")
+		}
+	}
+	if cfg.CloseRing {
+		return w.CloseRing()
+	}
+	return w.Close()
+}
+
+// mpmcReport is what an MPMC reader child sends back: per writer, how many messages it got
+// and the sum of their counters (with the counts, a parent can tell losses and duplicates).
+type mpmcReport struct {
+	Count map[uint64]uint64
+	Sum   map[uint64]uint64
+	Err   string
+}
+
+func runMPMCReader(c *proctest.Child) error {
+	cfg, opts, seg, err := parseConfig(c)
+	if err != nil {
+		return err
+	}
+	r, err := ring.NewMPMCReader(seg, opts)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rep := mpmcReport{Count: map[uint64]uint64{}, Sum: map[uint64]uint64{}}
+	last := map[uint64]uint64{}
+	for i := uint64(0); ; i++ {
+		if i == cfg.KillAt {
+			c.Point("before-next")
+		}
+		rec, err := r.Next(ctx)
+		switch {
+		case errors.Is(err, ring.ErrClosed):
+			rep.Err = "closed"
+		case errors.Is(err, ring.ErrPeerDead):
+			rep.Err = "peer-dead"
+		case err != nil:
+			rep.Err = err.Error()
+		}
+		if err != nil {
+			return c.Result(rep)
+		}
+		if i == cfg.KillAt {
+			c.Point("after-borrow")
+		}
+		seq, err := checkMsg(rec.Data, rec.Type)
+		if err != nil {
+			rep.Err = err.Error()
+			return c.Result(rep)
+		}
+		writer, n := seq>>40, seq&(1<<40-1)
+		// One writer's messages reach any one reader in the order they were written.
+		if prev, seen := last[writer]; seen && n <= prev && !cfg.Unordered {
+			rep.Err = fmt.Sprintf("writer %d: message %d after %d", writer, n, prev)
+			return c.Result(rep)
+		}
+		last[writer] = n
+		rep.Count[writer]++
+		rep.Sum[writer] += n
+		r.Release()
 	}
 }

@@ -348,7 +348,9 @@ func (r *MPMCReader) tryNext() (Record, error) {
 	if r.adopted != 0 {
 		pos := r.adopted - 1
 		r.adopted = 0
-		return r.borrow(pos)
+		if rec, err := r.borrow(pos); err != errSkip {
+			return rec, err
+		}
 	}
 	pos := atomic.LoadUint64(r.readPos)
 	for {
@@ -368,8 +370,15 @@ func (r *MPMCReader) tryNext() (Record, error) {
 			atomic.StoreUint64(r.claim, 0)
 			pos = atomic.LoadUint64(r.readPos)
 		case diff < 0:
-			if atomic.LoadUint32(r.u32(offWriterState)) == writerClosed && atomic.LoadUint64(r.writePos) == atomic.LoadUint64(r.readPos) {
+			if r.drainedAndClosed() {
 				return Record{}, ErrClosed
+			}
+			if r.adopted != 0 {
+				pos := r.adopted - 1
+				r.adopted = 0
+				if rec, err := r.borrow(pos); err != errSkip {
+					return rec, err
+				}
 			}
 			r.stats.add(ctrEmpty, 1)
 			return Record{}, ErrEmpty
@@ -433,7 +442,7 @@ func (r *MPMCReader) Next(ctx context.Context) (Record, error) {
 
 func (r *MPMCReader) awaitData(ctx context.Context) error {
 	check := func(expensive bool) error {
-		if atomic.LoadUint32(r.u32(offWriterState)) == writerClosed && atomic.LoadUint64(r.writePos) == atomic.LoadUint64(r.readPos) && r.adopted == 0 {
+		if r.drainedAndClosed() {
 			return ErrClosed
 		}
 		if !expensive {
@@ -452,6 +461,18 @@ func (r *MPMCReader) awaitData(ctx context.Context) error {
 		return ErrPeerDead
 	}
 	return r.wait.await(ctx, r.dataEvent(), r.available, check)
+}
+
+// drainedAndClosed reports whether the ring was closed and every message claimed, after
+// adopting any record a dead reader left borrowed (which is then not drained). The repair
+// scan runs only once the ring looks closed and empty, so it costs nothing before.
+func (r *MPMCReader) drainedAndClosed() bool {
+	if r.adopted != 0 || atomic.LoadUint32(r.u32(offWriterState)) != writerClosed ||
+		atomic.LoadUint64(r.writePos) != atomic.LoadUint64(r.readPos) {
+		return false
+	}
+	r.repair()
+	return r.adopted == 0
 }
 
 // repair looks at what dead peers left behind (slow path only: it lists the peer table).
