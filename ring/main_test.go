@@ -20,6 +20,9 @@ func TestMain(m *testing.M) {
 	proctest.Register("ponger", runPonger)
 	proctest.Register("mpmc-writer", runMPMCWriter)
 	proctest.Register("mpmc-reader", runMPMCReader)
+	proctest.Register("bench-drain", runBenchDrain)
+	proctest.Register("bench-echo", runBenchEcho)
+	proctest.Register("idle-reader", runIdleReader)
 	proctest.Main(m)
 }
 

@@ -263,6 +263,19 @@ func (p *Proc) Killed() bool {
 	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
 }
 
+// CPU returns the user plus system CPU time the child used, once it has exited (0 before).
+func (p *Proc) CPU() time.Duration {
+	select {
+	case <-p.done:
+	default:
+		return 0
+	}
+	if p.cmd.ProcessState == nil {
+		return 0
+	}
+	return p.cmd.ProcessState.UserTime() + p.cmd.ProcessState.SystemTime()
+}
+
 // Kill sends SIGKILL to the child if it is still running. It does not wait; Wait or the
 // test's cleanup reaps it.
 func (p *Proc) Kill() {
