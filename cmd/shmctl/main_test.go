@@ -101,7 +101,7 @@ func TestUsageErrors(t *testing.T) {
 
 func TestHelpEverySubcommand(t *testing.T) {
 	dir := testDir(t)
-	for _, sub := range []string{"create", "ls", "stat", "rm", "gc"} {
+	for _, sub := range []string{"create", "ls", "stat", "watch", "peek", "rm", "gc"} {
 		stdout, stderr, status := shmctl(t, dir, sub, "--help")
 		assert.Equal(t, 0, status, sub)
 		assert.Contains(t, stdout, "Usage:", sub)
@@ -110,7 +110,7 @@ func TestHelpEverySubcommand(t *testing.T) {
 	}
 	stdout, _, status := shmctl(t, dir, "--help")
 	assert.Equal(t, 0, status)
-	for _, sub := range []string{"create", "ls", "stat", "rm", "gc"} {
+	for _, sub := range []string{"create", "ls", "stat", "watch", "peek", "rm", "gc"} {
 		assert.Contains(t, stdout, sub)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shmq/shmq/internal/units"
+	"github.com/shmq/shmq/ring"
 	"github.com/shmq/shmq/shm"
 )
 
@@ -16,8 +17,9 @@ func newStatCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "stat NAME [--json]",
 		Short: "Show a segment's descriptor, file and peers",
-		Long: "Show a segment's descriptor, file mode and owner, exclusive roles held, and its\n" +
-			"peers with pid and liveness. The segment is mapped read-only: looking changes nothing.",
+		Long: "Show a segment's descriptor, file mode and owner, exclusive roles held, its\n" +
+			"peers with pid and liveness, and the ring: positions, fill level, counters and\n" +
+			"sleeping waiters. The segment is mapped read-only: looking changes nothing.",
 		Args: exactArgs(1, "a segment NAME"),
 		RunE: runStat,
 	}
@@ -42,6 +44,8 @@ type statReport struct {
 	GID        int        `json:"gid"`
 	RolesHeld  []string   `json:"roles_held"`
 	Peers      []peerJSON `json:"peers"`
+	Ring       ring.Stats `json:"ring"`
+	RingError  string     `json:"ring_error,omitempty"`
 }
 
 type peerJSON struct {
@@ -98,6 +102,10 @@ func buildStat(s *shm.Segment) (statReport, error) {
 	for _, p := range peers {
 		r.Peers = append(r.Peers, peerJSON{Index: p.Index, Role: p.Role.String(), PID: p.PID, Alive: p.Alive, Attached: p.Attached.UTC()})
 	}
+	// Impossible positions are reported, not fatal: the rest of stat is still worth seeing.
+	if r.Ring, err = ring.ReadStats(s); err != nil {
+		r.RingError = err.Error()
+	}
 	return r, nil
 }
 
@@ -123,6 +131,25 @@ func printStat(cmd *cobra.Command, r statReport) {
 		}
 	}
 	fmt.Fprintf(tw, "peers\t%d alive, %d dead\n", alive, len(r.Peers)-alive)
+	g := r.Ring
+	unit := "bytes"
+	if r.Kind == "mpmc" {
+		unit = "slots"
+	}
+	fmt.Fprintf(tw, "positions\twrite %d, read %d\n", g.WritePos, g.ReadPos)
+	fmt.Fprintf(tw, "fill\t%d of %d %s (%.1f%%)\n", g.Used, g.Capacity, unit, 100*float64(g.Used)/float64(max(g.Capacity, 1)))
+	fmt.Fprintf(tw, "writer\t%s\n", g.WriterState)
+	fmt.Fprintf(tw, "asleep\t%d readers, %d writers\n", g.ReadersAsleep, g.WritersAsleep)
+	fmt.Fprintf(tw, "written\t%d messages, %s; full %d times; %d futex waits, %d wakes\n",
+		g.Writers.Messages, units.FormatSize(g.Writers.Bytes), g.Writers.Full, g.Writers.FutexWaits, g.Writers.FutexWakes)
+	fmt.Fprintf(tw, "read\t%d messages, %s; empty %d times; %d futex waits, %d wakes\n",
+		g.Readers.Messages, units.FormatSize(g.Readers.Bytes), g.Readers.Empty, g.Readers.FutexWaits, g.Readers.FutexWakes)
+	if drops := g.Readers.Drops + g.Writers.Drops; drops > 0 {
+		fmt.Fprintf(tw, "drops\t%d slots skipped for dead writers\n", drops)
+	}
+	if r.RingError != "" {
+		fmt.Fprintf(tw, "ring error\t%s\n", r.RingError)
+	}
 	tw.Flush()
 	if len(r.Peers) == 0 {
 		return

@@ -63,7 +63,11 @@ func TestStatJSONFields(t *testing.T) {
 	var m map[string]any
 	require.NoError(t, json.Unmarshal([]byte(stdout), &m))
 	assert.Equal(t, []string{"created", "creator_pid", "data_offset", "data_size", "gid", "kind", "mode", "name",
-		"path", "peers", "roles_held", "slot_count", "slot_size", "uid", "version"}, keys(m))
+		"path", "peers", "ring", "roles_held", "slot_count", "slot_size", "uid", "version"}, keys(m))
+	assert.Equal(t, []string{"capacity", "kind", "read_pos", "readers", "readers_asleep", "used", "write_pos", "writer_state",
+		"writers", "writers_asleep"}, keys(m["ring"].(map[string]any)))
+	assert.Equal(t, []string{"bytes", "drops", "empty", "full", "futex_waits", "futex_wakes", "late_wakes", "messages"},
+		keys(m["ring"].(map[string]any)["writers"].(map[string]any)))
 	peers := m["peers"].([]any)
 	require.Len(t, peers, 1)
 	assert.Equal(t, []string{"alive", "attached", "index", "pid", "role"}, keys(peers[0].(map[string]any)))
