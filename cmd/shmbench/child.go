@@ -1,0 +1,333 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/shmq/shmq/ring"
+)
+
+// envChild holds the JSON childConfig of a re-executed shmbench process.
+const envChild = "SHMBENCH_CHILD"
+
+// childConfig is what the parent tells a writer, reader, pinger or echoer process.
+type childConfig struct {
+	Role      string // writer, reader, pinger, echoer
+	Scenario  string
+	Transport string
+	Wait      string
+	Dir       string
+	Ring      string // segment the writer writes (ring transports)
+	Ring2     string // pingpong: segment the echoer answers on
+	Size      int
+	Duration  time.Duration
+	Rate      int
+	WriterID  uint32
+	CloseRing bool // MPMC: this writer ends the stream when done
+	CPU       int  // pin the hot thread to this CPU; -1: no pinning
+}
+
+// childReport is what a child prints on stdout, as one JSON line.
+type childReport struct {
+	Sent      uint64
+	Received  uint64
+	Corrupt   uint64
+	Seconds   float64 // reader: first to last message
+	CPU       float64 // CPU seconds (user+system) during the measured phase
+	Latency   *hdrhistogram.Snapshot
+	PerWriter map[uint32]uint64 // reader: messages received per writer
+	Err       string
+}
+
+// childMain runs a child role if this process is one, and reports whether it was.
+func childMain() bool {
+	raw, ok := os.LookupEnv(envChild)
+	if !ok {
+		return false
+	}
+	var cfg childConfig
+	rep := childReport{}
+	err := json.Unmarshal([]byte(raw), &cfg)
+	if err == nil {
+		rep, err = runChild(cfg)
+	}
+	if err != nil {
+		rep.Err = err.Error()
+	}
+	_ = json.NewEncoder(os.Stdout).Encode(rep)
+	os.Exit(0)
+	return true
+}
+
+func cpuSeconds() float64 {
+	var ru unix.Rusage
+	_ = unix.Getrusage(unix.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
+
+// pin locks the calling goroutine to its thread and that thread to cpu.
+func pin(cpu int) error {
+	if cpu < 0 {
+		return nil
+	}
+	runtime.LockOSThread()
+	var set unix.CPUSet
+	set.Set(cpu)
+	return unix.SchedSetaffinity(0, &set)
+}
+
+func newHistogram() *hdrhistogram.Histogram { return hdrhistogram.New(1, int64(time.Minute), 3) }
+
+func runChild(cfg childConfig) (childReport, error) {
+	var rep childReport
+	if err := pin(cfg.CPU); err != nil {
+		return rep, fmt.Errorf("pinning to CPU %d: %w", cfg.CPU, err)
+	}
+	wait, err := ring.ParseWait(cfg.Wait)
+	if cfg.Wait == "" {
+		wait, err = ring.Adaptive(0), nil
+	}
+	if err != nil {
+		return rep, err
+	}
+	size := cfg.Size
+	isRing := cfg.Transport == "spsc" || cfg.Transport == "mpmc"
+	openSender := func(name string, f *os.File) (sender, error) {
+		if isRing {
+			return openRingSender(cfg.Dir, name, wait, cfg.CloseRing)
+		}
+		return newFDTransport(f, size), nil
+	}
+	openReceiver := func(name string, f *os.File) (receiver, error) {
+		if isRing {
+			return openRingReceiver(cfg.Dir, name, wait)
+		}
+		return newFDTransport(f, size), nil
+	}
+	fd3, fd4 := os.NewFile(3, "transport"), os.NewFile(4, "transport-2")
+	switch cfg.Role {
+	case "writer":
+		s, err := openSender(cfg.Ring, fd3)
+		if err != nil {
+			return rep, err
+		}
+		return runWriter(cfg, s)
+	case "reader":
+		r, err := openReceiver(cfg.Ring, fd3)
+		if err != nil {
+			return rep, err
+		}
+		return runReader(cfg, r)
+	case "pinger", "echoer":
+		var s sender
+		var r receiver
+		out, in := cfg.Ring, cfg.Ring2
+		outFD, inFD := fd3, fd4
+		if cfg.Role == "echoer" {
+			out, in, outFD, inFD = cfg.Ring2, cfg.Ring, fd4, fd3
+		}
+		if cfg.Transport == "unix" || cfg.Transport == "tcp" {
+			t := newFDTransport(fd3, size) // one bidirectional socket
+			s, r = t, t
+		} else {
+			if r, err = openReceiver(in, inFD); err != nil {
+				return rep, err
+			}
+			if s, err = openSender(out, outFD); err != nil {
+				return rep, err
+			}
+		}
+		if cfg.Role == "pinger" {
+			return runPinger(cfg, s, r)
+		}
+		return runEchoer(s, r)
+	}
+	return rep, fmt.Errorf("unknown role %q", cfg.Role)
+}
+
+// runWriter sends for cfg.Duration: as fast as it can (throughput), at cfg.Rate per second
+// (latency), or nothing at all (idle), then closes the transport.
+func runWriter(cfg childConfig, s sender) (childReport, error) {
+	var rep childReport
+	pattern := make([]byte, cfg.Size)
+	for i := range pattern {
+		pattern[i] = byte(i)
+	}
+	ctx := context.Background()
+	cpu0 := cpuSeconds()
+	start := monotonicNow()
+	end := start + cfg.Duration.Nanoseconds()
+	var seq uint64
+	fill := func(p []byte) { encode(p, seq, cfg.WriterID, 0, pattern) }
+	if cfg.Scenario == "latency" {
+		fill = func(p []byte) { encode(p, seq, cfg.WriterID, monotonicNow(), pattern) }
+	}
+	switch cfg.Scenario {
+	case "throughput":
+		for ; ; seq++ {
+			if seq%64 == 0 && monotonicNow() >= end {
+				break
+			}
+			if err := s.send(ctx, cfg.Size, fill); err != nil {
+				return rep, err
+			}
+		}
+	case "latency":
+		interval := int64(time.Second) / int64(max(cfg.Rate, 1))
+		for next := start; next < end; seq++ {
+			waitUntil(next)
+			if err := s.send(ctx, cfg.Size, fill); err != nil {
+				return rep, err
+			}
+			next += interval
+		}
+	case "idle":
+		time.Sleep(cfg.Duration)
+	}
+	rep.Sent = seq
+	rep.CPU = cpuSeconds() - cpu0
+	return rep, s.close()
+}
+
+// waitUntil sleeps until shortly before t, then spins to it: the OS sleeps too coarsely for
+// 100 µs gaps.
+func waitUntil(t int64) {
+	if d := t - monotonicNow() - 60_000; d > 0 {
+		time.Sleep(time.Duration(d))
+	}
+	for monotonicNow() < t {
+	}
+}
+
+// runReader receives until the stream ends, verifying every message, and records one-way
+// latency for the latency scenario.
+func runReader(cfg childConfig, r receiver) (childReport, error) {
+	rep := childReport{PerWriter: map[uint32]uint64{}}
+	hist := newHistogram()
+	const maxWriters = 1024
+	next := make([]uint64, maxWriters) // per writer: the lowest sequence number not yet seen
+	perWriter := make([]uint64, maxWriters)
+	latency := cfg.Scenario == "latency"
+	ctx := context.Background()
+	cpu0 := cpuSeconds()
+	var first int64
+	fn := func(p []byte) {
+		seq, writer, sent, err := decode(p)
+		if err != nil || writer >= maxWriters {
+			rep.Corrupt++
+			return
+		}
+		if seq < next[writer] { // a duplicate, or out of order
+			rep.Corrupt++
+			return
+		}
+		next[writer] = seq + 1
+		rep.Received++
+		perWriter[writer]++
+		if first == 0 {
+			first = monotonicNow()
+		}
+		if latency {
+			_ = hist.RecordValue(max(monotonicNow()-sent, 1))
+		}
+	}
+	for {
+		err := r.recv(ctx, fn)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return rep, err
+		}
+	}
+	// The end of the stream arrives right after the last message: it closes the interval.
+	last := monotonicNow()
+	rep.CPU = cpuSeconds() - cpu0
+	if first != 0 {
+		rep.Seconds = time.Duration(last - first).Seconds()
+	}
+	for w, n := range perWriter {
+		if n > 0 {
+			rep.PerWriter[uint32(w)] = n
+		}
+	}
+	if cfg.Scenario == "latency" {
+		rep.Latency = hist.Export()
+	}
+	return rep, r.close()
+}
+
+// runPinger sends a message, waits for it to come back, and records half the round trip,
+// for cfg.Duration.
+func runPinger(cfg childConfig, s sender, r receiver) (childReport, error) {
+	var rep childReport
+	pattern := make([]byte, cfg.Size)
+	hist := newHistogram()
+	ctx := context.Background()
+	cpu0 := cpuSeconds()
+	start := monotonicNow()
+	end := start + cfg.Duration.Nanoseconds()
+	var seq uint64
+	fill := func(p []byte) { encode(p, seq, 0, monotonicNow(), pattern) }
+	check := func(p []byte) {
+		got, _, sent, err := decode(p)
+		if err != nil || got != seq {
+			rep.Corrupt++
+			return
+		}
+		rep.Received++
+		_ = hist.RecordValue(max((monotonicNow()-sent)/2, 1))
+	}
+	for ; monotonicNow() < end; seq++ {
+		if err := s.send(ctx, cfg.Size, fill); err != nil {
+			return rep, err
+		}
+		if err := r.recv(ctx, check); err != nil {
+			return rep, err
+		}
+	}
+	rep.Sent = seq
+	rep.Seconds = time.Duration(monotonicNow() - start).Seconds()
+	rep.CPU = cpuSeconds() - cpu0
+	rep.Latency = hist.Export()
+	if err := s.close(); err != nil {
+		return rep, err
+	}
+	return rep, nil
+}
+
+// runEchoer sends every message straight back until the stream ends.
+func runEchoer(s sender, r receiver) (childReport, error) {
+	var rep childReport
+	ctx := context.Background()
+	cpu0 := cpuSeconds()
+	for {
+		var sendErr error
+		err := r.recv(ctx, func(p []byte) {
+			rep.Received++
+			sendErr = s.send(ctx, len(p), func(q []byte) { copy(q, p) })
+		})
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return rep, err
+		}
+		if sendErr != nil {
+			return rep, sendErr
+		}
+	}
+	rep.CPU = cpuSeconds() - cpu0
+	return rep, s.close()
+}
