@@ -81,6 +81,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return config{}, err
+		}
 		return config{}, fmt.Errorf("%w: %v", errUsage, err)
 	}
 	if fs.NArg() > 0 {

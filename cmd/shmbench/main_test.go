@@ -1,0 +1,148 @@
+//go:build linux
+
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestMain(m *testing.M) {
+	if childMain() { // the test binary re-executed as a writer or reader
+		return
+	}
+	os.Exit(m.Run())
+}
+
+func TestParseFlagsDefaults(t *testing.T) {
+	cfg, err := parseFlags(nil, &bytes.Buffer{})
+	require.NoError(t, err)
+	assert.Equal(t, allTransports, cfg.Transports)
+	assert.Equal(t, allWaits, cfg.Waits)
+	assert.Equal(t, allScenarios, cfg.Scenarios)
+	assert.Equal(t, []int{64}, cfg.Sizes)
+	assert.Equal(t, time.Second, cfg.Duration)
+	assert.Equal(t, 10000, cfg.Rate)
+	assert.Equal(t, 10*time.Millisecond, cfg.Sleep)
+	// 4 scenarios x (2 rings x 4 waits + 3 kernel transports)
+	assert.Len(t, cfg.cases(), 44)
+}
+
+func TestParseFlags(t *testing.T) {
+	cfg, err := parseFlags(strings.Fields("--transports mpmc,unix --waits futex --sizes 64,4KiB,1MiB --producers 2 --consumers 3 "+
+		"--scenarios throughput --duration 2s --rate 500 --sleep 1ms --pin --quick --json - --plot p.svg"), &bytes.Buffer{})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"mpmc", "unix"}, cfg.Transports)
+	assert.Equal(t, []int{64, 4096, 1 << 20}, cfg.Sizes)
+	assert.Equal(t, 150*time.Millisecond, cfg.Duration, "--quick shortens every case")
+	assert.True(t, cfg.Pin)
+	assert.Equal(t, "-", cfg.JSON)
+	cases := cfg.cases()
+	require.Len(t, cases, 6) // (mpmc/futex + unix) x 3 sizes
+	assert.Equal(t, 2, cases[0].Producers)
+	assert.Equal(t, 3, cases[0].Consumers)
+	assert.Equal(t, 1, cases[3].Producers, "kernel transports have one writer and one reader")
+	assert.Equal(t, "sleep:1ms", cfg.waitFor("sleep").String())
+
+	for _, bad := range []string{
+		"--transports shm", "--waits poll", "--scenarios soak", "--sizes 8", "--sizes 64KB", "--sizes 1GiB",
+		"--producers 0", "--duration 0s", "--rate -1", "--bogus", "extra",
+	} {
+		_, err := parseFlags(strings.Fields(bad), &bytes.Buffer{})
+		assert.True(t, errors.Is(err, errUsage), "%s: %v", bad, err)
+	}
+}
+
+func TestUsageExitStatus(t *testing.T) {
+	var out, errOut bytes.Buffer
+	assert.Equal(t, 2, run([]string{"--sizes", "tiny"}, &out, &errOut))
+	assert.Contains(t, errOut.String(), "shmbench: ")
+	assert.Equal(t, 0, run([]string{"--help"}, &out, &errOut))
+}
+
+func TestMessageIntegrity(t *testing.T) {
+	p := make([]byte, 64)
+	encode(p, 42, 3, 12345, bytes.Repeat([]byte{7}, 64))
+	seq, writer, sent, err := decode(p)
+	require.NoError(t, err)
+	assert.Equal(t, []any{uint64(42), uint32(3), int64(12345)}, []any{seq, writer, sent})
+	for _, i := range []int{0, 9, 17, 30, 63} {
+		q := append([]byte(nil), p...)
+		q[i] ^= 1
+		_, _, _, err := decode(q)
+		assert.ErrorIs(t, err, errCorrupt, "flipped byte %d", i)
+	}
+}
+
+// TestQuickRun runs the whole default matrix with --quick, end to end, in real processes,
+// and checks the JSON schema and that nothing was lost or corrupt.
+func TestQuickRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs every case")
+	}
+	dir := t.TempDir()
+	jsonPath, plotPath := filepath.Join(dir, "r.json"), filepath.Join(dir, "r.svg")
+	var out, errOut bytes.Buffer
+	start := time.Now()
+	status := run([]string{"--quick", "--json", jsonPath, "--plot", plotPath}, &out, &errOut)
+	require.Equal(t, 0, status, "stdout:\n%s\nstderr:\n%s", out.String(), errOut.String())
+	t.Logf("quick run took %v", time.Since(start))
+	assert.Contains(t, out.String(), "spsc/adaptive vs unix (64B): ")
+
+	raw, err := os.ReadFile(jsonPath)
+	require.NoError(t, err)
+	var doc map[string]any
+	require.NoError(t, json.Unmarshal(raw, &doc))
+	assert.Equal(t, []string{"host", "results", "version"}, keys(doc))
+	assert.EqualValues(t, 1, doc["version"])
+	assert.Equal(t, []string{"cpus", "go", "kernel"}, keys(doc["host"].(map[string]any)))
+	results := doc["results"].([]any)
+	require.Len(t, results, 44)
+	for _, r := range results {
+		m := r.(map[string]any)
+		assert.Equal(t, []string{"bytes_per_sec", "consumers", "corrupt", "cpu_ns_per_msg", "cpu_seconds", "idle_cpu_percent",
+			"latency_ns", "lost", "messages", "msgs_per_sec", "producers", "scenario", "seconds", "size", "transport", "wait"}, keys(m))
+		assert.EqualValues(t, 0, m["lost"], "%v", m)
+		assert.EqualValues(t, 0, m["corrupt"], "%v", m)
+		assert.Equal(t, []string{"reader", "writer"}, keys(m["cpu_seconds"].(map[string]any)))
+		switch m["scenario"] {
+		case "latency", "pingpong":
+			require.NotNil(t, m["latency_ns"], "%v", m)
+			assert.Equal(t, []string{"max", "p50", "p90", "p99", "p999"}, keys(m["latency_ns"].(map[string]any)))
+			assert.Greater(t, m["messages"], 0.0)
+		case "throughput":
+			assert.Greater(t, m["msgs_per_sec"], 0.0)
+			assert.Nil(t, m["latency_ns"])
+		case "idle":
+			assert.Greater(t, m["idle_cpu_percent"], 0.0)
+		}
+		if m["transport"] == "pipe" || m["transport"] == "unix" || m["transport"] == "tcp" {
+			assert.Equal(t, "", m["wait"])
+		}
+	}
+	svg, err := os.ReadFile(plotPath)
+	require.NoError(t, err)
+	assert.True(t, bytes.HasPrefix(svg, []byte("<svg")))
+	assert.Contains(t, string(svg), "spsc/futex 64B")
+	entries, _ := filepath.Glob("/dev/shm/shmbench-*")
+	assert.Empty(t, entries, "every segment directory removed")
+}
+
+func keys(m map[string]any) []string {
+	var k []string
+	for key := range m {
+		k = append(k, key)
+	}
+	sort.Strings(k)
+	return k
+}
