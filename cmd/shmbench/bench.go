@@ -209,12 +209,26 @@ func (b *bench) runCase(cs caseSpec) (Result, error) {
 		}
 	}
 	isRing := cs.Transport == "spsc" || cs.Transport == "mpmc"
+	var closeRing func() error
 	if isRing {
 		name, err := b.newSegment(cs.Transport, cs.Size)
 		if err != nil {
 			return res, err
 		}
 		base.Ring = name
+		if cs.Transport == "mpmc" {
+			// The parent holds a writer of its own for the whole case, so that readers never
+			// see "no live writer" between one writer leaving and the stream's end; it ends
+			// the stream once every writer process is done.
+			if closeRing, err = b.holdRing(name); err != nil {
+				return res, err
+			}
+			defer func() {
+				if closeRing != nil { // an early return: let go of the ring anyway
+					_ = closeRing()
+				}
+			}()
+		}
 		for i := range cs.Consumers {
 			cfg := base
 			cfg.Role, cfg.CPU = "reader", b.cpuFor(2*i+1)
@@ -271,11 +285,13 @@ func (b *bench) runCase(cs caseSpec) (Result, error) {
 	if firstErr != nil {
 		killAll()
 	}
-	if cs.Transport == "mpmc" && firstErr == nil {
+	if closeRing != nil {
 		// Every writer has detached: end the stream so that the readers drain and stop.
-		if err := b.closeRing(base.Ring); err != nil {
+		err := closeRing()
+		closeRing = nil
+		if err != nil && firstErr == nil {
 			killAll()
-			return res, err
+			firstErr = err
 		}
 	}
 	hist := newHistogram()
@@ -311,17 +327,25 @@ func (b *bench) runCase(cs caseSpec) (Result, error) {
 	return res, nil
 }
 
-func (b *bench) closeRing(name string) error {
+// holdRing attaches an MPMC writer to name and returns the function that ends the stream
+// and lets it go.
+func (b *bench) holdRing(name string) (func() error, error) {
 	seg, err := shm.Open(name, shm.Options{Dir: b.dir})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer seg.Close()
 	w, err := ring.NewMPMCWriter(seg, ring.Options{})
 	if err != nil {
-		return err
+		seg.Close()
+		return nil, err
 	}
-	return w.CloseRing()
+	return func() error {
+		err := w.CloseRing()
+		if cerr := seg.Close(); err == nil {
+			err = cerr
+		}
+		return err
+	}, nil
 }
 
 func (b *bench) runPingPong(cs caseSpec, base childConfig, res Result, timeout time.Duration) (Result, error) {
