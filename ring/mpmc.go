@@ -221,6 +221,16 @@ func (w *MPMCWriter) commit() {
 	w.notify(w.dataEvent(), n)
 }
 
+// Abort discards every slot reserved since the last Commit: the slots are published as
+// skips, which readers pass over.
+func (w *MPMCWriter) Abort() {
+	if w.enter() != nil {
+		return
+	}
+	defer w.leave()
+	w.skipPending()
+}
+
 // TryWrite copies p into one slot of type typ and publishes it. It never blocks.
 func (w *MPMCWriter) TryWrite(typ uint32, p []byte) error {
 	if err := w.enter(); err != nil {

@@ -188,6 +188,16 @@ func (w *SPSCWriter) commit() {
 	w.notify(w.dataEvent(), 1)
 }
 
+// Abort discards every record reserved since the last Commit: the reader never sees them.
+func (w *SPSCWriter) Abort() {
+	if w.enter() != nil {
+		return
+	}
+	defer w.leave()
+	w.pos = atomic.LoadUint64(w.writePos) // only this writer stores it
+	w.pending, w.pendingLen = 0, 0
+}
+
 // TryWrite copies p into one record of type typ and publishes it. It never blocks:
 // ErrFull, ErrTooLarge, ErrClosed, ErrPending (records reserved and not committed).
 func (w *SPSCWriter) TryWrite(typ uint32, p []byte) error {

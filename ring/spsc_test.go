@@ -320,3 +320,32 @@ func TestParseWait(t *testing.T) {
 	}
 	assert.Equal(t, "adaptive:50µs", ring.Wait{}.String())
 }
+
+func TestAbort(t *testing.T) {
+	_, w, r := newSPSC(t, 4096, ring.Options{})
+	p, err := w.TryReserve(1, 5)
+	require.NoError(t, err)
+	copy(p, "wrong")
+	w.Abort()
+	require.NoError(t, w.TryWrite(2, []byte("right")))
+	rec, err := r.TryNext()
+	require.NoError(t, err)
+	assert.Equal(t, "right", string(rec.Data))
+	r.Release()
+
+	seg := newMPMCSeg(t, 64, 64)
+	mw, err := ring.NewMPMCWriter(seg, ring.Options{})
+	require.NoError(t, err)
+	defer mw.Close()
+	mr, err := ring.NewMPMCReader(seg, ring.Options{})
+	require.NoError(t, err)
+	defer mr.Close()
+	_, err = mw.TryReserve(1, 5)
+	require.NoError(t, err)
+	mw.Abort()
+	require.NoError(t, mw.TryWrite(2, []byte("right")))
+	rec, err = mr.TryNext()
+	require.NoError(t, err)
+	assert.Equal(t, "right", string(rec.Data))
+	mr.Release()
+}
