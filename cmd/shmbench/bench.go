@@ -114,8 +114,12 @@ func (b *bench) wait(c *child, timeout time.Duration) (childReport, error) {
 	return rep, err
 }
 
-// newSegment makes a ring segment sized for messages of size bytes.
+// newSegment makes a ring segment sized for messages of size bytes (more for JSON, whose
+// encoding is longer).
 func (b *bench) newSegment(transport string, size int) (string, error) {
+	if b.cfg.Codec == "json" {
+		size = size*4/3 + 128 // base64 payload and field names
+	}
 	b.n++
 	name := fmt.Sprintf("%s-%d", transport, b.n)
 	spec := shm.Spec{Kind: shm.KindSPSC, DataSize: max(1<<20, shm.NextPow2(uint64(4*(size+8))))}
@@ -193,10 +197,12 @@ func (b *bench) runCase(cs caseSpec) (Result, error) {
 		res.Wait = b.cfg.waitFor(cs.Wait).Name()
 	}
 	base := childConfig{Scenario: cs.Scenario, Transport: cs.Transport, Dir: b.dir, Size: cs.Size,
-		Duration: b.cfg.Duration, Rate: b.cfg.Rate}
+		Duration: b.cfg.Duration, Rate: b.cfg.Rate, Codec: "raw"}
 	if cs.Wait != "" {
 		base.Wait = b.cfg.waitFor(cs.Wait).String()
+		base.Codec = b.cfg.Codec // typed codecs run on the rings; the kernel's transports move bytes
 	}
+	res.Codec = base.Codec
 	timeout := b.cfg.Duration + 60*time.Second
 	if cs.Scenario == "pingpong" {
 		return b.runPingPong(cs, base, res, timeout)

@@ -27,6 +27,7 @@ type childConfig struct {
 	Scenario  string
 	Transport string
 	Wait      string
+	Codec     string // raw, fixed, json (rings only)
 	Dir       string
 	Ring      string // segment the writer writes (ring transports)
 	Ring2     string // pingpong: segment the echoer answers on
@@ -116,19 +117,42 @@ func runChild(cfg childConfig) (childReport, error) {
 		return newFDTransport(f, size), nil
 	}
 	fd3, fd4 := os.NewFile(3, "transport"), os.NewFile(4, "transport-2")
+	typed := isRing && cfg.Codec != "" && cfg.Codec != "raw"
+	wrapSender := func(s sender) (msgSender, error) {
+		if typed {
+			m, _, err := newTypedMsg(cfg.Codec, size, s, nil)
+			return m, err
+		}
+		return &rawMsg{s: s, size: size, pattern: pattern(size)}, nil
+	}
+	wrapReceiver := func(r receiver) (msgReceiver, error) {
+		if typed {
+			_, m, err := newTypedMsg(cfg.Codec, size, nil, r)
+			return m, err
+		}
+		return &rawMsg{r: r, size: size}, nil
+	}
 	switch cfg.Role {
 	case "writer":
 		s, err := openSender(cfg.Ring, fd3)
 		if err != nil {
 			return rep, err
 		}
-		return runWriter(cfg, s)
+		ms, err := wrapSender(s)
+		if err != nil {
+			return rep, err
+		}
+		return runWriter(cfg, ms)
 	case "reader":
 		r, err := openReceiver(cfg.Ring, fd3)
 		if err != nil {
 			return rep, err
 		}
-		return runReader(cfg, r)
+		mr, err := wrapReceiver(r)
+		if err != nil {
+			return rep, err
+		}
+		return runReader(cfg, mr)
 	case "pinger", "echoer":
 		var s sender
 		var r receiver
@@ -148,38 +172,38 @@ func runChild(cfg childConfig) (childReport, error) {
 				return rep, err
 			}
 		}
-		if cfg.Role == "pinger" {
-			return runPinger(cfg, s, r)
+		ms, err := wrapSender(s)
+		if err != nil {
+			return rep, err
 		}
-		return runEchoer(s, r)
+		mr, err := wrapReceiver(r)
+		if err != nil {
+			return rep, err
+		}
+		if cfg.Role == "pinger" {
+			return runPinger(cfg, ms, mr)
+		}
+		return runEchoer(ms, mr)
 	}
 	return rep, fmt.Errorf("unknown role %q", cfg.Role)
 }
 
 // runWriter sends for cfg.Duration: as fast as it can (throughput), at cfg.Rate per second
 // (latency), or nothing at all (idle), then closes the transport.
-func runWriter(cfg childConfig, s sender) (childReport, error) {
+func runWriter(cfg childConfig, s msgSender) (childReport, error) {
 	var rep childReport
-	pattern := make([]byte, cfg.Size)
-	for i := range pattern {
-		pattern[i] = byte(i)
-	}
 	ctx := context.Background()
 	cpu0 := cpuSeconds()
 	start := monotonicNow()
 	end := start + cfg.Duration.Nanoseconds()
 	var seq uint64
-	fill := func(p []byte) { encode(p, seq, cfg.WriterID, 0, pattern) }
-	if cfg.Scenario == "latency" {
-		fill = func(p []byte) { encode(p, seq, cfg.WriterID, monotonicNow(), pattern) }
-	}
 	switch cfg.Scenario {
 	case "throughput":
 		for ; ; seq++ {
 			if seq%64 == 0 && monotonicNow() >= end {
 				break
 			}
-			if err := s.send(ctx, cfg.Size, fill); err != nil {
+			if err := s.sendMsg(ctx, seq, cfg.WriterID, 0); err != nil {
 				return rep, err
 			}
 		}
@@ -187,7 +211,7 @@ func runWriter(cfg childConfig, s sender) (childReport, error) {
 		interval := int64(time.Second) / int64(max(cfg.Rate, 1))
 		for next := start; next < end; seq++ {
 			waitUntil(next)
-			if err := s.send(ctx, cfg.Size, fill); err != nil {
+			if err := s.sendMsg(ctx, seq, cfg.WriterID, monotonicNow()); err != nil {
 				return rep, err
 			}
 			next += interval
@@ -198,6 +222,15 @@ func runWriter(cfg childConfig, s sender) (childReport, error) {
 	rep.Sent = seq
 	rep.CPU = cpuSeconds() - cpu0
 	return rep, s.close()
+}
+
+// pattern is the constant payload of every message of size bytes.
+func pattern(size int) []byte {
+	p := make([]byte, size)
+	for i := range p {
+		p[i] = byte(i)
+	}
+	return p
 }
 
 // waitUntil sleeps until shortly before t, then spins to it: the OS sleeps too coarsely for
@@ -212,7 +245,7 @@ func waitUntil(t int64) {
 
 // runReader receives until the stream ends, verifying every message, and records one-way
 // latency for the latency scenario.
-func runReader(cfg childConfig, r receiver) (childReport, error) {
+func runReader(cfg childConfig, r msgReceiver) (childReport, error) {
 	rep := childReport{PerWriter: map[uint32]uint64{}}
 	hist := newHistogram()
 	const maxWriters = 1024
@@ -222,9 +255,8 @@ func runReader(cfg childConfig, r receiver) (childReport, error) {
 	ctx := context.Background()
 	cpu0 := cpuSeconds()
 	var first int64
-	fn := func(p []byte) {
-		seq, writer, sent, err := decode(p)
-		if err != nil || writer >= maxWriters {
+	fn := func(seq uint64, writer uint32, sent int64, ok bool) {
+		if !ok || writer >= maxWriters {
 			rep.Corrupt++
 			return
 		}
@@ -243,7 +275,7 @@ func runReader(cfg childConfig, r receiver) (childReport, error) {
 		}
 	}
 	for {
-		err := r.recv(ctx, fn)
+		err := r.recvMsg(ctx, fn)
 		if errors.Is(err, io.EOF) {
 			break
 		}
@@ -270,19 +302,16 @@ func runReader(cfg childConfig, r receiver) (childReport, error) {
 
 // runPinger sends a message, waits for it to come back, and records half the round trip,
 // for cfg.Duration.
-func runPinger(cfg childConfig, s sender, r receiver) (childReport, error) {
+func runPinger(cfg childConfig, s msgSender, r msgReceiver) (childReport, error) {
 	var rep childReport
-	pattern := make([]byte, cfg.Size)
 	hist := newHistogram()
 	ctx := context.Background()
 	cpu0 := cpuSeconds()
 	start := monotonicNow()
 	end := start + cfg.Duration.Nanoseconds()
 	var seq uint64
-	fill := func(p []byte) { encode(p, seq, 0, monotonicNow(), pattern) }
-	check := func(p []byte) {
-		got, _, sent, err := decode(p)
-		if err != nil || got != seq {
+	check := func(got uint64, _ uint32, sent int64, ok bool) {
+		if !ok || got != seq {
 			rep.Corrupt++
 			return
 		}
@@ -290,10 +319,10 @@ func runPinger(cfg childConfig, s sender, r receiver) (childReport, error) {
 		_ = hist.RecordValue(max((monotonicNow()-sent)/2, 1))
 	}
 	for ; monotonicNow() < end; seq++ {
-		if err := s.send(ctx, cfg.Size, fill); err != nil {
+		if err := s.sendMsg(ctx, seq, 0, monotonicNow()); err != nil {
 			return rep, err
 		}
-		if err := r.recv(ctx, check); err != nil {
+		if err := r.recvMsg(ctx, check); err != nil {
 			return rep, err
 		}
 	}
@@ -301,22 +330,19 @@ func runPinger(cfg childConfig, s sender, r receiver) (childReport, error) {
 	rep.Seconds = time.Duration(monotonicNow() - start).Seconds()
 	rep.CPU = cpuSeconds() - cpu0
 	rep.Latency = hist.Export()
-	if err := s.close(); err != nil {
-		return rep, err
-	}
-	return rep, nil
+	return rep, s.close()
 }
 
 // runEchoer sends every message straight back until the stream ends.
-func runEchoer(s sender, r receiver) (childReport, error) {
+func runEchoer(s msgSender, r msgReceiver) (childReport, error) {
 	var rep childReport
 	ctx := context.Background()
 	cpu0 := cpuSeconds()
 	for {
 		var sendErr error
-		err := r.recv(ctx, func(p []byte) {
+		err := r.recvMsg(ctx, func(seq uint64, writer uint32, sent int64, ok bool) {
 			rep.Received++
-			sendErr = s.send(ctx, len(p), func(q []byte) { copy(q, p) })
+			sendErr = s.sendMsg(ctx, seq, writer, sent)
 		})
 		if errors.Is(err, io.EOF) {
 			break

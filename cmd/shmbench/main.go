@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -51,6 +52,7 @@ type config struct {
 	Duration   time.Duration
 	Rate       int
 	Sleep      time.Duration
+	Codec      string
 	Pin        bool
 	Quick      bool
 	JSON       string
@@ -72,6 +74,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	duration := fs.Duration("duration", time.Second, "time per case")
 	rate := fs.Int("rate", 10000, "messages per second in the latency scenario")
 	sleep := fs.Duration("sleep", 10*time.Millisecond, "poll interval of the sleep wait strategy")
+	codecFlag := fs.String("codec", "raw", "how ring messages are encoded: raw (bytes), fixed (a Go struct viewed in place), json")
 	pinFlag := fs.Bool("pin", false, "pin the writer's and the reader's hot thread to different CPUs")
 	quick := fs.Bool("quick", false, "short cases: the whole run in well under 20 s")
 	jsonOut := fs.String("json", "", "write results as JSON to FILE (- for stdout)")
@@ -90,7 +93,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return config{}, fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
 	}
 	cfg := config{Producers: *producers, Consumers: *consumers, Duration: *duration, Rate: *rate, Sleep: *sleep,
-		Pin: *pinFlag, Quick: *quick, JSON: *jsonOut, Plot: *plot}
+		Codec: *codecFlag, Pin: *pinFlag, Quick: *quick, JSON: *jsonOut, Plot: *plot}
 	var err error
 	if cfg.Transports, err = pickList("transports", *transports, allTransports); err != nil {
 		return cfg, err
@@ -107,6 +110,16 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 			return cfg, fmt.Errorf("%w: --sizes: %q is not a size from %d bytes to 64MiB", errUsage, s, msgHeader)
 		}
 		cfg.Sizes = append(cfg.Sizes, int(n))
+	}
+	if _, err := pickList("codec", cfg.Codec, codecs); err != nil || strings.Contains(cfg.Codec, ",") {
+		return cfg, fmt.Errorf("%w: --codec: want one of %s", errUsage, strings.Join(codecs, ", "))
+	}
+	if cfg.Codec == "fixed" {
+		for _, n := range cfg.Sizes {
+			if !slices.Contains(fixedSizes, n) {
+				return cfg, fmt.Errorf("%w: --codec fixed supports sizes %v, not %d", errUsage, fixedSizes, n)
+			}
+		}
 	}
 	switch {
 	case cfg.Producers < 1 || cfg.Consumers < 1:

@@ -56,7 +56,7 @@ func TestParseFlags(t *testing.T) {
 
 	for _, bad := range []string{
 		"--transports shm", "--waits poll", "--scenarios soak", "--sizes 8", "--sizes 64KB", "--sizes 1GiB",
-		"--producers 0", "--duration 0s", "--rate -1", "--bogus", "extra",
+		"--producers 0", "--duration 0s", "--rate -1", "--bogus", "extra", "--codec xml", "--codec fixed --sizes 100",
 	} {
 		_, err := parseFlags(strings.Fields(bad), &bytes.Buffer{})
 		assert.True(t, errors.Is(err, errUsage), "%s: %v", bad, err)
@@ -110,8 +110,9 @@ func TestQuickRun(t *testing.T) {
 	require.Len(t, results, 44)
 	for _, r := range results {
 		m := r.(map[string]any)
-		assert.Equal(t, []string{"bytes_per_sec", "consumers", "corrupt", "cpu_ns_per_msg", "cpu_seconds", "idle_cpu_percent",
+		assert.Equal(t, []string{"bytes_per_sec", "codec", "consumers", "corrupt", "cpu_ns_per_msg", "cpu_seconds", "idle_cpu_percent",
 			"latency_ns", "lost", "messages", "msgs_per_sec", "producers", "scenario", "seconds", "size", "transport", "wait"}, keys(m))
+		assert.Equal(t, "raw", m["codec"])
 		assert.EqualValues(t, 0, m["lost"], "%v", m)
 		assert.EqualValues(t, 0, m["corrupt"], "%v", m)
 		assert.Equal(t, []string{"reader", "writer"}, keys(m["cpu_seconds"].(map[string]any)))
@@ -145,4 +146,33 @@ func keys(m map[string]any) []string {
 	}
 	sort.Strings(k)
 	return k
+}
+
+// TestCodecs runs the rings with each typed codec, end to end, and checks integrity.
+func TestCodecs(t *testing.T) {
+	for _, c := range []string{"fixed", "json"} {
+		t.Run(c, func(t *testing.T) {
+			dir := t.TempDir()
+			jsonPath := filepath.Join(dir, "r.json")
+			var out, errOut bytes.Buffer
+			status := run([]string{"--quick", "--codec", c, "--sizes", "64,1KiB", "--transports", "spsc,mpmc,unix",
+				"--waits", "adaptive", "--scenarios", "throughput,pingpong", "--json", jsonPath}, &out, &errOut)
+			require.Equal(t, 0, status, "stdout:\n%s\nstderr:\n%s", out.String(), errOut.String())
+			raw, err := os.ReadFile(jsonPath)
+			require.NoError(t, err)
+			var rep Report
+			require.NoError(t, json.Unmarshal(raw, &rep))
+			require.Len(t, rep.Results, 12)
+			for _, r := range rep.Results {
+				want := c
+				if r.Transport == "unix" {
+					want = "raw"
+				}
+				assert.Equal(t, want, r.Codec, "%s", r.name())
+				assert.Greater(t, r.Messages, uint64(0), "%s", r.name())
+				assert.Zero(t, r.Lost+r.Corrupt, "%s", r.name())
+			}
+			assert.Contains(t, out.String(), "spsc/adaptive+"+c)
+		})
+	}
 }

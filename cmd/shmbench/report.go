@@ -36,6 +36,7 @@ type Result struct {
 	Transport      string     `json:"transport"`
 	Wait           string     `json:"wait"` // empty for the kernel's transports
 	Size           int        `json:"size"`
+	Codec          string     `json:"codec"` // raw, fixed, json (fixed and json on rings only)
 	Producers      int        `json:"producers"`
 	Consumers      int        `json:"consumers"`
 	Messages       uint64     `json:"messages"`
@@ -77,10 +78,14 @@ func (r *Result) finish() {
 }
 
 func (r Result) name() string {
-	if r.Wait == "" {
-		return r.Transport
+	n := r.Transport
+	if r.Wait != "" {
+		n += "/" + r.Wait
 	}
-	return r.Transport + "/" + r.Wait
+	if r.Codec != "" && r.Codec != "raw" {
+		n += "+" + r.Codec
+	}
+	return n
 }
 
 func writeJSONReport(path string, stdout io.Writer, rep Report) error {
