@@ -342,19 +342,8 @@ func (r *MPMCReader) available() bool {
 	return int64(atomic.LoadUint64(slotSeq(r.slot(pos)))-(r.base(pos)+1)) >= 0
 }
 
-// TryNext borrows the next record in place until Release; it releases a record still
-// borrowed first. It never blocks: ErrEmpty, ErrClosed (CloseRing and drained, or after
-// this reader's Close), ErrCorrupt.
-func (r *MPMCReader) TryNext() (Record, error) {
-	if err := r.enter(); err != nil {
-		return Record{}, err
-	}
-	defer r.leave()
-	return r.tryNext()
-}
-
 func (r *MPMCReader) tryNext() (Record, error) {
-	r.release()
+	r.release() // one record borrowed at a time
 	if r.adopted != 0 {
 		pos := r.adopted - 1
 		r.adopted = 0
@@ -428,26 +417,6 @@ func (r *MPMCReader) borrow(pos uint64) (Record, error) {
 	}
 	r.borrowedLen = uint64(length)
 	return Record{Type: typ, Data: slot[slotHeader : slotHeader+int(length) : slotHeader+int(length)]}, nil
-}
-
-// Next is TryNext that waits until a record is published or ctx ends. While it waits it
-// repairs what dead peers left: a slot a dead writer claimed and never published is skipped,
-// a record a dead reader borrowed is delivered again. With no live writer and nothing left,
-// it returns ErrPeerDead.
-func (r *MPMCReader) Next(ctx context.Context) (Record, error) {
-	if err := r.enter(); err != nil {
-		return Record{}, err
-	}
-	defer r.leave()
-	for {
-		rec, err := r.tryNext()
-		if err != ErrEmpty {
-			return rec, err
-		}
-		if err := r.awaitData(ctx); err != nil {
-			return Record{}, err
-		}
-	}
 }
 
 func (r *MPMCReader) awaitData(ctx context.Context) error {
@@ -578,89 +547,14 @@ func (r *MPMCReader) release() {
 	r.notify(r.spaceEvent(), 1)
 }
 
-// TryRead copies the next record into dst and releases it. It returns ErrShortBuffer,
-// releasing nothing, when dst is too small: the record is then delivered by the next call.
-func (r *MPMCReader) TryRead(dst []byte) (int, uint32, error) {
-	if err := r.enter(); err != nil {
-		return 0, 0, err
-	}
-	defer r.leave()
-	rec, err := r.tryNext()
-	return r.copyOut(dst, rec, err)
-}
-
-// Read is TryRead that waits like Next.
-func (r *MPMCReader) Read(ctx context.Context, dst []byte) (int, uint32, error) {
-	if err := r.enter(); err != nil {
-		return 0, 0, err
-	}
-	defer r.leave()
-	for {
-		rec, err := r.tryNext()
-		if err != ErrEmpty {
-			return r.copyOut(dst, rec, err)
-		}
-		if err := r.awaitData(ctx); err != nil {
-			return 0, 0, err
-		}
-	}
-}
-
-func (r *MPMCReader) copyOut(dst []byte, rec Record, err error) (int, uint32, error) {
-	if err != nil {
-		return 0, 0, err
-	}
-	if len(dst) < len(rec.Data) {
-		r.unborrow()
-		return 0, 0, fmt.Errorf("%w: record of %d bytes, buffer of %d", ErrShortBuffer, len(rec.Data), len(dst))
-	}
-	n := copy(dst, rec.Data)
-	r.release()
-	return n, rec.Type, nil
-}
-
 // unborrow keeps the borrowed record for the next call instead of releasing it.
-func (r *MPMCReader) unborrow() {
+func (r *MPMCReader) unborrow(int) {
 	r.adopted = r.borrowedPos + 1
 	r.borrowed = false
 	if r.pinned {
 		r.seg.Unpin()
 		r.pinned = false
 	}
-}
-
-// Drain waits like Next until a record is available, then hands fn every available record,
-// up to max (all if max <= 0), releasing each slot after fn returns. If fn returns an error,
-// Drain stops and the record fn failed on is delivered again by the next call. It returns
-// how many records fn accepted.
-func (r *MPMCReader) Drain(ctx context.Context, fn func(Record) error, max int) (int, error) {
-	if err := r.enter(); err != nil {
-		return 0, err
-	}
-	defer r.leave()
-	n := 0
-	for max <= 0 || n < max {
-		rec, err := r.tryNext()
-		if err == ErrEmpty && n == 0 {
-			if err := r.awaitData(ctx); err != nil {
-				return 0, err
-			}
-			continue
-		}
-		if err == ErrEmpty || (err == ErrClosed && n > 0) {
-			break
-		}
-		if err != nil {
-			return n, err
-		}
-		if err := fn(rec); err != nil {
-			r.unborrow()
-			return n, err
-		}
-		n++
-	}
-	r.release()
-	return n, nil
 }
 
 // Close detaches the reader. A record still borrowed is not released: its claim stays in
@@ -684,4 +578,32 @@ func livePeers(seg *shm.Segment, role shm.Role) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// TryNext borrows the next record in place until Release; it releases a record still
+// borrowed first. It never blocks: ErrEmpty, ErrClosed (CloseRing and drained, or after
+// this reader's Close), ErrCorrupt.
+func (r *MPMCReader) TryNext() (Record, error) { return next(r, nil) }
+
+// Next is TryNext that waits until a record is published or ctx ends. While it waits it
+// repairs what dead peers left: a slot a dead writer claimed and never published is skipped,
+// a record a dead reader borrowed is delivered again. With no live writer and nothing left,
+// it returns ErrPeerDead.
+func (r *MPMCReader) Next(ctx context.Context) (Record, error) { return next(r, ctx) }
+
+// TryRead copies the next record into dst and releases it. It returns ErrShortBuffer,
+// releasing nothing, when dst is too small: the record is then delivered by the next call.
+func (r *MPMCReader) TryRead(dst []byte) (int, uint32, error) { return read(r, nil, dst) }
+
+// Read is TryRead that waits like Next.
+func (r *MPMCReader) Read(ctx context.Context, dst []byte) (int, uint32, error) {
+	return read(r, ctx, dst)
+}
+
+// Drain waits like Next until a record is available, then hands fn every available record,
+// up to max (all if max <= 0), releasing each slot after fn returns. If fn returns an error,
+// Drain stops and the record fn failed on is delivered again by the next call. It returns
+// how many records fn accepted.
+func (r *MPMCReader) Drain(ctx context.Context, fn func(Record) error, max int) (int, error) {
+	return drain(r, ctx, fn, max)
 }

@@ -14,8 +14,17 @@ import (
 )
 
 // runMPMC starts writers and readers as processes and returns the readers' reports merged.
-func runMPMC(t *testing.T, seg *shm.Segment, writers []procConfig, killWriter map[int]string, readers int, readerCfg procConfig) (count, sum map[uint64]uint64, errs []string) {
+// With closeRing, the test holds a writer of its own from the start, so that the stream
+// stays open until every writer process has ended, and then closes the ring.
+func runMPMC(t *testing.T, seg *shm.Segment, writers []procConfig, killWriter map[int]string, readers int, readerCfg procConfig, closeRing bool) (count, sum map[uint64]uint64, errs []string) {
 	t.Helper()
+	var holder *ring.MPMCWriter
+	if closeRing {
+		var err error
+		holder, err = ring.NewMPMCWriter(seg, ring.Options{})
+		require.NoError(t, err)
+		defer holder.Close()
+	}
 	var rs []*proctest.Proc
 	for range readers {
 		rs = append(rs, proctest.Start(t, "mpmc-reader", proctest.Options{Args: readerCfg.args()}))
@@ -31,6 +40,9 @@ func runMPMC(t *testing.T, seg *shm.Segment, writers []procConfig, killWriter ma
 		} else {
 			require.NoError(t, err)
 		}
+	}
+	if holder != nil {
+		require.NoError(t, holder.CloseRing())
 	}
 	count, sum = map[uint64]uint64{}, map[uint64]uint64{}
 	for _, r := range rs {
@@ -64,13 +76,13 @@ func TestMPMCAcrossProcesses(t *testing.T) {
 						Wait: wait, Batch: 1 + i*3, KillAt: math.MaxUint64, WriterID: uint64(i + 1)})
 				}
 				readerCfg := procConfig{Dir: dir, Name: "m", Wait: wait, KillAt: math.MaxUint64}
-				count, sum, errs := runMPMC(t, seg, writers, nil, 2, readerCfg)
+				count, sum, errs := runMPMC(t, seg, writers, nil, 2, readerCfg, true)
 				for i := range writers {
 					id := uint64(i + 1)
 					assert.Equal(t, per, count[id], "writer %d: messages delivered", id)
 					assert.Equal(t, per*(per-1)/2, sum[id], "writer %d: each exactly once", id)
 				}
-				assert.Equal(t, []string{"peer-dead", "peer-dead"}, errs, "writers left without CloseRing")
+				assert.Equal(t, []string{"closed", "closed"}, errs)
 				st, err := ring.ReadStats(seg)
 				require.NoError(t, err)
 				assert.Zero(t, st.Readers.LateWakes+st.Writers.LateWakes)
@@ -91,10 +103,10 @@ func TestMPMCWriterKilledBetweenClaimAndPublish(t *testing.T) {
 			const per, killAt = 20_000, 3_000
 			writers := []procConfig{
 				{Dir: dir, Name: "m", Count: per, MinLen: msgHeader, MaxLen: 100, Wait: wait, Batch: 1, KillAt: killAt, WriterID: 1},
-				{Dir: dir, Name: "m", Count: per, MinLen: msgHeader, MaxLen: 100, Wait: wait, Batch: 1, KillAt: math.MaxUint64, WriterID: 2, CloseRing: true},
+				{Dir: dir, Name: "m", Count: per, MinLen: msgHeader, MaxLen: 100, Wait: wait, Batch: 1, KillAt: math.MaxUint64, WriterID: 2},
 			}
 			readerCfg := procConfig{Dir: dir, Name: "m", Wait: wait, KillAt: math.MaxUint64}
-			count, sum, errs := runMPMC(t, seg, writers, map[int]string{0: "after-reserve"}, 2, readerCfg)
+			count, sum, errs := runMPMC(t, seg, writers, map[int]string{0: "after-reserve"}, 2, readerCfg, true)
 			assert.EqualValues(t, killAt, count[1], "the dead writer's committed messages")
 			assert.EqualValues(t, killAt*(killAt-1)/2, sum[1])
 			assert.EqualValues(t, per, count[2])

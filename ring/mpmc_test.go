@@ -172,3 +172,24 @@ func TestMPMCReaderClosesWithBorrow(t *testing.T) {
 	}
 	assert.ElementsMatch(t, []string{"borrowed", "next"}, got)
 }
+
+// TestMPMCReaderPeerDead: with writers attached once and none alive any more, a reader that
+// has drained everything gets ErrPeerDead.
+func TestMPMCReaderPeerDead(t *testing.T) {
+	seg := newMPMCSeg(t, 64, 64)
+	w, err := ring.NewMPMCWriter(seg, ring.Options{})
+	require.NoError(t, err)
+	r, err := ring.NewMPMCReader(seg, ring.Options{Wait: ring.Futex()})
+	require.NoError(t, err)
+	defer r.Close()
+	require.NoError(t, w.TryWrite(1, []byte("last words")))
+	require.NoError(t, w.Close()) // detached without CloseRing: as good as dead
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rec, err := r.Next(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, "last words", string(rec.Data))
+	r.Release()
+	_, err = r.Next(ctx)
+	assert.ErrorIs(t, err, ring.ErrPeerDead)
+}

@@ -304,19 +304,6 @@ func (r *SPSCReader) available() bool {
 	return r.next != r.cachedWrite
 }
 
-// TryNext borrows the next record in place. It stays valid, and the reader does not
-// advance past it for the writer, until Release. Calling TryNext again before Release
-// borrows the following record too. It never blocks: ErrEmpty when nothing is published,
-// ErrClosed when the writer closed and everything was read (or after this reader's Close),
-// ErrCorrupt when the shared state is inconsistent.
-func (r *SPSCReader) TryNext() (Record, error) {
-	if err := r.enter(); err != nil {
-		return Record{}, err
-	}
-	defer r.leave()
-	return r.tryNext()
-}
-
 func (r *SPSCReader) tryNext() (Record, error) {
 	if !r.available() {
 		if atomic.LoadUint32(r.u32(offWriterState)) == writerClosed && !r.available() {
@@ -360,25 +347,6 @@ func (r *SPSCReader) tryNext() (Record, error) {
 	r.borrowedLen += uint64(length)
 	start := idx + recordHeader
 	return Record{Type: typ, Data: r.data[start : start+uint64(length) : start+uint64(length)]}, nil
-}
-
-// Next is TryNext that waits, by the endpoint's wait strategy, until a record is published
-// or ctx ends. Once the writer's process has died and every committed record was read, it
-// returns ErrPeerDead (until a new writer attaches).
-func (r *SPSCReader) Next(ctx context.Context) (Record, error) {
-	if err := r.enter(); err != nil {
-		return Record{}, err
-	}
-	defer r.leave()
-	for {
-		rec, err := r.tryNext()
-		if err != ErrEmpty {
-			return rec, err
-		}
-		if err := r.awaitData(ctx); err != nil {
-			return Record{}, err
-		}
-	}
 }
 
 func (r *SPSCReader) awaitData(ctx context.Context) error {
@@ -430,50 +398,9 @@ func (r *SPSCReader) release() {
 	r.notify(r.spaceEvent(), 1)
 }
 
-// TryRead copies the next record into dst and releases it, with anything borrowed before.
-// It returns the payload length and the record type; ErrShortBuffer (the record stays in
-// the ring) when dst is too small, and TryNext's errors.
-func (r *SPSCReader) TryRead(dst []byte) (int, uint32, error) {
-	if err := r.enter(); err != nil {
-		return 0, 0, err
-	}
-	defer r.leave()
-	rec, err := r.tryNext()
-	return r.copyOut(dst, rec, err)
-}
-
-// Read is TryRead that waits like Next.
-func (r *SPSCReader) Read(ctx context.Context, dst []byte) (int, uint32, error) {
-	if err := r.enter(); err != nil {
-		return 0, 0, err
-	}
-	defer r.leave()
-	for {
-		rec, err := r.tryNext()
-		if err != ErrEmpty {
-			return r.copyOut(dst, rec, err)
-		}
-		if err := r.awaitData(ctx); err != nil {
-			return 0, 0, err
-		}
-	}
-}
-
-func (r *SPSCReader) copyOut(dst []byte, rec Record, err error) (int, uint32, error) {
-	if err != nil {
-		return 0, 0, err
-	}
-	if len(dst) < len(rec.Data) {
-		r.unborrowLast(len(rec.Data))
-		return 0, 0, fmt.Errorf("%w: record of %d bytes, buffer of %d", ErrShortBuffer, len(rec.Data), len(dst))
-	}
-	n := copy(dst, rec.Data)
-	r.release()
-	return n, rec.Type, nil
-}
-
-// unborrowLast steps back over the record just borrowed so that it is read again.
-func (r *SPSCReader) unborrowLast(length int) {
+// unborrow steps back over the record just borrowed (of length payload bytes) so that it
+// is read again.
+func (r *SPSCReader) unborrow(length int) {
 	r.next -= align8(recordHeader + uint64(length))
 	r.borrowed--
 	r.borrowedLen -= uint64(length)
@@ -481,43 +408,6 @@ func (r *SPSCReader) unborrowLast(length int) {
 		r.seg.Unpin()
 		r.pinned = false
 	}
-}
-
-// Drain waits like Next until at least one record is available, then hands fn every
-// available record, up to max (all if max <= 0), in place, and releases them with one
-// store. If fn returns an error, Drain stops: the records before it are released, the one
-// fn failed on stays in the ring, and the error is returned. It returns how many records fn
-// accepted.
-func (r *SPSCReader) Drain(ctx context.Context, fn func(Record) error, max int) (int, error) {
-	if err := r.enter(); err != nil {
-		return 0, err
-	}
-	defer r.leave()
-	n := 0
-	for max <= 0 || n < max {
-		rec, err := r.tryNext()
-		if err == ErrEmpty && n == 0 {
-			if err := r.awaitData(ctx); err != nil {
-				return 0, err
-			}
-			continue
-		}
-		if err == ErrEmpty || (err == ErrClosed && n > 0) {
-			break
-		}
-		if err != nil {
-			r.release()
-			return n, err
-		}
-		if err := fn(rec); err != nil {
-			r.unborrowLast(len(rec.Data))
-			r.release()
-			return n, err
-		}
-		n++
-	}
-	r.release()
-	return n, nil
 }
 
 // Close detaches the reader. Records still borrowed are not released: the next reader gets
@@ -528,4 +418,35 @@ func (r *SPSCReader) Close() error {
 	return r.shutdown(r.dataEvent(), offRetiredReader, func() {
 		atomic.StoreUint32(r.u32(offReaderState), readerNone)
 	})
+}
+
+// TryNext borrows the next record in place. It stays valid, and the reader does not
+// advance past it for the writer, until Release. Calling TryNext again before Release
+// borrows the following record too. It never blocks: ErrEmpty when nothing is published,
+// ErrClosed when the writer closed and everything was read (or after this reader's Close),
+// ErrCorrupt when the shared state is inconsistent.
+func (r *SPSCReader) TryNext() (Record, error) { return next(r, nil) }
+
+// Next is TryNext that waits, by the endpoint's wait strategy, until a record is published
+// or ctx ends. Once the writer's process has died and every committed record was read, it
+// returns ErrPeerDead (until a new writer attaches).
+func (r *SPSCReader) Next(ctx context.Context) (Record, error) { return next(r, ctx) }
+
+// TryRead copies the next record into dst and releases it, with anything borrowed before.
+// It returns the payload length and the record type; ErrShortBuffer (the record stays in
+// the ring) when dst is too small, and TryNext's errors.
+func (r *SPSCReader) TryRead(dst []byte) (int, uint32, error) { return read(r, nil, dst) }
+
+// Read is TryRead that waits like Next.
+func (r *SPSCReader) Read(ctx context.Context, dst []byte) (int, uint32, error) {
+	return read(r, ctx, dst)
+}
+
+// Drain waits like Next until at least one record is available, then hands fn every
+// available record, up to max (all if max <= 0), in place, and releases them with one
+// store. If fn returns an error, Drain stops: the records before it are released, the one
+// fn failed on stays in the ring, and the error is returned. It returns how many records fn
+// accepted.
+func (r *SPSCReader) Drain(ctx context.Context, fn func(Record) error, max int) (int, error) {
+	return drain(r, ctx, fn, max)
 }

@@ -1,0 +1,90 @@
+package ring
+
+import (
+	"context"
+	"fmt"
+)
+
+// borrower is what the two readers provide to the operations they share.
+type borrower interface {
+	enter() error
+	leave()
+	tryNext() (Record, error)            // borrow the next record; ErrEmpty when there is none
+	awaitData(ctx context.Context) error // wait until tryNext may succeed
+	release()                            // give back everything borrowed
+	unborrow(length int)                 // keep the record just borrowed for the next call
+}
+
+// next borrows a record; with a nil ctx it never waits.
+func next(b borrower, ctx context.Context) (Record, error) {
+	if err := b.enter(); err != nil {
+		return Record{}, err
+	}
+	defer b.leave()
+	return nextLocked(b, ctx)
+}
+
+func nextLocked(b borrower, ctx context.Context) (Record, error) {
+	for {
+		rec, err := b.tryNext()
+		if err != ErrEmpty || ctx == nil {
+			return rec, err
+		}
+		if err := b.awaitData(ctx); err != nil {
+			return Record{}, err
+		}
+	}
+}
+
+// read copies the next record into dst and releases it; with a nil ctx it never waits.
+func read(b borrower, ctx context.Context, dst []byte) (int, uint32, error) {
+	if err := b.enter(); err != nil {
+		return 0, 0, err
+	}
+	defer b.leave()
+	rec, err := nextLocked(b, ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	if len(dst) < len(rec.Data) {
+		b.unborrow(len(rec.Data))
+		return 0, 0, fmt.Errorf("%w: record of %d bytes, buffer of %d", ErrShortBuffer, len(rec.Data), len(dst))
+	}
+	n := copy(dst, rec.Data)
+	b.release()
+	return n, rec.Type, nil
+}
+
+// drain waits for a first record, then hands fn every available one up to max, and
+// releases them; the record fn fails on is kept for the next call.
+func drain(b borrower, ctx context.Context, fn func(Record) error, max int) (int, error) {
+	if err := b.enter(); err != nil {
+		return 0, err
+	}
+	defer b.leave()
+	n := 0
+	for max <= 0 || n < max {
+		rec, err := b.tryNext()
+		if err == ErrEmpty && n == 0 {
+			if err := b.awaitData(ctx); err != nil {
+				return 0, err
+			}
+			continue
+		}
+		if err == ErrEmpty || (err == ErrClosed && n > 0) {
+			break
+		}
+		if err != nil {
+			b.release()
+			return n, err
+		}
+		if err := fn(rec); err != nil {
+			b.unborrow(len(rec.Data))
+			b.release()
+			return n, err
+		}
+		n++
+	}
+	b.release()
+	return n, nil
+}
