@@ -74,22 +74,41 @@ func runSPSCWriter(c *proctest.Child) error {
 	if err != nil {
 		return err
 	}
+	if err := writeSequence(c, cfg, w, func(n uint64) uint64 { return n }); err != nil {
+		return err
+	}
+	if cfg.Close {
+		return w.Close()
+	}
+	return nil
+}
+
+// seqWriter is what writeSequence needs of a ring writer.
+type seqWriter interface {
+	Reserve(ctx context.Context, typ uint32, n int) ([]byte, error)
+	Commit() error
+}
+
+// writeSequence writes cfg.Count checked messages, committing every cfg.Batch, and reports
+// the points before-reserve, after-reserve and after-commit at message cfg.KillAt (where
+// the parent may have told the child to die). seq maps the counter to the message number.
+func writeSequence(c *proctest.Child, cfg procConfig, w seqWriter, seq func(n uint64) uint64) error {
 	ctx := context.Background()
-	batch := max(cfg.Batch, 1)
-	for seq := uint64(0); seq < cfg.Count; seq++ {
-		kill := seq == cfg.KillAt
+	batch := uint64(max(cfg.Batch, 1))
+	for n := uint64(0); n < cfg.Count; n++ {
+		kill := n == cfg.KillAt
 		if kill {
 			c.Point("before-reserve")
 		}
-		p, err := w.Reserve(ctx, uint32(seq), msgLen(seq, cfg.MinLen, cfg.MaxLen))
+		p, err := w.Reserve(ctx, uint32(seq(n)), msgLen(n, cfg.MinLen, cfg.MaxLen))
 		if err != nil {
-			return fmt.Errorf("reserve %d: %w", seq, err)
+			return fmt.Errorf("reserve %d: %w", n, err)
 		}
-		fillMsg(p, seq)
+		fillMsg(p, seq(n))
 		if kill {
 			c.Point("after-reserve")
 		}
-		if (seq+1)%uint64(batch) == 0 || seq+1 == cfg.Count {
+		if (n+1)%batch == 0 || n+1 == cfg.Count {
 			if err := w.Commit(); err != nil {
 				return err
 			}
@@ -97,9 +116,6 @@ func runSPSCWriter(c *proctest.Child) error {
 		if kill {
 			c.Point("after-commit")
 		}
-	}
-	if cfg.Close {
-		return w.Close()
 	}
 	return nil
 }
@@ -230,30 +246,8 @@ func runMPMCWriter(c *proctest.Child) error {
 	if err != nil {
 		return err
 	}
-	ctx := context.Background()
-	batch := max(cfg.Batch, 1)
-	for n := uint64(0); n < cfg.Count; n++ {
-		seq := mpmcSeq(cfg.WriterID, n)
-		kill := n == cfg.KillAt
-		if kill {
-			c.Point("before-reserve")
-		}
-		p, err := w.Reserve(ctx, uint32(seq), msgLen(n, cfg.MinLen, cfg.MaxLen))
-		if err != nil {
-			return fmt.Errorf("reserve %d: %w", n, err)
-		}
-		fillMsg(p, seq)
-		if kill {
-			c.Point("after-reserve")
-		}
-		if (n+1)%uint64(batch) == 0 || n+1 == cfg.Count {
-			if err := w.Commit(); err != nil {
-				return err
-			}
-		}
-		if kill {
-			c.Point("after-commit")
-		}
+	if err := writeSequence(c, cfg, w, func(n uint64) uint64 { return mpmcSeq(cfg.WriterID, n) }); err != nil {
+		return err
 	}
 	if cfg.CloseRing {
 		return w.CloseRing()
