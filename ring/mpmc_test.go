@@ -192,4 +192,7 @@ func TestMPMCReaderPeerDead(t *testing.T) {
 	r.Release()
 	_, err = r.Next(ctx)
 	assert.ErrorIs(t, err, ring.ErrPeerDead)
+	st, err := ring.ReadStats(seg)
+	require.NoError(t, err)
+	assert.Equal(t, "dead", st.WriterState)
 }

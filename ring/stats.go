@@ -70,6 +70,11 @@ func ReadStats(seg *shm.Segment) (Stats, error) {
 			st.WriterState = "dead"
 		}
 	}
+	if st.WriterState == "attached" && d.Kind == shm.KindMPMC {
+		if n, err := livePeers(seg, shm.RoleWriter); err == nil && n == 0 {
+			st.WriterState = "dead" // writers attached once and none is alive now
+		}
+	}
 	st.ReadersAsleep = event{waiters: layout.Uint64(hdr, offDataWaiters)}.sleepers()
 	st.WritersAsleep = event{waiters: layout.Uint64(hdr, offSpaceWaiters)}.sleepers()
 
