@@ -28,10 +28,10 @@ type panel struct {
 // that kernel and shared-memory transports fit one axis.
 func writePlot(path string, rep Report) error {
 	panels := []panel{
-		{title: "Throughput (messages/s, higher is better)", unit: fmtRate},
-		{title: "One-way latency at fixed rate (p50 bar, p99 line; lower is better)", unit: func(v float64) string { return fmtNs(int64(v)) }},
-		{title: "Ping-pong, half round trip (p50 bar, p99 line; lower is better)", unit: func(v float64) string { return fmtNs(int64(v)) }},
-		{title: "Idle reader CPU (% of a core, lower is better)", unit: func(v float64) string { return fmt.Sprintf("%.2f%%", v) }},
+		{title: "Throughput (messages/s, higher is better; log scale)", unit: fmtRate},
+		{title: "One-way latency at fixed rate (p50 bar, p99 line; lower is better; log scale)", unit: func(v float64) string { return fmtNs(int64(v)) }},
+		{title: "Ping-pong, half round trip (p50 bar, p99 line; lower is better; log scale)", unit: func(v float64) string { return fmtNs(int64(v)) }},
+		{title: "Idle reader CPU (% of a core, lower is better; log scale)", unit: func(v float64) string { return fmt.Sprintf("%.2f%%", v) }},
 	}
 	for _, r := range rep.Results {
 		label := fmt.Sprintf("%s %dB", r.name(), r.Size)
