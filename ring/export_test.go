@@ -36,3 +36,8 @@ func SetMPMCPositions(seg *shm.Segment, pos uint64) {
 	}
 	SetPositions(seg, pos)
 }
+
+// SetReadPos overwrites the released read position, as a broken peer would.
+func SetReadPos(seg *shm.Segment, pos uint64) {
+	atomic.StoreUint64(layout.Uint64(seg.Header(), offReadPos), pos)
+}

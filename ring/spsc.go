@@ -37,6 +37,7 @@ type SPSCWriter struct {
 	pending    uint64  // records reserved since the last commit
 	pendingLen uint64  // their payload bytes
 	maxMsg     int
+	corrupt    error // set once the reader's position was found impossible
 }
 
 // NewSPSCWriter attaches a writer to an SPSC segment. It returns ErrKind for another kind of
@@ -88,6 +89,9 @@ func (w *SPSCWriter) tryReserve(typ uint32, n int) ([]byte, error) {
 		pad = toEnd
 	}
 	if !w.hasRoom(pad + rec) {
+		if w.corrupt != nil {
+			return nil, w.corrupt
+		}
 		w.stats.add(ctrFull, 1)
 		return nil, ErrFull
 	}
@@ -114,7 +118,9 @@ func (w *SPSCWriter) hasRoom(need uint64) bool {
 	}
 	rp := atomic.LoadUint64(w.readPos) // pairs with the reader's store in Release
 	if w.pos-rp > w.size {
-		return false // impossible for a correct reader; refuse to overwrite rather than trust it
+		// Impossible for a correct reader: refuse to overwrite rather than trust it.
+		w.corrupt = fmt.Errorf("%w: read position %d is not within a ring of write position %d", ErrCorrupt, rp, w.pos)
+		return false
 	}
 	w.cachedRead = rp
 	return w.pos+need-rp <= w.size
@@ -150,6 +156,9 @@ func (w *SPSCWriter) Reserve(ctx context.Context, typ uint32, n int) ([]byte, er
 func (w *SPSCWriter) awaitRoom(ctx context.Context, need uint64) error {
 	ready := func() bool { return w.hasRoom(need) }
 	check := func(expensive bool) error {
+		if w.corrupt != nil {
+			return w.corrupt
+		}
 		if !expensive || atomic.LoadUint32(w.u32(offReaderState)) != readerAttached {
 			return nil
 		}

@@ -271,6 +271,19 @@ func TestSPSCCorruptPositions(t *testing.T) {
 	assert.ErrorIs(t, err, ring.ErrCorrupt)
 }
 
+// TestSPSCCorruptReadPosition: a writer that finds the reader's position impossible stops
+// with ErrCorrupt instead of overwriting unread data or waiting forever.
+func TestSPSCCorruptReadPosition(t *testing.T) {
+	seg, w, _ := newSPSC(t, 4096, ring.Options{Wait: ring.Futex()})
+	require.NoError(t, w.TryWrite(0, make([]byte, 2040)))
+	require.NoError(t, w.TryWrite(0, make([]byte, 2000)))
+	ring.SetReadPos(seg, 1<<50)
+	assert.ErrorIs(t, w.TryWrite(0, make([]byte, 100)), ring.ErrCorrupt)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	assert.ErrorIs(t, w.Write(ctx, 0, make([]byte, 100)), ring.ErrCorrupt)
+}
+
 func TestSPSCCorruptHeader(t *testing.T) {
 	seg, w, r := newSPSC(t, 4096, ring.Options{})
 	require.NoError(t, w.TryWrite(1, []byte("ok")))
