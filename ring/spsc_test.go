@@ -284,6 +284,22 @@ func TestSPSCCorruptReadPosition(t *testing.T) {
 	assert.ErrorIs(t, w.Write(ctx, 0, make([]byte, 100)), ring.ErrCorrupt)
 }
 
+// TestPeekCorruptPadding: a padding marker that runs past the write position is reported;
+// before the check, one at index 0 made Peek loop for ever.
+func TestPeekCorruptPadding(t *testing.T) {
+	seg, w, _ := newSPSC(t, 4096, ring.Options{})
+	require.NoError(t, w.TryWrite(1, []byte("ok")))
+	copy(seg.Data(), []byte{0xFF, 0xFF, 0xFF, 0xFF})
+	done := make(chan error, 1)
+	go func() { _, err := ring.Peek(seg, 10, 8); done <- err }()
+	select {
+	case err := <-done:
+		assert.ErrorIs(t, err, ring.ErrCorrupt)
+	case <-time.After(5 * time.Second):
+		t.Fatal("Peek did not return")
+	}
+}
+
 func TestSPSCCorruptHeader(t *testing.T) {
 	seg, w, r := newSPSC(t, 4096, ring.Options{})
 	require.NoError(t, w.TryWrite(1, []byte("ok")))

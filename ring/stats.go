@@ -133,8 +133,11 @@ func Peek(seg *shm.Segment, n, preview int) ([]PeekedRecord, error) {
 		idx := pos & (size - 1)
 		length := binary.LittleEndian.Uint32(data[idx:])
 		if length == padLength {
-			pos += size - idx
-			continue
+			if skip := size - idx; skip < wp-pos {
+				pos += skip
+				continue
+			}
+			return out, fmt.Errorf("%w: padding at position %d runs past the write position", ErrCorrupt, pos)
 		}
 		typ := binary.LittleEndian.Uint32(data[idx+4:])
 		rec := align8(recordHeader + uint64(length))
