@@ -316,6 +316,7 @@ type MPMCReader struct {
 	borrowed    bool
 	borrowedPos uint64
 	borrowedLen uint64
+	borrowedMsg bool // the borrowed slot holds a message, not a skip
 	adopted     uint64 // a dead reader's claimed position + 1, to deliver next; 0 when none
 	pinned      bool
 }
@@ -399,7 +400,7 @@ func (r *MPMCReader) borrow(pos uint64) (Record, error) {
 	slot := r.slot(pos)
 	length := binary.LittleEndian.Uint32(slot[8:])
 	typ := binary.LittleEndian.Uint32(slot[12:])
-	r.borrowed, r.borrowedPos, r.borrowedLen = true, pos, 0
+	r.borrowed, r.borrowedPos, r.borrowedLen, r.borrowedMsg = true, pos, 0, length != skipLength
 	if length == skipLength {
 		r.release()
 		return Record{}, errSkip
@@ -540,7 +541,7 @@ func (r *MPMCReader) release() {
 	// (acquire) overwrites it.
 	atomic.StoreUint64(slotSeq(r.slot(pos)), r.base(pos)+r.slots)
 	atomic.StoreUint64(r.claim, 0)
-	if r.borrowedLen > 0 || binary.LittleEndian.Uint32(r.slot(pos)[8:]) != skipLength {
+	if r.borrowedMsg { // decided from the one read of the length in borrow
 		r.stats.add(ctrMessages, 1)
 		r.stats.add(ctrBytes, r.borrowedLen)
 	}
