@@ -406,6 +406,8 @@ func (r *MPMCReader) borrow(pos uint64) (Record, error) {
 		return Record{}, errSkip
 	}
 	if int64(length) > int64(r.maxMsg) {
+		r.borrowedMsg = false
+		r.stats.add(ctrDrops, 1)
 		r.release() // give the slot back so the ring is not wedged by it
 		return Record{}, fmt.Errorf("%w: slot at position %d says %d bytes, at most %d", ErrCorrupt, pos, length, r.maxMsg)
 	}
