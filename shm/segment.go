@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edsrzf/mmap-go"
@@ -33,36 +34,40 @@ type Segment struct {
 	readOnly bool
 
 	mu       sync.Mutex
-	unpinned sync.Cond // signalled when pins drops to 0
+	unpinned sync.Cond // signalled when pins drops to 0 while closing
 	closed   bool
-	pins     int           // outstanding Pin calls: Close waits for them before unmapping
-	owned    map[int]*Peer // peer entries held through this segment's open file description
-	roles    map[Role]bool // exclusive roles held likewise
+	// pins counts outstanding Pin calls and closing is set when Close begins; both are
+	// atomics so that a reader's Pin/Unpin per borrow takes no lock. Close sets closing,
+	// then waits until pins is 0; a Pin that sees closing backs out. With sequentially
+	// consistent atomics either the Pin sees closing or Close sees the pin.
+	pins    atomic.Int64
+	closing atomic.Bool
+	owned   map[int]*Peer // peer entries held through this segment's open file description
+	roles   map[Role]bool // exclusive roles held likewise
 }
 
 // Pin keeps the mapping alive until the matching Unpin: Close waits for every pin to be
 // released before it unmaps. Rings pin while a reader holds borrowed records. It returns
-// ErrClosed once Close has begun.
+// ErrClosed once Close has begun. Pin and Unpin take no lock.
 func (s *Segment) Pin() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
+	s.pins.Add(1)
+	if s.closing.Load() {
+		s.Unpin()
 		return ErrClosed
 	}
-	s.pins++
 	return nil
 }
 
 // Unpin releases one Pin.
 func (s *Segment) Unpin() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.pins <= 0 {
+	n := s.pins.Add(-1)
+	if n < 0 {
 		panic("shm: Unpin without Pin")
 	}
-	s.pins--
-	if s.pins == 0 {
+	if n == 0 && s.closing.Load() {
+		s.mu.Lock() // Close holds mu until it waits, so the broadcast cannot be missed
 		s.unpinned.Broadcast()
+		s.mu.Unlock()
 	}
 }
 
@@ -329,7 +334,8 @@ func (s *Segment) Close() error {
 		return nil
 	}
 	s.closed = true
-	for s.pins > 0 {
+	s.closing.Store(true)
+	for s.pins.Load() > 0 {
 		s.unpinned.Wait()
 	}
 	for _, p := range s.owned {

@@ -521,3 +521,28 @@ func TestOpen_ErrNotExist(t *testing.T) {
 	assert.ErrorIs(t, err, shm.ErrNotExist)
 	assert.ErrorIs(t, err, fs.ErrNotExist)
 }
+
+// TestCloseWaitsForPins: Close does not unmap while a pin is held, and Pin fails once Close
+// has begun.
+func TestCloseWaitsForPins(t *testing.T) {
+	s, err := shm.Create("pinned", spsc64K, shm.Options{Dir: testDir(t)})
+	require.NoError(t, err)
+	require.NoError(t, s.Pin())
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	select {
+	case <-closed:
+		t.Fatal("Close returned while a pin was held")
+	case <-time.After(50 * time.Millisecond):
+	}
+	s.Data()[0] = 1 // still mapped
+	require.Eventually(t, func() bool { return errors.Is(s.Pin(), shm.ErrClosed) }, 5*time.Second, time.Millisecond)
+	s.Unpin()
+	select {
+	case err := <-closed:
+		require.NoError(t, err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not return after Unpin")
+	}
+	assert.ErrorIs(t, s.Pin(), shm.ErrClosed)
+}
