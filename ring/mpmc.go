@@ -316,7 +316,7 @@ type MPMCReader struct {
 	borrowed    bool
 	borrowedPos uint64
 	borrowedLen uint64
-	borrowedMsg bool // the borrowed slot holds a message, not a skip
+	borrowedMsg bool   // the borrowed slot holds a message, not a skip
 	adopted     uint64 // a dead reader's claimed position + 1, to deliver next; 0 when none
 	pinned      bool
 }
