@@ -66,7 +66,7 @@ func testDir(t testing.TB) string {
 // newRing returns the two ends of a fresh SPSC ring.
 func newRing(t testing.TB) (*ring.SPSCWriter, *ring.SPSCReader) {
 	t.Helper()
-	seg, err := shm.Create("r", shm.Spec{Kind: shm.KindSPSC, DataSize: 1 << 16}, shm.Options{Dir: testDir(t)})
+	seg, err := ring.Create("r", ring.Spec{Kind: ring.SPSC, Size: 1 << 16}, shm.Options{Dir: testDir(t)})
 	require.NoError(t, err)
 	w, err := ring.NewSPSCWriter(seg, ring.Options{})
 	require.NoError(t, err)
@@ -224,16 +224,87 @@ func TestMux(t *testing.T) {
 	codec.Handle(m, 1, codec.Codec[Order](fixed), func(o *Order) error { got = append(got, fmt.Sprint("order ", o.ID)); return nil })
 	codec.Handle(m, 2, codec.JSON[Note](), func(n *Note) error { got = append(got, "note "+n.Text); return nil })
 
-	_, err = r.Drain(ctx, m.Dispatch, 0)
+	// The record of type 99 is rejected (released, counted) and the rest go on.
+	n, err := r.Drain(ctx, m.Dispatch, 0)
+	require.NoError(t, err)
+	assert.Equal(t, 3, n)
+	assert.Equal(t, []string{"order 10", "note hello", "order 11"}, got)
+	err = m.Dispatch(ring.Record{Type: 99})
 	assert.ErrorIs(t, err, codec.ErrUnknownType)
-	assert.Equal(t, []string{"order 10", "note hello"}, got)
+	assert.ErrorIs(t, err, ring.ErrRejected)
 
 	skipped := 0
 	m.Unknown = func(rec ring.Record) error { skipped++; return nil }
+	require.NoError(t, codec.NewSender(w, 99, codec.String{}).Send(ctx, ptr("now someone does")))
 	_, err = r.Drain(ctx, m.Dispatch, 0)
 	require.NoError(t, err)
 	assert.Equal(t, 1, skipped)
-	assert.Equal(t, []string{"order 10", "note hello", "order 11"}, got)
+}
+
+// TestServeRejectsBadRecords: an unknown type, bytes the codec cannot decode and a record
+// the handler rejects are each released, counted and reported, and Serve goes on to the
+// end of the stream; a handler's other error stops it.
+func TestServeRejectsBadRecords(t *testing.T) {
+	w, r := newRing(t)
+	ctx := context.Background()
+	notes := codec.NewSender(w, 2, codec.JSON[Note]())
+	require.NoError(t, notes.Send(ctx, &Note{Text: "one"}))
+	require.NoError(t, codec.NewSender(w, 2, codec.String{}).Send(ctx, ptr("{not json")))
+	require.NoError(t, codec.NewSender(w, 7, codec.String{}).Send(ctx, ptr("unknown")))
+	require.NoError(t, notes.Send(ctx, &Note{Text: "refuse me"}))
+	require.NoError(t, notes.Send(ctx, &Note{Text: "two"}))
+	require.NoError(t, notes.Send(ctx, &Note{Text: "stop"}))
+	require.NoError(t, notes.Send(ctx, &Note{Text: "after stop"}))
+
+	var got []string
+	var rejected []string
+	stop := errors.New("stop here")
+	m := codec.NewMux()
+	m.Rejected = func(rec ring.Record, err error) { rejected = append(rejected, string(rec.Data)) }
+	codec.Handle(m, 2, codec.JSON[Note](), func(n *Note) error {
+		switch n.Text {
+		case "refuse me":
+			return ring.Reject(errors.New("business rule"))
+		case "stop":
+			return stop
+		}
+		got = append(got, n.Text)
+		return nil
+	})
+	assert.ErrorIs(t, m.Serve(ctx, r), stop)
+	assert.Equal(t, []string{"one", "two"}, got)
+	assert.Equal(t, []string{"{not json", "unknown", `{"text":"refuse me","tags":null}`}, rejected)
+
+	// The record the handler failed on stays in the ring.
+	got = nil
+	codec.Handle(m, 2, codec.JSON[Note](), func(n *Note) error { got = append(got, n.Text); return nil })
+	w.Close()
+	require.NoError(t, m.Serve(ctx, r))
+	assert.Equal(t, []string{"stop", "after stop"}, got)
+}
+
+// TestReceiveBatchRejects: ReceiveBatch passes over records of another type or that do not
+// decode, reporting them, instead of stopping for good on the first.
+func TestReceiveBatchRejects(t *testing.T) {
+	w, r := newRing(t)
+	ctx := context.Background()
+	fixed, _ := codec.NewFixed[Order]()
+	orders := codec.NewSender(w, 1, codec.Codec[Order](fixed))
+	require.NoError(t, orders.Send(ctx, &Order{ID: 1}))
+	require.NoError(t, codec.NewSender(w, 1, codec.String{}).Send(ctx, ptr("short")))
+	require.NoError(t, codec.NewSender(w, 5, codec.String{}).Send(ctx, ptr("other type")))
+	require.NoError(t, orders.Send(ctx, &Order{ID: 2}))
+	rc := codec.NewReceiver(r, 1, codec.Codec[Order](fixed))
+	var errs []error
+	rc.Rejected = func(rec ring.Record, err error) { errs = append(errs, err) }
+	var ids []uint64
+	n, err := rc.ReceiveBatch(ctx, func(o *Order) error { ids = append(ids, o.ID); return nil }, 0)
+	require.NoError(t, err)
+	assert.Equal(t, 2, n)
+	assert.Equal(t, []uint64{1, 2}, ids)
+	require.Len(t, errs, 2)
+	assert.ErrorIs(t, errs[0], codec.ErrLength)
+	assert.ErrorIs(t, errs[1], codec.ErrWrongType)
 }
 
 func TestReceiverNextViewsInPlace(t *testing.T) {

@@ -8,34 +8,16 @@ import (
 	"github.com/shmq/shmq/ring"
 )
 
-// RecordWriter is the writing side of a ring: *ring.SPSCWriter and *ring.MPMCWriter.
-type RecordWriter interface {
-	Reserve(ctx context.Context, typ uint32, n int) ([]byte, error)
-	TryReserve(typ uint32, n int) ([]byte, error)
-	Commit() error
-	Abort()
-	Close() error
-}
-
-// RecordReader is the reading side of a ring: *ring.SPSCReader and *ring.MPMCReader.
-type RecordReader interface {
-	Next(ctx context.Context) (ring.Record, error)
-	TryNext() (ring.Record, error)
-	Release()
-	Drain(ctx context.Context, fn func(ring.Record) error, max int) (int, error)
-	Close() error
-}
-
 // Sender writes values of T to a ring as records of type id ID. Like the ring writer under
 // it, it is for one goroutine at a time.
 type Sender[T any] struct {
-	w     RecordWriter
+	w     ring.Writer
 	id    uint32
 	codec Codec[T]
 }
 
 // NewSender returns a Sender that stamps id on every record it writes with codec.
-func NewSender[T any](w RecordWriter, id uint32, codec Codec[T]) *Sender[T] {
+func NewSender[T any](w ring.Writer, id uint32, codec Codec[T]) *Sender[T] {
 	return &Sender[T]{w: w, id: id, codec: codec}
 }
 
@@ -99,7 +81,12 @@ func (s *Sender[T]) Close() error { return s.w.Close() }
 // Receiver reads values of T from a ring, checking each record's type id. For one goroutine
 // at a time.
 type Receiver[T any] struct {
-	r     RecordReader
+	// Rejected, if set, is told of every record ReceiveBatch rejects (another type id, bytes
+	// the codec cannot decode, or fn's ring.Reject), while the record is still borrowed:
+	// copy rec.Data to keep it (to a dead-letter queue, say).
+	Rejected func(rec ring.Record, err error)
+
+	r     ring.Reader
 	id    uint32
 	codec Codec[T]
 	view  func([]byte) (*T, error) // Fixed codecs: in place
@@ -107,7 +94,7 @@ type Receiver[T any] struct {
 }
 
 // NewReceiver returns a Receiver of records of type id decoded with codec.
-func NewReceiver[T any](r RecordReader, id uint32, codec Codec[T]) *Receiver[T] {
+func NewReceiver[T any](r ring.Reader, id uint32, codec Codec[T]) *Receiver[T] {
 	rc := &Receiver[T]{r: r, id: id, codec: codec}
 	if f, ok := codec.(*Fixed[T]); ok {
 		rc.view = f.View
@@ -174,25 +161,40 @@ func (r *Receiver[T]) Next(ctx context.Context) (*T, error) {
 func (r *Receiver[T]) Release() { r.r.Release() }
 
 // ReceiveBatch waits for at least one record, then hands fn up to max values (all available
-// if max <= 0), each valid only during its call, and releases them. It stops at the first
-// error from fn or from decoding.
+// if max <= 0), each valid only during its call, and releases them. A record of another type
+// id or one the codec cannot decode is rejected (see ring.Reject): released, counted in the
+// ring's statistics, handed to Rejected if it is set, and skipped. fn may reject a value the
+// same way by returning ring.Reject(cause). It stops at the first other error from fn, which
+// it returns; that record stays in the ring.
 func (r *Receiver[T]) ReceiveBatch(ctx context.Context, fn func(*T) error, max int) (int, error) {
 	return r.r.Drain(ctx, func(rec ring.Record) error {
-		if rec.Type != r.id {
-			return fmt.Errorf("%w: got type %d, want %d", ErrWrongType, rec.Type, r.id)
-		}
-		if r.view != nil {
-			p, err := r.view(rec.Data)
-			if err != nil {
-				return err
-			}
-			return fn(p)
-		}
-		if err := r.codec.Decode(rec.Data, &r.value); err != nil {
-			return err
-		}
-		return fn(&r.value)
+		return reportRejected(rec, r.batchOne(rec, fn), r.Rejected)
 	}, max)
+}
+
+func (r *Receiver[T]) batchOne(rec ring.Record, fn func(*T) error) error {
+	if rec.Type != r.id {
+		return ring.Reject(fmt.Errorf("%w: got type %d, want %d", ErrWrongType, rec.Type, r.id))
+	}
+	if r.view != nil {
+		p, err := r.view(rec.Data)
+		if err != nil {
+			return ring.Reject(err)
+		}
+		return fn(p)
+	}
+	if err := r.codec.Decode(rec.Data, &r.value); err != nil {
+		return ring.Reject(err)
+	}
+	return fn(&r.value)
+}
+
+// reportRejected hands a rejected record to hook, if there is one, and returns err.
+func reportRejected(rec ring.Record, err error, hook func(ring.Record, error)) error {
+	if hook != nil && errors.Is(err, ring.ErrRejected) {
+		hook(rec, err)
+	}
+	return err
 }
 
 // Close closes the ring reader.
@@ -204,8 +206,12 @@ func (r *Receiver[T]) Close() error { return r.r.Close() }
 type Mux struct {
 	handlers map[uint32]func([]byte) error
 	// Unknown, if set, receives records of unhandled type ids (return nil to skip them);
-	// if nil, Dispatch returns ErrUnknownType for them.
+	// if nil, Dispatch rejects them with ErrUnknownType.
 	Unknown func(ring.Record) error
+	// Rejected, if set, is told of every record Serve rejects (an unknown type id, bytes
+	// the codec cannot decode, a handler's ring.Reject), while the record is still
+	// borrowed: copy rec.Data to keep it (to a dead-letter queue, say).
+	Rejected func(rec ring.Record, err error)
 }
 
 // NewMux returns an empty Mux.
@@ -219,7 +225,7 @@ func Handle[T any](m *Mux, id uint32, codec Codec[T], fn func(*T) error) {
 		m.handlers[id] = func(b []byte) error {
 			p, err := f.View(b)
 			if err != nil {
-				return err
+				return ring.Reject(err)
 			}
 			return fn(p)
 		}
@@ -228,31 +234,39 @@ func Handle[T any](m *Mux, id uint32, codec Codec[T], fn func(*T) error) {
 	var v T
 	m.handlers[id] = func(b []byte) error {
 		if err := codec.Decode(b, &v); err != nil {
-			return err
+			return ring.Reject(err)
 		}
 		return fn(&v)
 	}
 }
 
-// Dispatch hands rec to the handler of its type id and returns the handler's (or the
-// decoder's) error.
+// Dispatch hands rec to the handler of its type id and returns the handler's error. A record
+// that cannot be handled (an unknown type id with no Unknown hook, bytes the codec cannot
+// decode) gives an error wrapping ring.ErrRejected and the cause (ErrUnknownType, the
+// codec's error).
 func (m *Mux) Dispatch(rec ring.Record) error {
 	h, ok := m.handlers[rec.Type]
 	if !ok {
 		if m.Unknown != nil {
 			return m.Unknown(rec)
 		}
-		return fmt.Errorf("%w %d", ErrUnknownType, rec.Type)
+		return ring.Reject(fmt.Errorf("%w %d", ErrUnknownType, rec.Type))
 	}
 	return h(rec.Data)
 }
 
-// Serve dispatches records from r until ctx ends, the ring ends (ErrClosed, ErrPeerDead), or
-// a handler fails; it returns that error. Records are handled in place and released in
-// batches.
-func (m *Mux) Serve(ctx context.Context, r RecordReader) error {
+// Serve dispatches records from r until ctx ends, the stream ends (io.EOF, returned as
+// nil), the ring fails (ErrPeerDead, ErrClosed, ErrCorrupt), or a handler fails; it returns
+// that error. Records are handled in place and released in batches. A record that cannot be
+// handled, or that a handler rejects with ring.Reject, is released, counted, handed to
+// Rejected and skipped: one bad record does not stop the consumer.
+func (m *Mux) Serve(ctx context.Context, r ring.Reader) error {
+	fn := func(rec ring.Record) error { return reportRejected(rec, m.Dispatch(rec), m.Rejected) }
 	for {
-		if _, err := r.Drain(ctx, m.Dispatch, 0); err != nil {
+		if _, err := r.Drain(ctx, fn, 0); err != nil {
+			if err == ring.ErrEndOfStream {
+				return nil
+			}
 			return err
 		}
 	}

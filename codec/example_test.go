@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/shmq/shmq/codec"
@@ -24,7 +25,7 @@ type Trade struct {
 func Example() {
 	dir, _ := os.MkdirTemp("", "codec-example-")
 	defer os.RemoveAll(dir)
-	seg, _ := shm.Create("trades", shm.Spec{Kind: shm.KindSPSC, DataSize: 1 << 16}, shm.Options{Dir: dir})
+	seg, _ := ring.Create("trades", ring.Spec{Kind: ring.SPSC, Size: 1 << 16}, shm.Options{Dir: dir})
 	defer seg.Close()
 	w, _ := ring.NewSPSCWriter(seg, ring.Options{})
 	r, _ := ring.NewSPSCReader(seg, ring.Options{})
@@ -40,7 +41,7 @@ func Example() {
 	recv := codec.NewReceiver(r, tradeID, codec.Codec[Trade](trades))
 	for {
 		t, err := recv.Next(context.Background())
-		if errors.Is(err, ring.ErrClosed) {
+		if err == io.EOF {
 			break
 		}
 		fmt.Printf("trade %d: %d @ %.2f on %s\n", t.ID, t.Qty, t.Price, t.Venue[:])
@@ -82,7 +83,7 @@ func unmarshal(b []byte, m *pbOrder) error {
 func Example_appender() {
 	dir, _ := os.MkdirTemp("", "codec-example-")
 	defer os.RemoveAll(dir)
-	seg, _ := shm.Create("mixed", shm.Spec{Kind: shm.KindSPSC, DataSize: 1 << 16}, shm.Options{Dir: dir})
+	seg, _ := ring.Create("mixed", ring.Spec{Kind: ring.SPSC, Size: 1 << 16}, shm.Options{Dir: dir})
 	defer seg.Close()
 	w, _ := ring.NewSPSCWriter(seg, ring.Options{})
 	r, _ := ring.NewSPSCReader(seg, ring.Options{})
@@ -105,8 +106,8 @@ func Example_appender() {
 	m := codec.NewMux()
 	codec.Handle(m, 1, codec.Codec[pbOrder](pb), func(o *pbOrder) error { fmt.Println("order", o.Symbol); return nil })
 	codec.Handle(m, 2, codec.JSON[Alert](), func(a *Alert) error { fmt.Println("alert", a.Level); return nil })
-	err := m.Serve(ctx, r)
-	fmt.Println(errors.Is(err, ring.ErrClosed))
+	err := m.Serve(ctx, r) // until the end of the stream
+	fmt.Println(err == nil)
 	// Output:
 	// order SHMQ
 	// alert warn

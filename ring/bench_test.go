@@ -93,7 +93,7 @@ func runBenchDrain(c *proctest.Child) error {
 		Close() error
 	}
 	var r drainer
-	if seg.Descriptor().Kind == shm.KindSPSC {
+	if seg.Descriptor().Kind == ring.SPSC {
 		r, err = ring.NewSPSCReader(seg, opts)
 	} else {
 		r, err = ring.NewMPMCReader(seg, opts)
@@ -105,7 +105,7 @@ func runBenchDrain(c *proctest.Child) error {
 	c.Point("ready")
 	for {
 		if _, err := r.Drain(ctx, fn, 0); err != nil {
-			if errors.Is(err, ring.ErrClosed) {
+			if errors.Is(err, ring.ErrEndOfStream) {
 				return c.Result(count)
 			}
 			return err
@@ -119,7 +119,7 @@ func BenchmarkSPSCCrossProcess(b *testing.B) {
 	for _, size := range benchSizes {
 		b.Run(sizeName(size), func(b *testing.B) {
 			dir := testDir(b)
-			seg := newSegment(b, dir, "x", shm.Spec{Kind: shm.KindSPSC, DataSize: ringSize(size)})
+			seg := newSegment(b, dir, "x", ring.Spec{Kind: ring.SPSC, Size: ringSize(size)})
 			cfg := procConfig{Dir: dir, Name: "x", Wait: "spin"}
 			child := proctest.Start(b, "bench-drain", proctest.Options{Args: cfg.args()})
 			child.WaitPoint("ready", 20*time.Second)
@@ -161,7 +161,7 @@ func BenchmarkMPMCCrossProcess(b *testing.B) {
 		b.Run(sizeName(size), func(b *testing.B) {
 			dir := testDir(b)
 			slot := uint32(shm.NextPow2(uint64(size + 16)))
-			seg := newSegment(b, dir, "x", shm.Spec{Kind: shm.KindMPMC, DataSize: uint64(slot) * 4096, SlotSize: slot})
+			seg := newSegment(b, dir, "x", ring.Spec{Kind: ring.MPMC, Size: uint64(slot) * 4096, SlotSize: slot})
 			cfg := procConfig{Dir: dir, Name: "x", Wait: "spin"}
 			child := proctest.Start(b, "bench-drain", proctest.Options{Args: cfg.args()})
 			child.WaitPoint("ready", 20*time.Second)
@@ -180,7 +180,7 @@ func BenchmarkMPMCCrossProcess(b *testing.B) {
 				}
 				n++
 			}
-			w.CloseRing()
+			w.Close() // the only writer: its Close ends the stream
 			var got int
 			if err := child.Result(0, &got, time.Minute); err != nil || got != n {
 				b.Fatalf("reader got %d of %d: %v", got, n, err)
@@ -201,8 +201,8 @@ func BenchmarkSPSCPingPong(b *testing.B) {
 	for _, wait := range []string{"spin", "adaptive", "futex"} {
 		b.Run(wait, func(b *testing.B) {
 			dir := testDir(b)
-			ping := newSegment(b, dir, "ping", shm.Spec{Kind: shm.KindSPSC, DataSize: 4096})
-			pong := newSegment(b, dir, "pong", shm.Spec{Kind: shm.KindSPSC, DataSize: 4096})
+			ping := newSegment(b, dir, "ping", ring.Spec{Kind: ring.SPSC, Size: 4096})
+			pong := newSegment(b, dir, "pong", ring.Spec{Kind: ring.SPSC, Size: 4096})
 			cfg := procConfig{Dir: dir, Name: "ping", PongName: "pong", Wait: wait}
 			child := proctest.Start(b, "bench-echo", proctest.Options{Args: cfg.args()})
 			w0, err := ring.ParseWait(wait)
@@ -255,7 +255,7 @@ func runIdleReader(c *proctest.Child) error {
 	}
 	c.Point("ready")
 	_, err = r.Next(context.Background())
-	if errors.Is(err, ring.ErrClosed) {
+	if errors.Is(err, ring.ErrEndOfStream) {
 		return nil
 	}
 	return err
@@ -288,7 +288,7 @@ func BenchmarkIdleReaderCPU(b *testing.B) {
 	for _, wait := range []string{"futex", "adaptive", "sleep:10ms", "sleep:1ms", "spin"} {
 		b.Run(wait, func(b *testing.B) {
 			dir := testDir(b)
-			seg := newSegment(b, dir, "x", shm.Spec{Kind: shm.KindSPSC, DataSize: 4096})
+			seg := newSegment(b, dir, "x", ring.Spec{Kind: ring.SPSC, Size: 4096})
 			cfg := procConfig{Dir: dir, Name: "x", Wait: wait}
 			child := proctest.Start(b, "idle-reader", proctest.Options{Args: cfg.args()})
 			child.WaitPoint("ready", 20*time.Second)

@@ -25,28 +25,109 @@ type Record struct {
 	Data []byte
 }
 
-// counters are one peer's statistics in its peer-table entry. Only that peer writes them
-// (an atomic add on a line no other writer touches); anyone may load them.
+// Exclusive roles of SPSC endpoints (shm role lock bytes).
+const (
+	roleSPSCWriter shm.Role = 1
+	roleSPSCReader shm.Role = 2
+)
+
+// side says which end of the ring an endpoint is.
+type side int
+
+const (
+	writerSide side = iota
+	readerSide
+)
+
+func (s side) countWord() int {
+	if s == writerSide {
+		return pwWriters
+	}
+	return pwReaders
+}
+
+// local is what the endpoints of one open segment share inside this process: the segment's
+// peer entry (one per process and segment, whatever the number of endpoints), how many of
+// them sleep on each event (the peer's waiter bit is set while any does), and how many claim
+// cells they hold (the peer's hold flag is set while any is held).
+type local struct {
+	seg  *shm.Segment
+	peer *shm.Peer
+	bit  uint64 // the peer's bit in the waiter masks
+
+	mu       sync.Mutex
+	refs     int    // endpoints using this local
+	sleepers [2]int // endpoints marked asleep, by event (evData, evSpace)
+	cells    int    // claim cells held by this process's endpoints
+}
+
+var (
+	localsMu sync.Mutex
+	locals   = map[*shm.Segment]*local{}
+)
+
+// acquireLocal returns seg's local state, creating it for the first endpoint.
+func acquireLocal(seg *shm.Segment) (*local, error) {
+	peer := seg.Peer()
+	if seg.ReadOnly() || peer == nil {
+		return nil, fmt.Errorf("ring endpoint on %s: %w", seg.Name(), shm.ErrReadOnly)
+	}
+	localsMu.Lock()
+	defer localsMu.Unlock()
+	l := locals[seg]
+	if l == nil {
+		l = &local{seg: seg, peer: peer, bit: 1 << uint(peer.Index())}
+		locals[seg] = l
+	}
+	l.refs++
+	return l, nil
+}
+
+func (l *local) release() {
+	localsMu.Lock()
+	defer localsMu.Unlock()
+	if l.refs--; l.refs == 0 {
+		delete(locals, l.seg)
+	}
+}
+
+// mark sets this process's bit in ev's waiter mask if no other endpoint of the process has.
+// The bit is set whenever one of them is marked, so a sleeper's re-check always comes after
+// the bit was set (see event).
+func (l *local) mark(ev event) {
+	l.mu.Lock()
+	if l.sleepers[ev.id]++; l.sleepers[ev.id] == 1 {
+		atomic.OrUint64(ev.waiters, l.bit) // pairs with the waker's load in event.notify
+	}
+	l.mu.Unlock()
+}
+
+func (l *local) unmark(ev event) {
+	l.mu.Lock()
+	if l.sleepers[ev.id]--; l.sleepers[ev.id] == 0 {
+		atomic.AndUint64(ev.waiters, ^l.bit)
+	}
+	l.mu.Unlock()
+}
+
+// counters are one side's statistics in this process's peer words. Every endpoint of the
+// side in the process adds to them atomically; anyone may load them.
 type counters struct {
 	words [numCounters]*uint64
 }
 
-func newCounters(peerWords []byte) counters {
+func newCounters(peerWords []byte, off int) counters {
 	var c counters
 	for i := range c.words {
-		c.words[i] = layout.Uint64(peerWords, pwCounters+8*i)
+		c.words[i] = layout.Uint64(peerWords, off+8*i)
 	}
 	return c
 }
 
-func (c *counters) add(i int, d uint64) {
-	if c != nil && c.words[i] != nil {
-		atomic.AddUint64(c.words[i], d)
-	}
-}
+func (c *counters) add(i int, d uint64) { atomic.AddUint64(c.words[i], d) }
 
-// retire folds the counters into a retired block of the header and zeroes them, so totals
-// survive the peer's detaching.
+// retire moves the counters into a retired block of the kind header, so totals survive the
+// process's detaching. Adds that race with it land either in the block or in the words.
 func (c *counters) retire(hdr []byte, block int) {
 	for i, w := range c.words {
 		if v := atomic.SwapUint64(w, 0); v != 0 {
@@ -55,59 +136,112 @@ func (c *counters) retire(hdr []byte, block int) {
 	}
 }
 
-// endpoint is what writers and readers of both kinds share: the segment, the peer entry
-// that makes this endpoint visible and alive to others, its counters and its waits.
+// endpoint is what writers and readers of every kind share: the segment, the process's
+// peer entry, this side's counters, its waits and its lifecycle.
+//
+// Lifecycle: every operation runs between enter and leave, which hold opMu. Close sets
+// closed, wakes a call that may sleep, then takes opMu, so it never changes shared state or
+// lets the segment unmap under a running call; an operation that enters after Close gets
+// ErrClosed and touches nothing. The segment runs Close of every endpoint (OnClose) before
+// it unmaps.
 type endpoint struct {
 	seg   *shm.Segment
-	hdr   []byte // segment header (hot blocks, peer table)
-	data  []byte // data region
-	size  uint64 // len(data), a power of two
-	mask  uint64 // size - 1
-	peer  *shm.Peer
-	role  *shm.RoleLock // exclusive role, SPSC only
+	loc   *local
+	geo   geometry
+	side  side
+	hdr   []byte // the kind header
+	data  []byte // the data region
+	mask  uint64 // len(data) - 1
+	pw    []byte // this process's peer words
 	stats counters
+	role  *shm.RoleLock // SPSC only
 	wait  waiter
 
 	lastRepair time.Time // when repairSleepers last ran
 
-	// opMu is held by every operation; Close sets closed, wakes the operation that may be
-	// asleep, then takes opMu, so it never detaches under a running call.
-	opMu   sync.Mutex
-	closed atomic.Bool
+	opMu      sync.Mutex
+	closed    atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+	closer    func() error // the kind's Close, run when the segment closes
+	unhook    func()
+	armed     bool // an event loop armed this endpoint's wake-up word (Arm)
 }
 
-// attach checks the kind, takes the exclusive role if there is one, and claims a peer entry.
-func (e *endpoint) attach(seg *shm.Segment, kind shm.Kind, role shm.Role, exclusive bool, opts Options) error {
-	if seg.ReadOnly() {
-		return shm.ErrReadOnly
+// attach checks the segment, takes the exclusive role if there is one and counts the
+// endpoint in the process's peer words. On success the segment is pinned until the
+// constructor's deferred unpinAttach, so that a Close of the segment cannot unmap it while
+// the endpoint is being built.
+func (e *endpoint) attach(seg *shm.Segment, kind shm.Kind, sd side, role shm.Role, opts Options, closer func() error) error {
+	geo, err := parseGeometry(seg.Descriptor())
+	if err != nil {
+		return fmt.Errorf("%s: %w", seg.Name(), err)
 	}
-	if got := seg.Descriptor().Kind; got != kind {
-		return fmt.Errorf("%w: segment %s is %v, not %v", ErrKind, seg.Name(), got, kind)
+	if geo.kind != kind {
+		return fmt.Errorf("%w: segment %s is %v, not %v", ErrKind, seg.Name(), geo.kind, kind)
 	}
-	e.seg, e.hdr, e.data = seg, seg.Header(), seg.Data()
-	e.size = uint64(len(e.data))
-	e.mask = e.size - 1
-	if exclusive {
+	if err := seg.Pin(); err != nil {
+		return fmt.Errorf("%w: segment %s is closed", ErrClosed, seg.Name())
+	}
+	loc, err := acquireLocal(seg)
+	if err != nil {
+		seg.Unpin()
+		return err
+	}
+	d := seg.Descriptor()
+	e.seg, e.loc, e.geo, e.side = seg, loc, geo, sd
+	e.hdr = seg.Header()[d.KindHeaderOffset : d.KindHeaderOffset+d.KindHeaderSize]
+	e.data = seg.Data()
+	e.mask = uint64(len(e.data)) - 1
+	e.pw = loc.peer.Words()
+	ctrOff := pwWriterCtrs
+	if sd == readerSide {
+		ctrOff = pwReaderCtrs
+	}
+	e.stats = newCounters(e.pw, ctrOff)
+	e.wait = waiter{strategy: opts.Wait.normalized(), loc: loc, closed: &e.closed, stats: &e.stats}
+	if role != 0 {
 		l, err := seg.AcquireRole(role)
-		if errors.Is(err, shm.ErrBusy) {
-			return fmt.Errorf("%w: %v of %s", ErrBusy, role, seg.Name())
-		}
 		if err != nil {
+			loc.release()
+			seg.Unpin()
+			if errors.Is(err, shm.ErrBusy) {
+				return fmt.Errorf("%w: the %s of %s", ErrBusy, sideName(sd), seg.Name())
+			}
 			return err
 		}
 		e.role = l
 	}
-	p, err := seg.Attach(role)
-	if err != nil {
-		if e.role != nil {
-			e.role.Release()
-		}
-		return err
-	}
-	e.peer = p
-	e.stats = newCounters(p.Words())
-	e.wait = waiter{strategy: opts.Wait.normalized(), bit: 1 << uint(p.Index()), closed: &e.closed, stats: &e.stats}
+	atomic.AddUint32(layout.Uint32(e.pw, sd.countWord()), 1) // read by the other side's liveness checks
+	e.closer = closer
+	e.unhook = seg.OnClose(func() { _ = closer() })
 	return nil
+}
+
+// finishAttach ends a constructor that attach succeeded for: if the segment began to close
+// meanwhile (its close may have passed the point where it closes endpoints), the endpoint
+// closes itself now, while the segment is still pinned, and the constructor fails with
+// ErrClosed. Then it unpins. Every constructor calls it exactly once after attach.
+func (e *endpoint) finishAttach(err error) error {
+	defer e.seg.Unpin()
+	if err == nil {
+		if perr := e.seg.Pin(); perr != nil {
+			err = fmt.Errorf("%w: segment %s closed while the endpoint attached", ErrClosed, e.seg.Name())
+		} else {
+			e.seg.Unpin()
+		}
+	}
+	if err != nil {
+		_ = e.closer()
+	}
+	return err
+}
+
+func sideName(s side) string {
+	if s == writerSide {
+		return "writer"
+	}
+	return "reader"
 }
 
 // enter starts an operation; it fails with ErrClosed after Close.
@@ -122,37 +256,58 @@ func (e *endpoint) enter() error {
 
 func (e *endpoint) leave() { e.opMu.Unlock() }
 
-// shutdown is Close's common part: stop new operations, wake a sleeping one (ev is the event
-// this endpoint sleeps on), wait for it to leave, then retire counters and detach.
-func (e *endpoint) shutdown(ev event, retiredBlock int, last func()) error {
-	if e.closed.Swap(true) {
-		return nil
-	}
-	ev.wakeAll()
-	e.opMu.Lock()
-	defer e.opMu.Unlock()
-	if last != nil {
-		last()
-	}
-	e.stats.retire(e.hdr, retiredBlock)
-	err := e.peer.Detach() // an unfinished claim is left for a live peer to repair
-	if e.role != nil {
-		if rerr := e.role.Release(); err == nil {
-			err = rerr
+// close is Close's common part. The first call does the work; every other call, from any
+// goroutine, waits for it and returns the same error. finish runs with the endpoint stopped
+// and before it is uncounted (a writer publishes or skips what it reserved there).
+func (e *endpoint) close(finish func()) error {
+	e.closeOnce.Do(func() {
+		e.closed.Store(true)
+		e.dataEvent().wakeAll() // a blocked call of this endpoint returns ErrClosed
+		e.spaceEvent().wakeAll()
+		e.opMu.Lock()
+		defer e.opMu.Unlock()
+		if e.armed {
+			e.armed = false
+			e.loc.unmark(e.ownEvent())
 		}
-	}
-	return err
+		if finish != nil {
+			finish()
+		}
+		retired := offRetiredW
+		if e.side == readerSide {
+			retired = offRetiredR
+		}
+		e.stats.retire(e.hdr, retired)
+		atomic.AddUint32(layout.Uint32(e.pw, e.side.countWord()), ^uint32(0))
+		if e.side == writerSide {
+			e.endStream()
+		}
+		if e.role != nil {
+			e.closeErr = e.role.Release()
+		}
+		e.unhook()
+		e.loc.release()
+	})
+	return e.closeErr
 }
 
 func (e *endpoint) u64(off int) *uint64 { return layout.Uint64(e.hdr, off) }
 func (e *endpoint) u32(off int) *uint32 { return layout.Uint32(e.hdr, off) }
 
 func (e *endpoint) dataEvent() event {
-	return event{seq: e.u32(offDataSeq), waiters: e.u64(offDataWaiters)}
+	return event{id: evData, seq: e.u32(offDataSeq), waiters: e.u64(offDataWaiters)}
 }
 
 func (e *endpoint) spaceEvent() event {
-	return event{seq: e.u32(offSpaceSeq), waiters: e.u64(offSpaceWaiters)}
+	return event{id: evSpace, seq: e.u32(offSpaceSeq), waiters: e.u64(offSpaceWaiter)}
+}
+
+// ownEvent is the event this endpoint waits on: data for a reader, room for a writer.
+func (e *endpoint) ownEvent() event {
+	if e.side == readerSide {
+		return e.dataEvent()
+	}
+	return e.spaceEvent()
 }
 
 // notify wakes up to n sleepers of ev and counts the system call. When the call woke nobody
@@ -172,9 +327,9 @@ func (e *endpoint) notify(ev event, n int) {
 	}
 }
 
-// repairSleepers clears the waiter bits of peers that died asleep, so that the other side
-// stops paying a wake-up system call for them. It makes one liveness check per set bit and
-// is called only on the slow path (a wait round), never per message.
+// repairSleepers clears the waiter bits of processes that died asleep, so that the other
+// side stops paying a wake-up system call for them. It makes one liveness check per set bit
+// and runs only on the slow path, never per message.
 func (e *endpoint) repairSleepers(ev event) {
 	mask := atomic.LoadUint64(ev.waiters)
 	for i := 0; mask != 0 && i < layout.PeerCount; i++ {
@@ -189,4 +344,42 @@ func (e *endpoint) repairSleepers(ev event) {
 	}
 }
 
-func align8(n uint64) uint64 { return (n + 7) &^ 7 }
+// Wake is the futex word an event loop sleeps on for an armed endpoint, and the value it
+// held when the endpoint was armed: futex_wait(Word, Value) returns as soon as the other
+// side publishes (or frees room), because it changes the word before it wakes.
+type Wake struct {
+	Word  *uint32
+	Value uint32
+}
+
+// arm marks this process asleep on the endpoint's event so the other side wakes it, then
+// checks ready: when ready already holds it unmarks and returns false (do not sleep).
+func (e *endpoint) arm(ready func() bool) (Wake, bool, error) {
+	if err := e.enter(); err != nil {
+		return Wake{}, false, err
+	}
+	defer e.leave()
+	ev := e.ownEvent()
+	v := atomic.LoadUint32(ev.seq) // before the mark, as in waiter.sleep
+	if !e.armed {
+		e.loc.mark(ev)
+		e.armed = true
+	}
+	if ready() {
+		e.armed = false
+		e.loc.unmark(ev)
+		return Wake{}, false, nil
+	}
+	return Wake{Word: ev.seq, Value: v}, true, nil
+}
+
+func (e *endpoint) disarm() {
+	if e.enter() != nil {
+		return
+	}
+	defer e.leave()
+	if e.armed {
+		e.armed = false
+		e.loc.unmark(e.ownEvent())
+	}
+}

@@ -7,37 +7,55 @@ import (
 	"github.com/shmq/shmq/shm"
 )
 
+func kindHeader(seg *shm.Segment) []byte {
+	d := seg.Descriptor()
+	return seg.Header()[d.KindHeaderOffset : d.KindHeaderOffset+d.KindHeaderSize]
+}
+
 // SetPositions sets both positions of a ring no endpoint is attached to, so that tests can
 // start near 2^64 and cross the wrap of the counters.
 func SetPositions(seg *shm.Segment, pos uint64) {
-	atomic.StoreUint64(layout.Uint64(seg.Header(), offWritePos), pos)
-	atomic.StoreUint64(layout.Uint64(seg.Header(), offReadPos), pos)
+	atomic.StoreUint64(layout.Uint64(kindHeader(seg), offWritePos), pos)
+	atomic.StoreUint64(layout.Uint64(kindHeader(seg), offReadPos), pos)
 }
 
 // SetWritePos overwrites the published write position, as a broken peer would.
 func SetWritePos(seg *shm.Segment, pos uint64) {
-	atomic.StoreUint64(layout.Uint64(seg.Header(), offWritePos), pos)
+	atomic.StoreUint64(layout.Uint64(kindHeader(seg), offWritePos), pos)
 }
 
-// DataWaiters is the mask of readers marked asleep.
+// SetReadPos overwrites the released read position, as a broken peer would.
+func SetReadPos(seg *shm.Segment, pos uint64) {
+	atomic.StoreUint64(layout.Uint64(kindHeader(seg), offReadPos), pos)
+}
+
+// DataWaiters is the mask of processes with a reader marked asleep.
 func DataWaiters(seg *shm.Segment) uint64 {
-	return atomic.LoadUint64(layout.Uint64(seg.Header(), offDataWaiters))
+	return atomic.LoadUint64(layout.Uint64(kindHeader(seg), offDataWaiters))
 }
 
 // SetMPMCPositions sets both positions of an MPMC ring nobody is attached to, and every
 // slot's sequence to match, so that tests can start near 2^64.
 func SetMPMCPositions(seg *shm.Segment, pos uint64) {
 	d := seg.Descriptor()
-	mask := d.SlotCount - 1
-	for i := uint64(0); i < d.SlotCount; i++ {
+	slotSize := d.Params[paramSlotSize]
+	slots := d.DataSize / slotSize
+	mask := slots - 1
+	for i := uint64(0); i < slots; i++ {
 		first := pos + ((i - pos) & mask) // first position >= pos that lands in slot i
-		slot := seg.Data()[i*uint64(d.SlotSize):]
+		slot := seg.Data()[i*slotSize:]
 		atomic.StoreUint64(layout.Uint64(slot, 0), first-i)
 	}
 	SetPositions(seg, pos)
 }
 
-// SetReadPos overwrites the released read position, as a broken peer would.
-func SetReadPos(seg *shm.Segment, pos uint64) {
-	atomic.StoreUint64(layout.Uint64(seg.Header(), offReadPos), pos)
+// CellsInUse counts the claim cells that have an owner.
+func CellsInUse(seg *shm.Segment) int {
+	n := 0
+	for i := 0; i < numCells; i++ {
+		if atomic.LoadUint32(layout.Uint32(kindHeader(seg), offCells+i*cellSize+cellOwner)) != 0 {
+			n++
+		}
+	}
+	return n
 }

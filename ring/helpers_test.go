@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/shmq/shmq/ring"
 	"github.com/shmq/shmq/shm"
 )
 
@@ -25,9 +26,9 @@ func testDir(t testing.TB) string {
 	return d
 }
 
-func newSegment(t testing.TB, dir, name string, spec shm.Spec) *shm.Segment {
+func newSegment(t testing.TB, dir, name string, spec ring.Spec) *shm.Segment {
 	t.Helper()
-	s, err := shm.Create(name, spec, shm.Options{Dir: dir})
+	s, err := ring.Create(name, spec, shm.Options{Dir: dir})
 	require.NoError(t, err)
 	t.Cleanup(func() { s.Close() })
 	return s

@@ -37,8 +37,10 @@ type procConfig struct {
 	Close          bool   // writer: Close at the end (else exit without closing)
 	PongName       string // pinger/ponger: the reply ring
 	WriterID       uint64 // mpmc-writer: goes into the top bits of every sequence number
-	CloseRing      bool   // mpmc-writer: CloseRing at the end
 	Unordered      bool   // mpmc-reader: do not check per-writer order
+	StopAfter      uint64 // spsc-reader: read this many, then close cleanly (0: until the end)
+	From           uint64 // spsc-reader: the first sequence number expected
+	AwaitWriters   int    // mpmc-writer: write only once this many writers are attached
 }
 
 func (c procConfig) args() []string {
@@ -62,7 +64,7 @@ func parseConfig(c *proctest.Child) (procConfig, ring.Options, *shm.Segment, err
 // readerReport is what a reader child sends back.
 type readerReport struct {
 	Next uint64 // the next sequence number it expected: all before it arrived, in order, intact
-	Err  string // how the stream ended: "closed", "peer-dead", or a failure
+	Err  string // how the stream ended: "ended", "peer-dead", or a failure
 }
 
 func runSPSCWriter(c *proctest.Child) error {
@@ -121,7 +123,7 @@ func writeSequence(c *proctest.Child, cfg procConfig, w seqWriter, seq func(n ui
 }
 
 func runSPSCReader(c *proctest.Child) error {
-	_, opts, seg, err := parseConfig(c)
+	cfg, opts, seg, err := parseConfig(c)
 	if err != nil {
 		return err
 	}
@@ -132,12 +134,22 @@ func runSPSCReader(c *proctest.Child) error {
 	c.Point("ready")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	var rep readerReport
+	rep := readerReport{Next: cfg.From}
 	for {
+		if cfg.StopAfter != 0 && rep.Next-cfg.From == cfg.StopAfter {
+			rep.Err = "stopped"
+			if err := r.Close(); err != nil {
+				return err
+			}
+			if err := seg.Close(); err != nil {
+				return err
+			}
+			return c.Result(rep)
+		}
 		rec, err := r.Next(ctx)
 		switch {
-		case errors.Is(err, ring.ErrClosed):
-			rep.Err = "closed"
+		case errors.Is(err, ring.ErrEndOfStream):
+			rep.Err = "ended"
 		case errors.Is(err, ring.ErrPeerDead):
 			rep.Err = "peer-dead"
 		case err != nil:
@@ -222,7 +234,7 @@ func runPonger(c *proctest.Child) error {
 	buf := make([]byte, 64)
 	for {
 		n, typ, err := r.Read(ctx, buf)
-		if errors.Is(err, ring.ErrClosed) {
+		if errors.Is(err, ring.ErrEndOfStream) {
 			return w.Close()
 		}
 		if err != nil {
@@ -246,13 +258,22 @@ func runMPMCWriter(c *proctest.Child) error {
 	if err != nil {
 		return err
 	}
+	for deadline := time.Now().Add(time.Minute); cfg.AwaitWriters > 0; time.Sleep(time.Millisecond) {
+		st, err := ring.ReadStats(seg)
+		if err != nil {
+			return err
+		}
+		if st.WritersOpen >= cfg.AwaitWriters {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("only %d writers attached", st.WritersOpen)
+		}
+	}
 	if err := writeSequence(c, cfg, w, func(n uint64) uint64 { return mpmcSeq(cfg.WriterID, n) }); err != nil {
 		return err
 	}
-	if cfg.CloseRing {
-		return w.CloseRing()
-	}
-	return w.Close()
+	return w.Close() // the last writer's Close ends the stream
 }
 
 // mpmcReport is what an MPMC reader child sends back: per writer, how many messages it got
@@ -272,6 +293,7 @@ func runMPMCReader(c *proctest.Child) error {
 	if err != nil {
 		return err
 	}
+	c.Point("ready")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	rep := mpmcReport{Count: map[uint64]uint64{}, Sum: map[uint64]uint64{}}
@@ -282,8 +304,8 @@ func runMPMCReader(c *proctest.Child) error {
 		}
 		rec, err := r.Next(ctx)
 		switch {
-		case errors.Is(err, ring.ErrClosed):
-			rep.Err = "closed"
+		case errors.Is(err, ring.ErrEndOfStream):
+			rep.Err = "ended"
 		case errors.Is(err, ring.ErrPeerDead):
 			rep.Err = "peer-dead"
 		case err != nil:

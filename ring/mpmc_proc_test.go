@@ -15,7 +15,8 @@ import (
 
 // runMPMC starts writers and readers as processes and returns the readers' reports merged.
 // With closeRing, the test holds a writer of its own from the start, so that the stream
-// stays open until every writer process has ended, and then closes the ring.
+// stays open until every writer process has ended, and then closes it: the last writer's
+// Close ends the stream.
 func runMPMC(t *testing.T, seg *shm.Segment, writers []procConfig, killWriter map[int]string, readers int, readerCfg procConfig, closeRing bool) (count, sum map[uint64]uint64, errs []string) {
 	t.Helper()
 	var holder *ring.MPMCWriter
@@ -42,7 +43,7 @@ func runMPMC(t *testing.T, seg *shm.Segment, writers []procConfig, killWriter ma
 		}
 	}
 	if holder != nil {
-		require.NoError(t, holder.CloseRing())
+		require.NoError(t, holder.Close())
 	}
 	count, sum = map[uint64]uint64{}, map[uint64]uint64{}
 	for _, r := range rs {
@@ -64,7 +65,7 @@ func TestMPMCAcrossProcesses(t *testing.T) {
 		for _, start := range []uint64{0, math.MaxUint64 - 5000} {
 			t.Run(fmtCase(wait, start), func(t *testing.T) {
 				dir := testDir(t)
-				seg := newSegment(t, dir, "m", shm.Spec{Kind: shm.KindMPMC, DataSize: 256 * 256, SlotSize: 256})
+				seg := newSegment(t, dir, "m", ring.Spec{Kind: ring.MPMC, Size: 256 * 256, SlotSize: 256})
 				ring.SetMPMCPositions(seg, start)
 				per := uint64(30_000)
 				if testing.Short() {
@@ -82,7 +83,7 @@ func TestMPMCAcrossProcesses(t *testing.T) {
 					assert.Equal(t, per, count[id], "writer %d: messages delivered", id)
 					assert.Equal(t, per*(per-1)/2, sum[id], "writer %d: each exactly once", id)
 				}
-				assert.Equal(t, []string{"closed", "closed"}, errs)
+				assert.Equal(t, []string{"ended", "ended"}, errs)
 				st, err := ring.ReadStats(seg)
 				require.NoError(t, err)
 				assert.Zero(t, st.Readers.LateWakes+st.Writers.LateWakes)
@@ -99,7 +100,7 @@ func TestMPMCWriterKilledBetweenClaimAndPublish(t *testing.T) {
 	for _, wait := range []string{"futex", "spin"} {
 		t.Run(wait, func(t *testing.T) {
 			dir := testDir(t)
-			seg := newSegment(t, dir, "m", shm.Spec{Kind: shm.KindMPMC, DataSize: 64 * 128, SlotSize: 128})
+			seg := newSegment(t, dir, "m", ring.Spec{Kind: ring.MPMC, Size: 64 * 128, SlotSize: 128})
 			const per, killAt = 20_000, 3_000
 			writers := []procConfig{
 				{Dir: dir, Name: "m", Count: per, MinLen: msgHeader, MaxLen: 100, Wait: wait, Batch: 1, KillAt: killAt, WriterID: 1},
@@ -111,7 +112,7 @@ func TestMPMCWriterKilledBetweenClaimAndPublish(t *testing.T) {
 			assert.EqualValues(t, killAt*(killAt-1)/2, sum[1])
 			assert.EqualValues(t, per, count[2])
 			assert.EqualValues(t, per*(per-1)/2, sum[2])
-			assert.Equal(t, []string{"closed", "closed"}, errs)
+			assert.Equal(t, []string{"ended", "ended"}, errs)
 			st, err := ring.ReadStats(seg)
 			require.NoError(t, err)
 			assert.EqualValues(t, 1, st.Readers.Drops, "one slot skipped")
@@ -123,9 +124,9 @@ func TestMPMCWriterKilledBetweenClaimAndPublish(t *testing.T) {
 // delivers it again.
 func TestMPMCReaderKilledHoldingRecord(t *testing.T) {
 	dir := testDir(t)
-	newSegment(t, dir, "m", shm.Spec{Kind: shm.KindMPMC, DataSize: 1024 * 64, SlotSize: 64})
+	newSegment(t, dir, "m", ring.Spec{Kind: ring.MPMC, Size: 1024 * 64, SlotSize: 64})
 	const per = 500
-	writer := procConfig{Dir: dir, Name: "m", Count: per, MinLen: msgHeader, MaxLen: 40, Wait: "futex", Batch: 10, KillAt: math.MaxUint64, WriterID: 1, CloseRing: true}
+	writer := procConfig{Dir: dir, Name: "m", Count: per, MinLen: msgHeader, MaxLen: 40, Wait: "futex", Batch: 10, KillAt: math.MaxUint64, WriterID: 1}
 	w := proctest.Start(t, "mpmc-writer", proctest.Options{Args: writer.args()})
 	require.NoError(t, w.Wait(time.Minute)) // all 500 are in the ring, and the ring is closed
 
@@ -137,7 +138,7 @@ func TestMPMCReaderKilledHoldingRecord(t *testing.T) {
 	survivor := proctest.Start(t, "mpmc-reader", proctest.Options{Args: procConfig{Dir: dir, Name: "m", Wait: "futex", KillAt: math.MaxUint64, Unordered: true}.args()})
 	var rep mpmcReport
 	require.NoError(t, survivor.Result(0, &rep, time.Minute))
-	assert.Equal(t, "closed", rep.Err)
+	assert.Equal(t, "ended", rep.Err)
 	assert.EqualValues(t, per, rep.Count[1], "the dead reader's record was delivered again")
 	assert.EqualValues(t, per*(per-1)/2, rep.Sum[1])
 }

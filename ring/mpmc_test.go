@@ -16,7 +16,7 @@ import (
 
 func newMPMCSeg(t testing.TB, slots uint64, slotSize uint32) *shm.Segment {
 	t.Helper()
-	return newSegment(t, testDir(t), "mpmc", shm.Spec{Kind: shm.KindMPMC, DataSize: slots * uint64(slotSize), SlotSize: slotSize})
+	return newSegment(t, testDir(t), "mpmc", ring.Spec{Kind: ring.MPMC, Size: slots * uint64(slotSize), SlotSize: slotSize})
 }
 
 func TestMPMCRoundTrip(t *testing.T) {
@@ -104,7 +104,10 @@ func TestMPMCManyInProcess(t *testing.T) {
 	}
 }
 
-func TestMPMCCloseSkipsReservedAndCloseRing(t *testing.T) {
+// TestMPMCCloseSkipsReservedAndLastCloseEnds: a writer closing with a slot reserved
+// publishes it as a skip; the stream ends when the last writer closes, and a writer that
+// attaches afterwards starts a new stream on the same ring.
+func TestMPMCCloseSkipsReservedAndLastCloseEnds(t *testing.T) {
 	seg := newMPMCSeg(t, 64, 64)
 	w1, err := ring.NewMPMCWriter(seg, ring.Options{})
 	require.NoError(t, err)
@@ -117,28 +120,37 @@ func TestMPMCCloseSkipsReservedAndCloseRing(t *testing.T) {
 	_, err = w1.TryReserve(1, 8) // reserved, never committed
 	require.NoError(t, err)
 	require.NoError(t, w2.TryWrite(2, []byte("after")))
-	require.NoError(t, w1.Close()) // publishes the reservation as a skip
-	ctx := context.Background()
+	require.NoError(t, w1.Close()) // publishes the reservation as a skip; w2 still open
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	rec, err := r.Next(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, "after", string(rec.Data))
 	r.Release()
+	_, err = r.TryNext()
+	assert.ErrorIs(t, err, ring.ErrEmpty, "one writer is still open: not the end")
 
 	require.NoError(t, w2.TryWrite(3, []byte("last")))
-	require.NoError(t, w2.CloseRing())
+	require.NoError(t, w2.Close())
 	rec, err = r.Next(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, "last", string(rec.Data))
 	r.Release()
 	_, err = r.Next(ctx)
-	assert.ErrorIs(t, err, ring.ErrClosed)
+	assert.Equal(t, ring.ErrEndOfStream, err)
+	st, err := ring.ReadStats(seg)
+	require.NoError(t, err)
+	assert.Equal(t, ring.WriterEnded, st.WriterState)
+	assert.EqualValues(t, 1, st.Writers.Drops)
+
 	w3, err := ring.NewMPMCWriter(seg, ring.Options{})
 	require.NoError(t, err)
 	defer w3.Close()
-	assert.ErrorIs(t, w3.TryWrite(0, nil), ring.ErrClosed)
-	st, err := ring.ReadStats(seg)
+	require.NoError(t, w3.TryWrite(4, []byte("new stream")))
+	rec, err = r.Next(ctx)
 	require.NoError(t, err)
-	assert.EqualValues(t, 1, st.Writers.Drops)
+	assert.Equal(t, "new stream", string(rec.Data))
+	r.Release()
 }
 
 // TestMPMCReaderClosesWithBorrow: a reader closing with a record borrowed leaves it for
@@ -171,28 +183,4 @@ func TestMPMCReaderClosesWithBorrow(t *testing.T) {
 		r2.Release()
 	}
 	assert.ElementsMatch(t, []string{"borrowed", "next"}, got)
-}
-
-// TestMPMCReaderPeerDead: with writers attached once and none alive any more, a reader that
-// has drained everything gets ErrPeerDead.
-func TestMPMCReaderPeerDead(t *testing.T) {
-	seg := newMPMCSeg(t, 64, 64)
-	w, err := ring.NewMPMCWriter(seg, ring.Options{})
-	require.NoError(t, err)
-	r, err := ring.NewMPMCReader(seg, ring.Options{Wait: ring.Futex()})
-	require.NoError(t, err)
-	defer r.Close()
-	require.NoError(t, w.TryWrite(1, []byte("last words")))
-	require.NoError(t, w.Close()) // detached without CloseRing: as good as dead
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	rec, err := r.Next(ctx)
-	require.NoError(t, err)
-	assert.Equal(t, "last words", string(rec.Data))
-	r.Release()
-	_, err = r.Next(ctx)
-	assert.ErrorIs(t, err, ring.ErrPeerDead)
-	st, err := ring.ReadStats(seg)
-	require.NoError(t, err)
-	assert.Equal(t, "dead", st.WriterState)
 }

@@ -2,17 +2,19 @@ package ring
 
 import (
 	"context"
+	"errors"
 	"fmt"
 )
 
-// borrower is what the two readers provide to the operations they share.
+// borrower is what the readers of every kind provide to the operations they share.
 type borrower interface {
 	enter() error
 	leave()
 	tryNext() (Record, error)            // borrow the next record; ErrEmpty when there is none
 	awaitData(ctx context.Context) error // wait until tryNext may succeed
 	release()                            // give back everything borrowed
-	unborrow(length int)                 // keep the record just borrowed for the next call
+	reject()                             // count the record just borrowed as rejected
+	unborrow()                           // keep the record just borrowed for the next call
 }
 
 // next borrows a record; with a nil ctx it never waits.
@@ -47,7 +49,7 @@ func read(b borrower, ctx context.Context, dst []byte) (int, uint32, error) {
 		return 0, 0, err
 	}
 	if len(dst) < len(rec.Data) {
-		b.unborrow(len(rec.Data))
+		b.unborrow()
 		return 0, 0, fmt.Errorf("%w: record of %d bytes, buffer of %d", ErrShortBuffer, len(rec.Data), len(dst))
 	}
 	n := copy(dst, rec.Data)
@@ -56,30 +58,39 @@ func read(b borrower, ctx context.Context, dst []byte) (int, uint32, error) {
 }
 
 // drain waits for a first record, then hands fn every available one up to max, and
-// releases them; the record fn fails on is kept for the next call.
+// releases them. A record fn rejects (ErrRejected) is counted and passed; the record fn
+// fails on otherwise is kept for the next call.
 func drain(b borrower, ctx context.Context, fn func(Record) error, max int) (int, error) {
 	if err := b.enter(); err != nil {
 		return 0, err
 	}
 	defer b.leave()
-	n := 0
-	for max <= 0 || n < max {
+	n, seen := 0, 0
+	for max <= 0 || seen < max {
 		rec, err := b.tryNext()
-		if err == ErrEmpty && n == 0 {
+		if err == ErrEmpty && seen == 0 {
+			if ctx == nil {
+				return 0, ErrEmpty
+			}
 			if err := b.awaitData(ctx); err != nil {
 				return 0, err
 			}
 			continue
 		}
-		if err == ErrEmpty || (err == ErrClosed && n > 0) {
+		if err == ErrEmpty || (err == ErrEndOfStream && seen > 0) {
 			break
 		}
 		if err != nil {
 			b.release()
 			return n, err
 		}
+		seen++
 		if err := fn(rec); err != nil {
-			b.unborrow(len(rec.Data))
+			if errors.Is(err, ErrRejected) {
+				b.reject()
+				continue
+			}
+			b.unborrow()
 			b.release()
 			return n, err
 		}

@@ -2,32 +2,18 @@ package ring
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"sync/atomic"
 
 	"github.com/shmq/shmq/shm"
 )
 
-// SPSC record format: an 8-byte header (payload length uint32, type uint32, little-endian)
-// and the payload, padded to 8 bytes. A record that would cross the end of the data region
-// is preceded by a padding record whose length word is padLength and which runs to the end.
-const (
-	recordHeader = 8
-	padLength    = ^uint32(0)
-)
-
-// SPSCMaxMessage is the largest payload an SPSC ring with a data region of size bytes
-// carries: half the ring minus a record header, so that a record plus the padding before it
-// always fits.
-func SPSCMaxMessage(size uint64) int { return int(size/2 - recordHeader) }
-
 // SPSCWriter is the one writer of an SPSC ring. Exactly one writer may be attached to a
 // ring at a time, across all processes; its role is free again when it closes or its
 // process dies.
 //
 // Its methods must be called from one goroutine at a time, except Close, which may be called
-// from any goroutine and wakes a blocked call.
+// from any goroutine, any number of times, and wakes a blocked call.
 type SPSCWriter struct {
 	endpoint
 	writePos   *uint64 // published position; only this writer stores it
@@ -40,26 +26,31 @@ type SPSCWriter struct {
 	corrupt    error // set once the reader's position was found impossible
 }
 
-// NewSPSCWriter attaches a writer to an SPSC segment. It returns ErrKind for another kind of
-// segment, ErrBusy when a live writer holds the role, ErrCorrupt when the ring's positions
-// are out of range, and shm's errors (ErrReadOnly, ErrPeerTableFull, ErrClosed).
+// NewSPSCWriter attaches a writer to an SPSC segment and opens the stream (a new stream if
+// the last one ended). It returns ErrKind for another kind of segment, ErrVersion for
+// another ring format, ErrBusy when a live writer holds the role, ErrCorrupt when the
+// ring's positions are out of range, and shm's errors (ErrReadOnly).
 //
 // A writer that takes over from a dead one continues from the last published position;
 // what the dead writer reserved but did not commit is overwritten.
 func NewSPSCWriter(seg *shm.Segment, opts Options) (*SPSCWriter, error) {
 	w := &SPSCWriter{}
-	if err := w.attach(seg, shm.KindSPSC, shm.RoleWriter, true, opts); err != nil {
+	if err := w.attach(seg, SPSC, writerSide, roleSPSCWriter, opts, w.Close); err != nil {
 		return nil, err
 	}
 	w.writePos, w.readPos = w.u64(offWritePos), w.u64(offReadPos)
 	w.pos = atomic.LoadUint64(w.writePos)
 	w.cachedRead = atomic.LoadUint64(w.readPos)
-	if w.pos-w.cachedRead > w.size {
-		w.shutdown(w.spaceEvent(), offRetiredWriter, nil)
-		return nil, fmt.Errorf("%w: write position %d, read position %d, ring of %d", ErrCorrupt, w.pos, w.cachedRead, w.size)
+	w.maxMsg = SPSCMaxMessage(uint64(len(w.data)))
+	var err error
+	if w.pos-w.cachedRead > uint64(len(w.data)) {
+		err = fmt.Errorf("%w: write position %d, read position %d, ring of %d", ErrCorrupt, w.pos, w.cachedRead, len(w.data))
+	} else {
+		w.openStream()
 	}
-	w.maxMsg = SPSCMaxMessage(w.size)
-	atomic.StoreUint32(w.u32(offWriterState), writerAttached)
+	if err := w.finishAttach(err); err != nil {
+		return nil, err
+	}
 	return w, nil
 }
 
@@ -82,10 +73,11 @@ func (w *SPSCWriter) tryReserve(typ uint32, n int) ([]byte, error) {
 	if n < 0 || n > w.maxMsg {
 		return nil, fmt.Errorf("%w: %d bytes, at most %d", ErrTooLarge, n, w.maxMsg)
 	}
-	rec := align8(recordHeader + uint64(n))
+	size := uint64(len(w.data))
+	rec := recordSpan(n)
 	idx := w.pos & w.mask
 	pad := uint64(0)
-	if toEnd := w.size - idx; rec > toEnd {
+	if toEnd := size - idx; rec > toEnd {
 		pad = toEnd
 	}
 	if !w.hasRoom(pad + rec) {
@@ -96,12 +88,11 @@ func (w *SPSCWriter) tryReserve(typ uint32, n int) ([]byte, error) {
 		return nil, ErrFull
 	}
 	if pad > 0 {
-		binary.LittleEndian.PutUint32(w.data[idx:], padLength)
+		putSPSCPadding(w.data, idx)
 		w.pos += pad
 		idx = 0
 	}
-	binary.LittleEndian.PutUint32(w.data[idx:], uint32(n))
-	binary.LittleEndian.PutUint32(w.data[idx+4:], typ)
+	putSPSCHeader(w.data, idx, typ, n)
 	w.pos += rec
 	w.pending++
 	w.pendingLen += uint64(n)
@@ -109,27 +100,38 @@ func (w *SPSCWriter) tryReserve(typ uint32, n int) ([]byte, error) {
 	return w.data[start : start+uint64(n) : start+uint64(n)], nil
 }
 
+// need is the room a record of n bytes takes at the current position, padding included.
+func (w *SPSCWriter) need(n int) uint64 {
+	rec := recordSpan(n)
+	if toEnd := uint64(len(w.data)) - w.pos&w.mask; rec > toEnd {
+		rec += toEnd
+	}
+	return rec
+}
+
 // hasRoom reports whether need more bytes fit, reloading the reader's position only when
 // the cached one says they do not. The loaded position is checked before it is used: a
 // reader can never be ahead of what was published, nor more than a ring behind.
 func (w *SPSCWriter) hasRoom(need uint64) bool {
-	if w.pos+need-w.cachedRead <= w.size {
+	size := uint64(len(w.data))
+	if w.pos+need-w.cachedRead <= size {
 		return true
 	}
-	rp := atomic.LoadUint64(w.readPos) // pairs with the reader's store in Release
-	if w.pos-rp > w.size {
+	rp := atomic.LoadUint64(w.readPos) // pairs with the reader's store in release
+	if w.pos-rp > size {
 		// Impossible for a correct reader: refuse to overwrite rather than trust it.
 		w.corrupt = fmt.Errorf("%w: read position %d is not within a ring of write position %d", ErrCorrupt, rp, w.pos)
 		return false
 	}
 	w.cachedRead = rp
-	return w.pos+need-rp <= w.size
+	return w.pos+need-rp <= size
 }
 
 // Reserve is TryReserve that waits for room, by the endpoint's wait strategy, until ctx
 // ends. If the ring is full while records are reserved, it commits them first so that the
-// reader can make room. It returns ErrPeerDead when the reader's process died and the ring
-// stays full, ctx's error when ctx ends.
+// reader can make room. A writer with no reader attached (yet, or since it closed) waits.
+// It returns ErrPeerDead when the reader's process died and no new reader attached, ctx's
+// error when ctx ends, ErrClosed when the writer is closed meanwhile.
 func (w *SPSCWriter) Reserve(ctx context.Context, typ uint32, n int) ([]byte, error) {
 	if err := w.enter(); err != nil {
 		return nil, err
@@ -143,11 +145,7 @@ func (w *SPSCWriter) Reserve(ctx context.Context, typ uint32, n int) ([]byte, er
 		if w.pending > 0 {
 			w.commit()
 		}
-		rec := align8(recordHeader + uint64(n))
-		if toEnd := w.size - w.pos&w.mask; rec > toEnd {
-			rec += toEnd
-		}
-		if err := w.awaitRoom(ctx, rec); err != nil {
+		if err := w.awaitRoom(ctx, w.need(n)); err != nil {
 			return nil, err
 		}
 	}
@@ -159,14 +157,12 @@ func (w *SPSCWriter) awaitRoom(ctx context.Context, need uint64) error {
 		if w.corrupt != nil {
 			return w.corrupt
 		}
-		if !expensive || atomic.LoadUint32(w.u32(offReaderState)) != readerAttached {
+		if !expensive {
 			return nil
 		}
-		if held, err := w.seg.RoleHeld(shm.RoleReader); err != nil || held {
+		dead, err := w.otherSideDead()
+		if err != nil || !dead || w.hasRoom(need) {
 			return err
-		}
-		if w.hasRoom(need) {
-			return nil
 		}
 		return ErrPeerDead
 	}
@@ -203,6 +199,10 @@ func (w *SPSCWriter) Abort() {
 		return
 	}
 	defer w.leave()
+	w.abort()
+}
+
+func (w *SPSCWriter) abort() {
 	w.pos = atomic.LoadUint64(w.writePos) // only this writer stores it
 	w.pending, w.pendingLen = 0, 0
 }
@@ -245,25 +245,37 @@ func (w *SPSCWriter) Write(ctx context.Context, typ uint32, p []byte) error {
 		if err != ErrFull {
 			return err
 		}
-		rec := align8(recordHeader + uint64(len(p)))
-		if toEnd := w.size - w.pos&w.mask; rec > toEnd {
-			rec += toEnd
-		}
-		if err := w.awaitRoom(ctx, rec); err != nil {
+		if err := w.awaitRoom(ctx, w.need(len(p))); err != nil {
 			return err
 		}
 	}
 }
 
-// Close ends the stream: readers drain what was committed and then get ErrClosed, until a
-// new writer attaches. Reserved records that were not committed are discarded. Close wakes
-// a blocked call of this writer, which returns ErrClosed. It is idempotent.
-func (w *SPSCWriter) Close() error {
-	return w.shutdown(w.spaceEvent(), offRetiredWriter, func() {
-		atomic.StoreUint32(w.u32(offWriterState), writerClosed)
-		w.dataEvent().wakeAll()
-	})
+// Ready reports, without blocking or a system call, whether a record of n bytes fits now
+// (or the writer is closed, so that a call returns at once).
+func (w *SPSCWriter) Ready(n int) bool {
+	if w.enter() != nil {
+		return true
+	}
+	defer w.leave()
+	return n > w.maxMsg || w.hasRoom(w.need(n))
 }
+
+// Arm prepares an event loop to sleep until a record of n bytes fits: it marks this process
+// as waiting for room and returns the futex word to sleep on. It returns false, and marks
+// nothing, when the record fits already. Call Disarm once woken.
+func (w *SPSCWriter) Arm(n int) (Wake, bool, error) {
+	return w.arm(func() bool { return n > w.maxMsg || w.hasRoom(w.need(n)) })
+}
+
+// Disarm undoes Arm. It is idempotent.
+func (w *SPSCWriter) Disarm() { w.disarm() }
+
+// Close detaches the writer. Reserved records that were not committed are discarded. The
+// writer was the ring's only one, so the stream ends: readers drain what was committed and
+// then get ErrEndOfStream, until a new writer attaches. Close wakes a blocked call of this
+// writer, which returns ErrClosed. It is safe from any goroutine, any number of times.
+func (w *SPSCWriter) Close() error { return w.close(w.abort) }
 
 // SPSCReader is the one reader of an SPSC ring. Exactly one reader may be attached at a
 // time, across all processes; its role is free again when it closes or its process dies.
@@ -272,7 +284,7 @@ func (w *SPSCWriter) Close() error {
 // (at-least-once across a reader crash).
 //
 // Its methods must be called from one goroutine at a time, except Close, which may be
-// called from any goroutine and wakes a blocked call.
+// called from any goroutine, any number of times, and wakes a blocked call.
 type SPSCReader struct {
 	endpoint
 	writePos    *uint64
@@ -281,25 +293,28 @@ type SPSCReader struct {
 	cachedWrite uint64 // last writePos seen: reloaded only when the ring looks empty
 	borrowed    uint64 // records borrowed since the last Release
 	borrowedLen uint64
-	pinned      bool // the segment is pinned while records are borrowed
-	maxMsg      uint64
+	rejected    uint64 // of them, rejected
+	lastLen     uint64 // payload bytes of the last record borrowed
+	lastStart   uint64 // its position (before padding)
+	pinned      bool   // the segment is pinned while records are borrowed
 }
 
 // NewSPSCReader attaches a reader to an SPSC segment. Errors as NewSPSCWriter.
 func NewSPSCReader(seg *shm.Segment, opts Options) (*SPSCReader, error) {
 	r := &SPSCReader{}
-	if err := r.attach(seg, shm.KindSPSC, shm.RoleReader, true, opts); err != nil {
+	if err := r.attach(seg, SPSC, readerSide, roleSPSCReader, opts, r.Close); err != nil {
 		return nil, err
 	}
 	r.writePos, r.readPos = r.u64(offWritePos), r.u64(offReadPos)
 	r.next = atomic.LoadUint64(r.readPos)
 	r.cachedWrite = atomic.LoadUint64(r.writePos)
-	if r.cachedWrite-r.next > r.size {
-		r.shutdown(r.dataEvent(), offRetiredReader, nil)
-		return nil, fmt.Errorf("%w: write position %d, read position %d, ring of %d", ErrCorrupt, r.cachedWrite, r.next, r.size)
+	var err error
+	if r.cachedWrite-r.next > uint64(len(r.data)) {
+		err = fmt.Errorf("%w: write position %d, read position %d, ring of %d", ErrCorrupt, r.cachedWrite, r.next, len(r.data))
 	}
-	r.maxMsg = uint64(SPSCMaxMessage(r.size))
-	atomic.StoreUint32(r.u32(offReaderState), readerAttached)
+	if err := r.finishAttach(err); err != nil {
+		return nil, err
+	}
 	return r, nil
 }
 
@@ -315,35 +330,18 @@ func (r *SPSCReader) available() bool {
 
 func (r *SPSCReader) tryNext() (Record, error) {
 	if !r.available() {
-		if atomic.LoadUint32(r.u32(offWriterState)) == writerClosed && !r.available() {
-			return Record{}, ErrClosed
+		if r.streamEnded() && !r.available() {
+			return Record{}, ErrEndOfStream
 		}
 		r.stats.add(ctrEmpty, 1)
 		return Record{}, ErrEmpty
 	}
-	// Every value below comes from shared memory: the position was loaded once (cachedWrite)
-	// and each header word is read once, then checked before it is used.
-	if r.cachedWrite-r.next > r.size {
-		return Record{}, fmt.Errorf("%w: write position %d is not within a ring of read position %d", ErrCorrupt, r.cachedWrite, r.next)
+	rec, ok, err := parseSPSC(r.data, r.next, r.cachedWrite) // the position was loaded once
+	if err != nil {
+		return Record{}, err
 	}
-	idx := r.next & r.mask
-	length := binary.LittleEndian.Uint32(r.data[idx:])
-	if length == padLength {
-		if skip := r.size - idx; skip < r.cachedWrite-r.next {
-			r.next += skip
-		} else {
-			return Record{}, fmt.Errorf("%w: padding at position %d runs past the write position", ErrCorrupt, r.next)
-		}
-		if !r.available() {
-			return Record{}, ErrEmpty
-		}
-		idx = 0
-		length = binary.LittleEndian.Uint32(r.data[idx:])
-	}
-	typ := binary.LittleEndian.Uint32(r.data[idx+4:])
-	rec := align8(recordHeader + uint64(length))
-	if uint64(length) > r.maxMsg || rec > r.size-idx || rec > r.cachedWrite-r.next {
-		return Record{}, fmt.Errorf("%w: record of %d bytes at position %d does not fit", ErrCorrupt, length, r.next)
+	if !ok {
+		return Record{}, ErrEmpty
 	}
 	if !r.pinned {
 		if err := r.seg.Pin(); err != nil {
@@ -351,39 +349,42 @@ func (r *SPSCReader) tryNext() (Record, error) {
 		}
 		r.pinned = true
 	}
-	r.next += rec
+	r.lastStart = r.next
+	r.next = rec.next
+	r.lastLen = uint64(rec.n)
 	r.borrowed++
-	r.borrowedLen += uint64(length)
-	start := idx + recordHeader
-	return Record{Type: typ, Data: r.data[start : start+uint64(length) : start+uint64(length)]}, nil
+	r.borrowedLen += uint64(rec.n)
+	end := rec.start + uint64(rec.n)
+	return Record{Type: rec.typ, Data: r.data[rec.start:end:end]}, nil
 }
 
 func (r *SPSCReader) awaitData(ctx context.Context) error {
 	check := func(expensive bool) error {
-		switch atomic.LoadUint32(r.u32(offWriterState)) {
-		case writerClosed:
+		if r.streamEnded() {
 			if r.available() {
 				return nil
 			}
-			return ErrClosed
-		case writerAttached:
-			if !expensive {
-				return nil
-			}
-			held, err := r.seg.RoleHeld(shm.RoleWriter)
-			if err != nil || held || r.available() {
-				return err
-			}
-			return ErrPeerDead
+			return ErrEndOfStream
 		}
-		return nil
+		if !expensive {
+			return nil
+		}
+		dead, err := r.otherSideDead()
+		if err != nil || !dead || r.available() {
+			return err
+		}
+		return ErrPeerDead
 	}
 	return r.wait.await(ctx, r.dataEvent(), r.available, check)
 }
 
+// ready reports whether a call would not find the ring empty: a record, or the end.
+func (r *SPSCReader) ready() bool { return r.available() || r.streamEnded() }
+
 // Release gives every borrowed record back to the writer with one store, and wakes the
 // writer if it waits for room. Records from Next, TryNext and Drain must not be used
-// afterwards. Release with nothing borrowed does nothing.
+// afterwards. Release with nothing borrowed does nothing. After Close it only lets go of
+// the segment (the records stay in the ring for the next reader).
 func (r *SPSCReader) Release() {
 	r.opMu.Lock()
 	defer r.opMu.Unlock()
@@ -391,54 +392,51 @@ func (r *SPSCReader) Release() {
 }
 
 func (r *SPSCReader) release() {
+	if r.borrowed > 0 && !r.closed.Load() {
+		// Release store: our reads of the records happen before it, and the writer that
+		// loads the new position (acquire) may overwrite them.
+		atomic.StoreUint64(r.readPos, r.next)
+		r.stats.add(ctrMessages, r.borrowed-r.rejected)
+		r.stats.add(ctrRejected, r.rejected)
+		r.stats.add(ctrBytes, r.borrowedLen)
+		r.notify(r.spaceEvent(), 1)
+	}
+	r.borrowed, r.borrowedLen, r.rejected = 0, 0, 0
 	if r.pinned {
-		r.seg.Unpin()
 		r.pinned = false
+		r.seg.Unpin() // last: the mapping may go once nothing is pinned
 	}
-	if r.borrowed == 0 || r.closed.Load() {
-		return
-	}
-	// Release store: our reads of the records happen before it, and the writer that loads
-	// the new position (acquire) may overwrite them.
-	atomic.StoreUint64(r.readPos, r.next)
-	r.stats.add(ctrMessages, r.borrowed)
-	r.stats.add(ctrBytes, r.borrowedLen)
-	r.borrowed, r.borrowedLen = 0, 0
-	r.notify(r.spaceEvent(), 1)
 }
 
-// unborrow steps back over the record just borrowed (of length payload bytes) so that it
-// is read again.
-func (r *SPSCReader) unborrow(length int) {
-	r.next -= align8(recordHeader + uint64(length))
+// reject marks the last record borrowed as rejected; release counts it.
+func (r *SPSCReader) reject() { r.rejected++ }
+
+// unborrow steps back over the record just borrowed so that it is read again.
+func (r *SPSCReader) unborrow() {
+	r.next = r.lastStart
 	r.borrowed--
-	r.borrowedLen -= uint64(length)
+	r.borrowedLen -= r.lastLen
 	if r.borrowed == 0 && r.pinned {
-		r.seg.Unpin()
 		r.pinned = false
+		r.seg.Unpin()
 	}
 }
 
 // Close detaches the reader. Records still borrowed are not released: the next reader gets
-// them again. The segment stays pinned until they are released with Release, so unmapping
-// it waits for them. Close wakes a blocked call of this reader, which returns ErrClosed. It
-// is idempotent.
-func (r *SPSCReader) Close() error {
-	return r.shutdown(r.dataEvent(), offRetiredReader, func() {
-		atomic.StoreUint32(r.u32(offReaderState), readerNone)
-	})
-}
+// them again; their memory stays mapped until Release. Close wakes a blocked call of this
+// reader, which returns ErrClosed. It is safe from any goroutine, any number of times.
+func (r *SPSCReader) Close() error { return r.close(nil) }
 
 // TryNext borrows the next record in place. It stays valid, and the reader does not
 // advance past it for the writer, until Release. Calling TryNext again before Release
 // borrows the following record too. It never blocks: ErrEmpty when nothing is published,
-// ErrClosed when the writer closed and everything was read (or after this reader's Close),
-// ErrCorrupt when the shared state is inconsistent.
+// ErrEndOfStream when the writer closed and everything was read, ErrClosed after this
+// reader's Close, ErrCorrupt when the shared state is inconsistent.
 func (r *SPSCReader) TryNext() (Record, error) { return next(r, nil) }
 
 // Next is TryNext that waits, by the endpoint's wait strategy, until a record is published
-// or ctx ends. Once the writer's process has died and every committed record was read, it
-// returns ErrPeerDead (until a new writer attaches).
+// or ctx ends. With no writer attached yet it waits. Once the writer's process has died and
+// every committed record was read, it returns ErrPeerDead (until a new writer attaches).
 func (r *SPSCReader) Next(ctx context.Context) (Record, error) { return next(r, ctx) }
 
 // TryRead copies the next record into dst and releases it, with anything borrowed before.
@@ -453,9 +451,40 @@ func (r *SPSCReader) Read(ctx context.Context, dst []byte) (int, uint32, error) 
 
 // Drain waits like Next until at least one record is available, then hands fn every
 // available record, up to max (all if max <= 0), in place, and releases them with one
-// store. If fn returns an error, Drain stops: the records before it are released, the one
-// fn failed on stays in the ring, and the error is returned. It returns how many records fn
-// accepted.
+// store. If fn returns an error wrapping ErrRejected (see Reject), the record is counted as
+// rejected and Drain goes on. If fn returns another error, Drain stops: the records before
+// it are released, the one fn failed on stays in the ring, and the error is returned. It
+// returns how many records fn accepted.
 func (r *SPSCReader) Drain(ctx context.Context, fn func(Record) error, max int) (int, error) {
 	return drain(r, ctx, fn, max)
 }
+
+// Reject releases everything borrowed, like Release, counting the last record borrowed as
+// rejected rather than read: for a consumer that refuses a record (to send it to a
+// dead-letter queue, say) and goes on.
+func (r *SPSCReader) Reject() {
+	r.opMu.Lock()
+	defer r.opMu.Unlock()
+	if r.borrowed > 0 {
+		r.reject()
+	}
+	r.release()
+}
+
+// Ready reports, without blocking or a system call, whether Next would return at once: a
+// record is published, the stream ended, or the reader is closed.
+func (r *SPSCReader) Ready() bool {
+	if r.enter() != nil {
+		return true
+	}
+	defer r.leave()
+	return r.ready()
+}
+
+// Arm prepares an event loop to sleep until a record is published: it marks this process
+// as waiting for data and returns the futex word to sleep on. It returns false, and marks
+// nothing, when the reader is ready already. Call Disarm once woken.
+func (r *SPSCReader) Arm() (Wake, bool, error) { return r.arm(r.ready) }
+
+// Disarm undoes Arm. It is idempotent.
+func (r *SPSCReader) Disarm() { r.disarm() }

@@ -22,7 +22,7 @@ func TestSPSCAcrossProcesses(t *testing.T) {
 		for _, start := range []uint64{0, math.MaxUint64 - 100_000} {
 			t.Run(fmtCase(wait, start), func(t *testing.T) {
 				dir := testDir(t)
-				seg := newSegment(t, dir, "x", shm.Spec{Kind: shm.KindSPSC, DataSize: 64 << 10})
+				seg := newSegment(t, dir, "x", ring.Spec{Kind: ring.SPSC, Size: 64 << 10})
 				ring.SetPositions(seg, start)
 				count := uint64(100_000)
 				if testing.Short() {
@@ -35,7 +35,7 @@ func TestSPSCAcrossProcesses(t *testing.T) {
 				var rep readerReport
 				require.NoError(t, reader.Result(0, &rep, 2*time.Minute))
 				require.NoError(t, reader.Wait(time.Minute))
-				assert.Equal(t, "closed", rep.Err)
+				assert.Equal(t, "ended", rep.Err)
 				assert.Equal(t, count, rep.Next)
 
 				st, err := ring.ReadStats(seg)
@@ -67,7 +67,7 @@ func TestSPSCWriterKilled(t *testing.T) {
 		for _, wait := range []string{"futex", "spin"} {
 			t.Run(phase+"/"+wait, func(t *testing.T) {
 				dir := testDir(t)
-				seg := newSegment(t, dir, "x", shm.Spec{Kind: shm.KindSPSC, DataSize: 16 << 10})
+				seg := newSegment(t, dir, "x", ring.Spec{Kind: ring.SPSC, Size: 16 << 10})
 				cfg := procConfig{Dir: dir, Name: "x", Count: 1 << 20, MinLen: msgHeader, MaxLen: 200, Wait: wait, Batch: 1, KillAt: killAt}
 				reader := proctest.Start(t, "spsc-reader", proctest.Options{Args: cfg.args()})
 				writer := proctest.Start(t, "spsc-writer", proctest.Options{Args: cfg.args(), KillAt: phase})
@@ -113,7 +113,7 @@ func TestSPSCWriterKilled(t *testing.T) {
 // publishes without a system call.
 func TestSPSCReaderDiesAsleep(t *testing.T) {
 	dir := testDir(t)
-	seg := newSegment(t, dir, "x", shm.Spec{Kind: shm.KindSPSC, DataSize: 16 << 10})
+	seg := newSegment(t, dir, "x", ring.Spec{Kind: ring.SPSC, Size: 16 << 10})
 	cfg := procConfig{Dir: dir, Name: "x", Wait: "futex"}
 	reader := proctest.Start(t, "spsc-reader", proctest.Options{Args: cfg.args()})
 	reader.WaitPoint("ready", 20*time.Second)
@@ -157,8 +157,8 @@ func TestSPSCWakeHammer(t *testing.T) {
 		count = 50_000
 	}
 	dir := testDir(t)
-	ping := newSegment(t, dir, "ping", shm.Spec{Kind: shm.KindSPSC, DataSize: 4096})
-	pong := newSegment(t, dir, "pong", shm.Spec{Kind: shm.KindSPSC, DataSize: 4096})
+	ping := newSegment(t, dir, "ping", ring.Spec{Kind: ring.SPSC, Size: 4096})
+	pong := newSegment(t, dir, "pong", ring.Spec{Kind: ring.SPSC, Size: 4096})
 	cfg := procConfig{Dir: dir, Name: "ping", PongName: "pong", Count: count, Wait: "futex"}
 	ponger := proctest.Start(t, "ponger", proctest.Options{Args: cfg.args()})
 	pinger := proctest.Start(t, "pinger", proctest.Options{Args: cfg.args()})

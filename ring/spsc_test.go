@@ -16,7 +16,7 @@ import (
 
 func newSPSC(t testing.TB, size uint64, opts ring.Options) (*shm.Segment, *ring.SPSCWriter, *ring.SPSCReader) {
 	t.Helper()
-	seg := newSegment(t, testDir(t), "spsc", shm.Spec{Kind: shm.KindSPSC, DataSize: size})
+	seg := newSegment(t, testDir(t), "spsc", ring.Spec{Kind: ring.SPSC, Size: size})
 	w, err := ring.NewSPSCWriter(seg, opts)
 	require.NoError(t, err)
 	r, err := ring.NewSPSCReader(seg, opts)
@@ -48,7 +48,7 @@ func TestSPSCRoundTrip(t *testing.T) {
 // that records wrap with padding many times, verifying each.
 func TestSPSCManyThroughSmallRing(t *testing.T) {
 	for _, start := range []uint64{0, math.MaxUint64 - 50_000} {
-		seg := newSegment(t, testDir(t), "small", shm.Spec{Kind: shm.KindSPSC, DataSize: 4096})
+		seg := newSegment(t, testDir(t), "small", ring.Spec{Kind: ring.SPSC, Size: 4096})
 		ring.SetPositions(seg, start)
 		w, err := ring.NewSPSCWriter(seg, ring.Options{})
 		require.NoError(t, err)
@@ -174,12 +174,12 @@ func TestSPSCExclusiveRoles(t *testing.T) {
 	require.NoError(t, err)
 	w2.Close()
 
-	mpmc := newSegment(t, testDir(t), "m", shm.Spec{Kind: shm.KindMPMC, DataSize: 4096, SlotSize: 64})
+	mpmc := newSegment(t, testDir(t), "m", ring.Spec{Kind: ring.MPMC, Size: 4096, SlotSize: 64})
 	_, err = ring.NewSPSCWriter(mpmc, ring.Options{})
 	assert.ErrorIs(t, err, ring.ErrKind)
 }
 
-func TestSPSCCloseDrainsThenErrClosed(t *testing.T) {
+func TestSPSCCloseDrainsThenEndOfStream(t *testing.T) {
 	seg, w, r := newSPSC(t, 4096, ring.Options{Wait: ring.Futex()})
 	ctx := context.Background()
 	for i := range 3 {
@@ -195,9 +195,9 @@ func TestSPSCCloseDrainsThenErrClosed(t *testing.T) {
 		r.Release()
 	}
 	_, err := r.Next(ctx)
-	assert.ErrorIs(t, err, ring.ErrClosed)
+	assert.Equal(t, ring.ErrEndOfStream, err, "returned bare, like io.EOF")
 	_, err = r.TryNext()
-	assert.ErrorIs(t, err, ring.ErrClosed)
+	assert.Equal(t, ring.ErrEndOfStream, err)
 
 	// A new writer reopens the stream.
 	w2, err := ring.NewSPSCWriter(seg, ring.Options{})

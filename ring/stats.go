@@ -1,16 +1,16 @@
 package ring
 
 import (
-	"encoding/binary"
 	"fmt"
+	"math/bits"
 	"sync/atomic"
 
 	"github.com/shmq/shmq/internal/layout"
 	"github.com/shmq/shmq/shm"
 )
 
-// Counters are the statistics of one side of a ring, summed over its peers, live, dead and
-// detached.
+// Counters are the statistics of one side of a ring, summed over its processes, live, dead
+// and detached.
 type Counters struct {
 	Messages   uint64 `json:"messages"`    // written (writers) or read (readers)
 	Bytes      uint64 `json:"bytes"`       // payload bytes
@@ -18,8 +18,9 @@ type Counters struct {
 	Empty      uint64 `json:"empty"`       // times a reader found the ring empty
 	FutexWaits uint64 `json:"futex_waits"` // sleeps in the kernel
 	FutexWakes uint64 `json:"futex_wakes"` // wake-up system calls made for the other side
-	Drops      uint64 `json:"drops"`       // MPMC slots skipped for a writer that died
+	Drops      uint64 `json:"drops"`       // MPMC slots skipped for a writer that died or aborted
 	LateWakes  uint64 `json:"late_wakes"`  // sleeps that timed out with the condition already true
+	Rejected   uint64 `json:"rejected"`    // records readers rejected (Reject, ErrRejected)
 }
 
 func (c *Counters) addFrom(words func(i int) uint64) {
@@ -31,6 +32,7 @@ func (c *Counters) addFrom(words func(i int) uint64) {
 	c.FutexWakes += words(ctrFutexWakes)
 	c.Drops += words(ctrDrops)
 	c.LateWakes += words(ctrLateWakes)
+	c.Rejected += words(ctrRejected)
 }
 
 // Stats is a snapshot of a ring's shared state, read without changing anything (it works on
@@ -40,66 +42,123 @@ type Stats struct {
 	Kind          string   `json:"kind"`
 	WritePos      uint64   `json:"write_pos"`
 	ReadPos       uint64   `json:"read_pos"`
-	Capacity      uint64   `json:"capacity"` // data region bytes (SPSC) or slots (MPMC)
-	Used          uint64   `json:"used"`     // bytes (SPSC) or slots (MPMC) written and not yet released
+	Capacity      uint64   `json:"capacity"`            // data region bytes (SPSC) or slots (MPMC)
+	SlotSize      uint64   `json:"slot_size,omitempty"` // MPMC slot bytes
+	RolesHeld     []string `json:"roles_held"`          // SPSC: exclusive roles held by live endpoints, "writer", "reader"
+	Used          uint64   `json:"used"`                // bytes (SPSC) or slots (MPMC) written and not yet released
 	WriterState   string   `json:"writer_state"`
+	WritersOpen   int      `json:"writers_open"` // writer endpoints held by live processes
+	ReadersOpen   int      `json:"readers_open"` // reader endpoints held by live processes
 	ReadersAsleep int      `json:"readers_asleep"`
 	WritersAsleep int      `json:"writers_asleep"`
 	Writers       Counters `json:"writers"`
 	Readers       Counters `json:"readers"`
 }
 
-// ReadStats reads the ring statistics of seg. It returns ErrCorrupt if the positions are
-// impossible, with the snapshot filled as far as it could be.
-func ReadStats(seg *shm.Segment) (Stats, error) {
-	hdr := seg.Header()
-	d := seg.Descriptor()
-	st := Stats{Kind: d.Kind.String()}
-	st.WritePos = atomic.LoadUint64(layout.Uint64(hdr, offWritePos))
-	st.ReadPos = atomic.LoadUint64(layout.Uint64(hdr, offReadPos))
-	st.Capacity = d.DataSize
-	if d.Kind == shm.KindMPMC {
-		st.Capacity = d.SlotCount
-	}
-	st.WriterState = map[uint32]string{writerNone: "none", writerAttached: "attached", writerClosed: "closed"}[atomic.LoadUint32(layout.Uint32(hdr, offWriterState))]
-	if st.WriterState == "" {
-		st.WriterState = "invalid"
-	}
-	if st.WriterState == "attached" && d.Kind == shm.KindSPSC {
-		if held, err := seg.RoleHeld(shm.RoleWriter); err == nil && !held {
-			st.WriterState = "dead"
-		}
-	}
-	if st.WriterState == "attached" && d.Kind == shm.KindMPMC {
-		if n, err := livePeers(seg, shm.RoleWriter); err == nil && n == 0 {
-			st.WriterState = "dead" // writers attached once and none is alive now
-		}
-	}
-	st.ReadersAsleep = event{waiters: layout.Uint64(hdr, offDataWaiters)}.sleepers()
-	st.WritersAsleep = event{waiters: layout.Uint64(hdr, offSpaceWaiters)}.sleepers()
+// Writer states in Stats.WriterState.
+const (
+	WriterNone     = "none"     // no writer has attached yet
+	WriterAttached = "attached" // a live writer is attached: the stream is open
+	WriterDead     = "dead"     // the stream is open, and every writer that attached died
+	WriterEnded    = "ended"    // the last writer closed: end of stream
+)
 
-	st.Writers.addFrom(func(i int) uint64 { return atomic.LoadUint64(layout.Uint64(hdr, offRetiredWriter+8*i)) })
-	st.Readers.addFrom(func(i int) uint64 { return atomic.LoadUint64(layout.Uint64(hdr, offRetiredReader+8*i)) })
+// view is a read-only look at a ring segment for ReadStats and Peek.
+type view struct {
+	geo  geometry
+	hdr  []byte
+	data []byte
+}
+
+func newView(seg *shm.Segment) (view, error) {
+	d := seg.Descriptor()
+	geo, err := parseGeometry(d)
+	if err != nil {
+		return view{}, err
+	}
+	return view{geo: geo, hdr: seg.Header()[d.KindHeaderOffset : d.KindHeaderOffset+d.KindHeaderSize], data: seg.Data()}, nil
+}
+
+func (v view) load(off int) uint64 { return atomic.LoadUint64(layout.Uint64(v.hdr, off)) }
+
+// ReadStats reads the ring statistics of seg. It returns ErrKind or ErrVersion for a segment
+// that is not a ring this code reads, and ErrCorrupt if the positions are impossible, with
+// the snapshot filled as far as it could be.
+func ReadStats(seg *shm.Segment) (Stats, error) {
+	v, err := newView(seg)
+	if err != nil {
+		return Stats{}, err
+	}
+	st := Stats{Kind: v.geo.kind.String()}
+	st.WritePos = v.load(offWritePos)
+	st.ReadPos = v.load(offReadPos)
+	st.Capacity = v.geo.size
+	st.RolesHeld = []string{}
+	if v.geo.kind == MPMC {
+		st.Capacity, st.SlotSize = v.geo.slots, v.geo.slotSize
+	} else {
+		for _, role := range []shm.Role{roleSPSCWriter, roleSPSCReader} {
+			held, err := seg.RoleHeld(role)
+			if err != nil {
+				return st, err
+			}
+			if held {
+				st.RolesHeld = append(st.RolesHeld, map[shm.Role]string{roleSPSCWriter: "writer", roleSPSCReader: "reader"}[role])
+			}
+		}
+	}
+	st.ReadersAsleep = bits.OnesCount64(v.load(offDataWaiters))
+	st.WritersAsleep = bits.OnesCount64(v.load(offSpaceWaiter))
+	st.Writers.addFrom(func(i int) uint64 { return v.load(offRetiredW + 8*i) })
+	st.Readers.addFrom(func(i int) uint64 { return v.load(offRetiredR + 8*i) })
 	peers, err := seg.Peers()
 	if err != nil {
 		return st, err
 	}
+	deadWriters := false
 	for _, p := range peers {
-		entry := hdr[layout.PeerOffset(p.Index)+layout.PeerUserOffset:]
-		load := func(i int) uint64 { return atomic.LoadUint64(layout.Uint64(entry, pwCounters+8*i)) }
-		switch p.Role {
-		case shm.RoleWriter:
-			st.Writers.addFrom(load)
-		case shm.RoleReader:
-			st.Readers.addFrom(load)
+		words, err := seg.PeerWords(p.Index)
+		if err != nil {
+			return st, err
+		}
+		w := int(atomic.LoadUint32(layout.Uint32(words, pwWriters)))
+		r := int(atomic.LoadUint32(layout.Uint32(words, pwReaders)))
+		if p.Alive {
+			st.WritersOpen += w
+			st.ReadersOpen += r
+		} else if w > 0 {
+			deadWriters = true
+		}
+		st.Writers.addFrom(func(i int) uint64 { return atomic.LoadUint64(layout.Uint64(words, pwWriterCtrs+8*i)) })
+		st.Readers.addFrom(func(i int) uint64 { return atomic.LoadUint64(layout.Uint64(words, pwReaderCtrs+8*i)) })
+	}
+	switch streamState(v.load(offStream)) {
+	case streamNone:
+		st.WriterState = WriterNone
+	case streamEnded:
+		st.WriterState = WriterEnded
+	default:
+		st.WriterState = WriterAttached
+		if st.WritersOpen == 0 && deadWriters {
+			st.WriterState = WriterDead
 		}
 	}
 	used := st.WritePos - st.ReadPos
-	if used > st.Capacity && d.Kind == shm.KindSPSC {
+	if used > st.Capacity {
 		return st, fmt.Errorf("%w: write position %d and read position %d are more than a ring apart", ErrCorrupt, st.WritePos, st.ReadPos)
 	}
-	st.Used = min(used, st.Capacity)
+	st.Used = used
 	return st, nil
+}
+
+// PeerEndpoints reports how many writer and reader endpoints the process of peer entry i
+// has attached to the ring of seg (as its peer words say: a dead process's last counts).
+func PeerEndpoints(seg *shm.Segment, i int) (writers, readers int, err error) {
+	words, err := seg.PeerWords(i)
+	if err != nil {
+		return 0, 0, err
+	}
+	return int(atomic.LoadUint32(layout.Uint32(words, pwWriters))), int(atomic.LoadUint32(layout.Uint32(words, pwReaders))), nil
 }
 
 // PeekedRecord is a record seen by Peek: a copy, never a view of shared memory.
@@ -111,73 +170,50 @@ type PeekedRecord struct {
 }
 
 // Peek copies up to n records, starting at the reader's released position (SPSC) or the
-// next slot to be claimed for reading (MPMC; unpublished slots are passed over),
+// next slot to be claimed for reading (MPMC; unpublished slots and skips are passed over),
 // with at most preview payload bytes each, without consuming anything or changing any byte
 // (it works on a segment from shm.Inspect). Records the writer overwrites while Peek copies
-// them may come out torn; Peek stops at the first header that does not make sense.
+// them may come out torn; Peek stops at the first header that does not make sense
+// (ErrCorrupt), with the records before it.
 func Peek(seg *shm.Segment, n, preview int) ([]PeekedRecord, error) {
-	d := seg.Descriptor()
-	if d.Kind == shm.KindMPMC {
-		return peekMPMC(seg, n, preview)
+	v, err := newView(seg)
+	if err != nil {
+		return nil, err
 	}
-	hdr, data := seg.Header(), seg.Data()
-	size := uint64(len(data))
-	wp := atomic.LoadUint64(layout.Uint64(hdr, offWritePos))
-	pos := atomic.LoadUint64(layout.Uint64(hdr, offReadPos))
-	if wp-pos > size {
-		return nil, fmt.Errorf("%w: write position %d and read position %d are more than a ring apart", ErrCorrupt, wp, pos)
-	}
-	maxMsg := uint64(SPSCMaxMessage(size))
+	wp, pos := v.load(offWritePos), v.load(offReadPos)
 	var out []PeekedRecord
-	for len(out) < n && pos != wp {
-		idx := pos & (size - 1)
-		length := binary.LittleEndian.Uint32(data[idx:])
-		if length == padLength {
-			if skip := size - idx; skip < wp-pos {
-				pos += skip
+	if v.geo.kind == MPMC {
+		if wp-pos > v.geo.slots {
+			return nil, fmt.Errorf("%w: write position %d and read position %d are more than a ring apart", ErrCorrupt, wp, pos)
+		}
+		m := mpmcSlots{mem: v.data, slots: v.geo.slots, slotSize: v.geo.slotSize}
+		for ; len(out) < n && pos != wp; pos++ {
+			slot := m.slot(pos)
+			if atomic.LoadUint64(slotSeq(slot)) != m.base(pos)+1 {
+				continue // claimed by a writer, not yet published
+			}
+			rec, err := parseSlot(slot, pos)
+			if err != nil {
+				return out, err
+			}
+			if rec.skip {
 				continue
 			}
-			return out, fmt.Errorf("%w: padding at position %d runs past the write position", ErrCorrupt, pos)
+			k := min(int(rec.n), preview)
+			out = append(out, PeekedRecord{Position: pos, Type: rec.typ, Length: int(rec.n),
+				Data: append([]byte(nil), slot[slotHeader:slotHeader+k]...)})
 		}
-		typ := binary.LittleEndian.Uint32(data[idx+4:])
-		rec := align8(recordHeader + uint64(length))
-		if uint64(length) > maxMsg || rec > size-idx || rec > wp-pos {
-			return out, fmt.Errorf("%w: record of %d bytes at position %d does not fit", ErrCorrupt, length, pos)
-		}
-		k := min(int(length), preview)
-		start := idx + recordHeader
-		out = append(out, PeekedRecord{Position: pos, Type: typ, Length: int(length), Data: append([]byte(nil), data[start:start+uint64(k)]...)})
-		pos += rec
+		return out, nil
 	}
-	return out, nil
-}
-
-func peekMPMC(seg *shm.Segment, n, preview int) ([]PeekedRecord, error) {
-	d := seg.Descriptor()
-	hdr, data := seg.Header(), seg.Data()
-	slots, slotSize := d.SlotCount, uint64(d.SlotSize)
-	wp := atomic.LoadUint64(layout.Uint64(hdr, offWritePos))
-	pos := atomic.LoadUint64(layout.Uint64(hdr, offReadPos))
-	if wp-pos > slots {
-		return nil, fmt.Errorf("%w: write position %d and read position %d are more than a ring apart", ErrCorrupt, wp, pos)
-	}
-	var out []PeekedRecord
-	for ; len(out) < n && pos != wp; pos++ {
-		idx := pos & (slots - 1)
-		slot := data[idx*slotSize : (idx+1)*slotSize]
-		if atomic.LoadUint64(layout.Uint64(slot, 0)) != pos-idx+1 {
-			continue // claimed by a writer, not yet published
+	for len(out) < n {
+		rec, ok, err := parseSPSC(v.data, pos, wp)
+		if err != nil || !ok {
+			return out, err
 		}
-		length := binary.LittleEndian.Uint32(slot[8:])
-		if length == skipLength {
-			continue
-		}
-		if uint64(length) > slotSize-slotHeader {
-			return out, fmt.Errorf("%w: slot at position %d says %d bytes", ErrCorrupt, pos, length)
-		}
-		k := min(int(length), preview)
-		out = append(out, PeekedRecord{Position: pos, Type: binary.LittleEndian.Uint32(slot[12:]), Length: int(length),
-			Data: append([]byte(nil), slot[slotHeader:slotHeader+k]...)})
+		k := uint64(min(int(rec.n), preview))
+		out = append(out, PeekedRecord{Position: rec.pos, Type: rec.typ, Length: int(rec.n),
+			Data: append([]byte(nil), v.data[rec.start:rec.start+k]...)})
+		pos = rec.next
 	}
 	return out, nil
 }

@@ -112,6 +112,10 @@ func ParseWait(s string) (Wait, error) {
 // The protocol, correct because Go's atomics are sequentially consistent:
 //
 //	sleeper: v := load(seq); or(waiters, bit); if !ready() { futexWait(seq, v) }; and(waiters, ^bit)
+//
+// The bit is the sleeping process's (its peer-table index): several endpoints of one process
+// share it, and local.mark/unmark keep it set while any of them sleeps.
+//
 //	waker:   publish (a store the sleeper's ready() reads); if load(waiters) != 0 { add(seq, 1); futexWake(seq) }
 //
 // Either the waker's load of waiters comes after the sleeper's OR, and it bumps seq and
@@ -119,9 +123,16 @@ func ParseWait(s string) (Wait, error) {
 // sleeper's ready() comes after the publish and sees it. A busy sleeper costs the waker one
 // load of a line nobody writes.
 type event struct {
+	id      int // evData or evSpace: which of a process's sleeper counts it uses
 	seq     *uint32
 	waiters *uint64
 }
+
+// Event ids.
+const (
+	evData  = 0
+	evSpace = 1
+)
 
 // notify wakes up to n sleepers if there are any. It returns how many it woke, or -1 when
 // nobody was marked asleep and it made no system call.
@@ -146,7 +157,7 @@ func (e event) sleepers() int { return bits.OnesCount64(atomic.LoadUint64(e.wait
 // waiter runs one endpoint's waits.
 type waiter struct {
 	strategy Wait
-	bit      uint64       // this endpoint's bit in an event's waiters mask
+	loc      *local       // marks this process asleep on an event
 	closed   *atomic.Bool // the endpoint's own Close
 	stats    *counters
 }
@@ -214,7 +225,7 @@ func (w *waiter) await(ctx context.Context, ev event, ready func() bool, check f
 // sleep is one round of the eventcount protocol (see event).
 func (w *waiter) sleep(ev event, ready func() bool, timeout time.Duration) {
 	v := atomic.LoadUint32(ev.seq)
-	atomic.OrUint64(ev.waiters, w.bit)
+	w.loc.mark(ev)
 	if !ready() && !w.closed.Load() {
 		w.stats.add(ctrFutexWaits, 1)
 		if err := futex.Wait(ev.seq, v, timeout); err == futex.ErrTimeout && ready() {
@@ -223,5 +234,5 @@ func (w *waiter) sleep(ev event, ready func() bool, timeout time.Duration) {
 			w.stats.add(ctrLateWakes, 1)
 		}
 	}
-	atomic.AndUint64(ev.waiters, ^w.bit)
+	w.loc.unmark(ev)
 }

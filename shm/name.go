@@ -41,8 +41,8 @@ func ValidateName(name string) error {
 }
 
 // Options locates segments and says whom to trust. The zero value means: the directory from
-// SHMQ_DIR or /dev/shm, mode 0600 for new segments, and only files owned by the caller's
-// effective user.
+// SHMQ_DIR or /dev/shm, mode 0600 for new segments, only files owned by the caller's
+// effective user, and no removal on Close.
 type Options struct {
 	// Dir is the directory holding the segments.
 	Dir string
@@ -55,6 +55,10 @@ type Options struct {
 	// Kind, when not zero, makes Open and Inspect fail with ErrKind on a segment of
 	// another kind.
 	Kind Kind
+	// RemoveOnClose makes Close remove the segment's name, if the name still refers to
+	// this handle's file (see Segment.Remove). Nobody removes a segment implicitly: the
+	// process that should (usually its creator) says so here or calls Segment.Remove.
+	RemoveOnClose bool
 }
 
 // ResolvedDir returns the directory that o selects: o.Dir, else $SHMQ_DIR, else DefaultDir.

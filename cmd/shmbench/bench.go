@@ -122,12 +122,12 @@ func (b *bench) newSegment(transport string, size int) (string, error) {
 	}
 	b.n++
 	name := fmt.Sprintf("%s-%d", transport, b.n)
-	spec := shm.Spec{Kind: shm.KindSPSC, DataSize: max(1<<20, shm.NextPow2(uint64(4*(size+8))))}
+	spec := ring.Spec{Kind: ring.SPSC, Size: max(1<<20, shm.NextPow2(uint64(4*(size+8))))}
 	if transport == "mpmc" {
 		slot := shm.NextPow2(uint64(size + 16))
-		spec = shm.Spec{Kind: shm.KindMPMC, DataSize: max(1<<20, slot*64), SlotSize: uint32(slot)}
+		spec = ring.Spec{Kind: ring.MPMC, Size: max(1<<20, slot*64), SlotSize: uint32(slot)}
 	}
-	seg, err := shm.Create(name, spec, shm.Options{Dir: b.dir})
+	seg, err := ring.Create(name, spec, shm.Options{Dir: b.dir})
 	if err != nil {
 		return "", err
 	}
@@ -223,9 +223,9 @@ func (b *bench) runCase(cs caseSpec) (Result, error) {
 		}
 		base.Ring = name
 		if cs.Transport == "mpmc" {
-			// The parent holds a writer of its own for the whole case, so that readers never
-			// see "no live writer" between one writer leaving and the stream's end; it ends
-			// the stream once every writer process is done.
+			// The stream ends when its last writer closes. The parent holds a writer of its
+			// own for the whole case, so that the end comes once every writer process is
+			// done, however their starts and ends interleave.
 			if closeRing, err = b.holdRing(name); err != nil {
 				return res, err
 			}
@@ -292,7 +292,8 @@ func (b *bench) runCase(cs caseSpec) (Result, error) {
 		killAll()
 	}
 	if closeRing != nil {
-		// Every writer has detached: end the stream so that the readers drain and stop.
+		// Every writer has detached: closing the last one ends the stream, so that the
+		// readers drain and stop.
 		err := closeRing()
 		closeRing = nil
 		if err != nil && firstErr == nil {
@@ -333,8 +334,8 @@ func (b *bench) runCase(cs caseSpec) (Result, error) {
 	return res, nil
 }
 
-// holdRing attaches an MPMC writer to name and returns the function that ends the stream
-// and lets it go.
+// holdRing attaches an MPMC writer to name and returns the function that closes it (which
+// ends the stream if it is the last writer) and lets the segment go.
 func (b *bench) holdRing(name string) (func() error, error) {
 	seg, err := shm.Open(name, shm.Options{Dir: b.dir})
 	if err != nil {
@@ -346,7 +347,7 @@ func (b *bench) holdRing(name string) (func() error, error) {
 		return nil, err
 	}
 	return func() error {
-		err := w.CloseRing()
+		err := w.Close()
 		if cerr := seg.Close(); err == nil {
 			err = cerr
 		}
@@ -386,7 +387,6 @@ func (b *bench) runPingPong(cs caseSpec, base childConfig, res Result, timeout t
 	}
 	defer closeAll(append(pingerFiles, echoerFiles...)...)
 	cfg := base
-	cfg.CloseRing = true // each side is the only writer of its ring: closing ends the stream
 	cfg.Role, cfg.CPU = "echoer", b.cpuFor(1)
 	echoer, err := b.start(cfg, echoerFiles...)
 	if err != nil {

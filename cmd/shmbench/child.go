@@ -35,8 +35,7 @@ type childConfig struct {
 	Duration  time.Duration
 	Rate      int
 	WriterID  uint32
-	CloseRing bool // MPMC: this writer ends the stream when done
-	CPU       int  // pin the hot thread to this CPU; -1: no pinning
+	CPU       int // pin the hot thread to this CPU; -1: no pinning
 }
 
 // childReport is what a child prints on stdout, as one JSON line.
@@ -106,7 +105,7 @@ func runChild(cfg childConfig) (childReport, error) {
 	isRing := cfg.Transport == "spsc" || cfg.Transport == "mpmc"
 	openSender := func(name string, f *os.File) (sender, error) {
 		if isRing {
-			return openRingSender(cfg.Dir, name, wait, cfg.CloseRing)
+			return openRingSender(cfg.Dir, name, wait)
 		}
 		return newFDTransport(f, size), nil
 	}

@@ -105,7 +105,7 @@ func (m *typedMsg[T]) sendMsg(ctx context.Context, seq uint64, writer uint32, se
 
 func (m *typedMsg[T]) recvMsg(ctx context.Context, fn func(uint64, uint32, int64, bool)) error {
 	v, err := m.r.Next(ctx)
-	if errors.Is(err, ring.ErrClosed) {
+	if err == ring.ErrEndOfStream {
 		return io.EOF
 	}
 	if err != nil {
@@ -177,7 +177,7 @@ func wireTyped[T any](m *typedMsg[T], c codec.Codec[T], s sender, r receiver) (m
 		if !ok {
 			return nil, nil, errors.New("typed codecs run on the rings only")
 		}
-		m.s = codec.NewSender(rs.w.(codec.RecordWriter), 1, c)
+		m.s = codec.NewSender(rs.w, 1, c)
 		m.closeFn = rs.close
 		return m, nil, nil
 	}
@@ -185,7 +185,7 @@ func wireTyped[T any](m *typedMsg[T], c codec.Codec[T], s sender, r receiver) (m
 	if !ok {
 		return nil, nil, errors.New("typed codecs run on the rings only")
 	}
-	m.r = codec.NewReceiver(rr.r.(codec.RecordReader), 1, c)
+	m.r = codec.NewReceiver(rr.r, 1, c)
 	m.closeFn = rr.close
 	return nil, m, nil
 }

@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -30,16 +29,7 @@ type receiver interface {
 
 // --- shmq rings ---
 
-type ringWriter interface {
-	Reserve(ctx context.Context, typ uint32, n int) ([]byte, error)
-	Commit() error
-	Close() error
-}
-
-type ringSender struct {
-	w         ringWriter
-	closeRing func() error // MPMC: end the stream for every reader
-}
+type ringSender struct{ w ring.Writer }
 
 func (s *ringSender) send(ctx context.Context, size int, fill func([]byte)) error {
 	p, err := s.w.Reserve(ctx, 0, size)
@@ -50,28 +40,15 @@ func (s *ringSender) send(ctx context.Context, size int, fill func([]byte)) erro
 	return s.w.Commit()
 }
 
-func (s *ringSender) close() error {
-	if s.closeRing != nil {
-		return s.closeRing()
-	}
-	return s.w.Close()
-}
+// close detaches the writer; the last writer's Close ends the stream.
+func (s *ringSender) close() error { return s.w.Close() }
 
-type ringReader interface {
-	Next(ctx context.Context) (ring.Record, error)
-	Release()
-	Close() error
-}
-
-type ringReceiver struct{ r ringReader }
+type ringReceiver struct{ r ring.Reader }
 
 func (r *ringReceiver) recv(ctx context.Context, fn func([]byte)) error {
 	rec, err := r.r.Next(ctx)
-	if errors.Is(err, ring.ErrClosed) {
-		return io.EOF
-	}
 	if err != nil {
-		return err
+		return err // io.EOF at the end of the stream
 	}
 	fn(rec.Data)
 	r.r.Release()
@@ -80,28 +57,16 @@ func (r *ringReceiver) recv(ctx context.Context, fn func([]byte)) error {
 
 func (r *ringReceiver) close() error { return r.r.Close() }
 
-func openRingSender(dir, name string, wait ring.Wait, closeRing bool) (sender, error) {
+func openRingSender(dir, name string, wait ring.Wait) (sender, error) {
 	seg, err := shm.Open(name, shm.Options{Dir: dir})
 	if err != nil {
 		return nil, err
 	}
-	opts := ring.Options{Wait: wait}
-	if seg.Descriptor().Kind == shm.KindSPSC {
-		w, err := ring.NewSPSCWriter(seg, opts)
-		if err != nil {
-			return nil, err
-		}
-		return &ringSender{w: w}, nil
-	}
-	w, err := ring.NewMPMCWriter(seg, opts)
+	w, err := ring.NewWriter(seg, ring.Options{Wait: wait})
 	if err != nil {
 		return nil, err
 	}
-	s := &ringSender{w: w}
-	if closeRing {
-		s.closeRing = w.CloseRing
-	}
-	return s, nil
+	return &ringSender{w: w}, nil
 }
 
 func openRingReceiver(dir, name string, wait ring.Wait) (receiver, error) {
@@ -109,15 +74,7 @@ func openRingReceiver(dir, name string, wait ring.Wait) (receiver, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts := ring.Options{Wait: wait}
-	if seg.Descriptor().Kind == shm.KindSPSC {
-		r, err := ring.NewSPSCReader(seg, opts)
-		if err != nil {
-			return nil, err
-		}
-		return &ringReceiver{r: r}, nil
-	}
-	r, err := ring.NewMPMCReader(seg, opts)
+	r, err := ring.NewReader(seg, ring.Options{Wait: wait})
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shmq/shmq/internal/units"
+	"github.com/shmq/shmq/ring"
 	"github.com/shmq/shmq/shm"
 )
 
@@ -45,9 +46,9 @@ func runCreate(cmd *cobra.Command, args []string) error {
 	if err != nil {
 		return err
 	}
-	spec := shm.Spec{Kind: kind, DataSize: size}
+	spec := ring.Spec{Kind: kind, Size: size}
 	switch {
-	case kind == shm.KindMPMC:
+	case kind == ring.MPMC:
 		if slotFlag == "" {
 			slotFlag = "256"
 		}
@@ -68,15 +69,15 @@ func runCreate(cmd *cobra.Command, args []string) error {
 	}
 	opts := options(cmd)
 	opts.Mode = fs.FileMode(mode)
-	s, err := shm.Create(name, spec, opts)
+	s, err := ring.Create(name, spec, opts)
 	if err != nil {
 		return segmentError("create", name, err)
 	}
 	defer s.Close()
 	d := s.Descriptor()
 	detail := units.FormatSize(d.DataSize) + " data"
-	if d.Kind == shm.KindMPMC {
-		detail += fmt.Sprintf(", %d slots of %s", d.SlotCount, units.FormatSize(uint64(d.SlotSize)))
+	if spec.Kind == ring.MPMC {
+		detail += fmt.Sprintf(", %d slots of %s", d.DataSize/uint64(spec.SlotSize), units.FormatSize(uint64(spec.SlotSize)))
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "created %s (%v, %s) at %s\n", name, d.Kind, detail, filepath.Join(s.Dir(), name))
 	return nil

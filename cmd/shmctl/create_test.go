@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/shmq/shmq/ring"
 	"github.com/shmq/shmq/shm"
 )
 
@@ -23,7 +24,9 @@ func TestCreateRoundsUpAndSaysSo(t *testing.T) {
 	require.NoError(t, err)
 	defer s.Close()
 	assert.EqualValues(t, 128<<10, s.Descriptor().DataSize)
-	assert.EqualValues(t, 256, s.Descriptor().SlotSize)
+	spec, err := ring.SpecOf(s.Descriptor())
+	require.NoError(t, err)
+	assert.EqualValues(t, 256, spec.SlotSize)
 	st, err := os.Stat(filepath.Join(dir, "q"))
 	require.NoError(t, err)
 	assert.Equal(t, os.FileMode(0o640), st.Mode().Perm())

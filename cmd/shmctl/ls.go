@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shmq/shmq/internal/units"
+	"github.com/shmq/shmq/ring"
 	"github.com/shmq/shmq/shm"
 )
 
@@ -78,7 +79,10 @@ func inspectEntry(opts shm.Options, name string) listEntry {
 	}
 	defer s.Close()
 	d := s.Descriptor()
-	e.Kind, e.DataSize, e.SlotSize = d.Kind.String(), d.DataSize, d.SlotSize
+	e.Kind, e.DataSize = d.Kind.String(), d.DataSize
+	if spec, err := ring.SpecOf(d); err == nil {
+		e.SlotSize = spec.SlotSize
+	}
 	peers, err := s.Peers()
 	if err != nil {
 		e.State, e.Error = "error", err.Error()

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/shmq/shmq/internal/proctest"
+	"github.com/shmq/shmq/ring"
 	"github.com/shmq/shmq/shm"
 )
 
@@ -20,14 +21,13 @@ func TestMain(m *testing.M) {
 	proctest.Main(m)
 }
 
-// runHolder attaches to segment Args[1] in Args[0] (taking the writer role) and waits to be
-// killed.
+// runHolder attaches a ring writer to segment Args[1] in Args[0] and waits to be killed.
 func runHolder(c *proctest.Child) error {
 	s, err := shm.Open(c.Args[1], shm.Options{Dir: c.Args[0]})
 	if err != nil {
 		return err
 	}
-	if _, err := s.AcquireRole(shm.RoleWriter); err != nil {
+	if _, err := ring.NewWriter(s, ring.Options{}); err != nil {
 		return err
 	}
 	c.Point("attached")
@@ -132,7 +132,7 @@ func TestSession(t *testing.T) {
 
 	stdout, _, status = shmctl(t, dir, "stat", "orders")
 	require.Equal(t, 0, status)
-	assert.Contains(t, stdout, "spsc, layout 1.0")
+	assert.Contains(t, stdout, "spsc, layout 2.0")
 	assert.Contains(t, stdout, "mode 0600")
 
 	stdout, _, status = shmctl(t, dir, "rm", "orders")

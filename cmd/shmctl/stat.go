@@ -54,6 +54,8 @@ type peerJSON struct {
 	PID      int       `json:"pid"`
 	Alive    bool      `json:"alive"`
 	Attached time.Time `json:"attached"`
+	Writers  int       `json:"writers"` // writer endpoints the process has on the ring
+	Readers  int       `json:"readers"` // reader endpoints
 }
 
 func runStat(cmd *cobra.Command, args []string) error {
@@ -81,32 +83,49 @@ func buildStat(s *shm.Segment) (statReport, error) {
 		Name: s.Name(), Path: filepath.Join(s.Dir(), s.Name()),
 		Kind:       d.Kind.String(),
 		Version:    fmt.Sprintf("%d.%d", d.VersionMajor, d.VersionMinor),
-		DataOffset: d.DataOffset, DataSize: d.DataSize, SlotSize: d.SlotSize, SlotCount: d.SlotCount,
+		DataOffset: d.DataOffset, DataSize: d.DataSize,
 		CreatorPID: int(d.CreatorPID), Created: d.Created.UTC(),
 		Mode: fmt.Sprintf("%04o", uint32(s.Mode().Perm())), UID: s.UID(), GID: s.GID(),
 		RolesHeld: []string{}, Peers: []peerJSON{},
 	}
-	for _, role := range []shm.Role{shm.RoleWriter, shm.RoleReader} {
-		held, err := s.RoleHeld(role)
-		if err != nil {
-			return r, err
-		}
-		if held {
-			r.RolesHeld = append(r.RolesHeld, role.String())
-		}
+	if spec, err := ring.SpecOf(d); err == nil && spec.SlotSize != 0 {
+		r.SlotSize, r.SlotCount = spec.SlotSize, d.DataSize/uint64(spec.SlotSize)
 	}
 	peers, err := s.Peers()
 	if err != nil {
 		return r, err
 	}
 	for _, p := range peers {
-		r.Peers = append(r.Peers, peerJSON{Index: p.Index, Role: p.Role.String(), PID: p.PID, Alive: p.Alive, Attached: p.Attached.UTC()})
+		w, rd, err := ring.PeerEndpoints(s, p.Index)
+		if err != nil {
+			return r, err
+		}
+		r.Peers = append(r.Peers, peerJSON{Index: p.Index, Role: peerRole(w, rd), PID: p.PID, Alive: p.Alive, Attached: p.Attached.UTC(),
+			Writers: w, Readers: rd})
 	}
 	// Impossible positions are reported, not fatal: the rest of stat is still worth seeing.
 	if r.Ring, err = ring.ReadStats(s); err != nil {
 		r.RingError = err.Error()
 	}
+	r.RolesHeld = r.Ring.RolesHeld
+	if r.RolesHeld == nil {
+		r.RolesHeld = []string{}
+	}
 	return r, nil
+}
+
+// peerRole names what a process does with the ring: "writer", "reader", "writer+reader", or
+// "handle" when it has the segment open without an endpoint.
+func peerRole(writers, readers int) string {
+	switch {
+	case writers > 0 && readers > 0:
+		return "writer+reader"
+	case writers > 0:
+		return "writer"
+	case readers > 0:
+		return "reader"
+	}
+	return "handle"
 }
 
 func printStat(cmd *cobra.Command, r statReport) {

@@ -24,13 +24,14 @@ func TestStatPeersAcrossProcesses(t *testing.T) {
 	var r statReport
 	require.NoError(t, json.Unmarshal([]byte(stdout), &r))
 	assert.Equal(t, "spsc", r.Kind)
-	assert.Equal(t, "1.0", r.Version)
+	assert.Equal(t, "2.0", r.Version)
 	assert.Equal(t, "0600", r.Mode)
 	assert.Equal(t, []string{"writer"}, r.RolesHeld)
 	require.Len(t, r.Peers, 1)
 	assert.Equal(t, holder.Pid(), r.Peers[0].PID)
 	assert.True(t, r.Peers[0].Alive)
-	assert.Equal(t, "handle", r.Peers[0].Role)
+	assert.Equal(t, "writer", r.Peers[0].Role, "the holder process has a ring writer")
+	assert.Equal(t, 1, r.Peers[0].Writers)
 
 	stdout, _, status = shmctl(t, dir, "stat", "orders")
 	require.Equal(t, 0, status)
@@ -64,13 +65,13 @@ func TestStatJSONFields(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(stdout), &m))
 	assert.Equal(t, []string{"created", "creator_pid", "data_offset", "data_size", "gid", "kind", "mode", "name",
 		"path", "peers", "ring", "roles_held", "slot_count", "slot_size", "uid", "version"}, keys(m))
-	assert.Equal(t, []string{"capacity", "kind", "read_pos", "readers", "readers_asleep", "used", "write_pos", "writer_state",
-		"writers", "writers_asleep"}, keys(m["ring"].(map[string]any)))
-	assert.Equal(t, []string{"bytes", "drops", "empty", "full", "futex_waits", "futex_wakes", "late_wakes", "messages"},
+	assert.Equal(t, []string{"capacity", "kind", "read_pos", "readers", "readers_asleep", "readers_open", "roles_held",
+		"slot_size", "used", "write_pos", "writer_state", "writers", "writers_asleep", "writers_open"}, keys(m["ring"].(map[string]any)))
+	assert.Equal(t, []string{"bytes", "drops", "empty", "full", "futex_waits", "futex_wakes", "late_wakes", "messages", "rejected"},
 		keys(m["ring"].(map[string]any)["writers"].(map[string]any)))
 	peers := m["peers"].([]any)
 	require.Len(t, peers, 1)
-	assert.Equal(t, []string{"alive", "attached", "index", "pid", "role"}, keys(peers[0].(map[string]any)))
+	assert.Equal(t, []string{"alive", "attached", "index", "pid", "readers", "role", "writers"}, keys(peers[0].(map[string]any)))
 }
 
 // TestStatBadFiles: whatever is in the file, stat prints one line naming the segment and the

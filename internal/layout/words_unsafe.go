@@ -5,10 +5,11 @@ import "unsafe"
 // Uint32 returns a pointer to the 32-bit word at mem[off:off+4], for use with sync/atomic
 // or futex.
 //
-// Correctness: mem is a MAP_SHARED mapping that starts on a page boundary, so a pointer into
-// the checked address alignment holds for the life of the mapping; the mapping is not Go heap memory, so the garbage
-// collector neither moves it nor scans it, and a pointer into it stays valid until the
-// mapping is unmapped, which the owner of mem does only after every user is done.
+// Correctness: mem is a MAP_SHARED mapping that starts on a page boundary, so the address
+// alignment checked here holds for the life of the mapping; the mapping is not Go heap
+// memory, so the garbage collector neither moves it nor scans it, and a pointer into it
+// stays valid until the mapping is unmapped, which the owner of mem does only after every
+// user is done.
 // off is a constant of this package or derived from one, so a bad off is a bug in the
 // caller and panics rather than returning an error.
 func Uint32(mem []byte, off int) *uint32 {

@@ -1,0 +1,220 @@
+package ring
+
+import (
+	"fmt"
+
+	"github.com/shmq/shmq/internal/layout"
+	"github.com/shmq/shmq/shm"
+)
+
+// The ring format common to every kind: where the hot words live in the segment's kind
+// header, what the ring keeps in each peer entry, and the claim cells. The record and slot
+// formats are in format_spsc.go and format_mpmc.go. Every offset is part of the format,
+// asserted at compile time below; changing one is a new formatVersion.
+
+// formatVersion is the ring format this code writes and reads, kept in the descriptor's
+// Params[0]. Another value is refused with ErrVersion.
+const formatVersion = 1
+
+// Descriptor parameters (shm.Spec.Params) of a ring segment.
+const (
+	paramVersion  = 0 // formatVersion
+	paramSlotSize = 1 // MPMC slot size; 0 for SPSC
+)
+
+// blockSize is the unit of the kind header: two cache lines, so that adjacent-line
+// prefetching never makes two writers share a line. Each block is written by one side only
+// (except the waiter masks, written by a side only as it goes to sleep or wakes up), so a
+// busy writer and a busy reader never write the same line.
+const blockSize = 128
+
+// Offsets in the kind header.
+const (
+	// offWritePos: SPSC published write position / MPMC claim position, uint64. Written by
+	// the writer(s); read by readers, Peek and ReadStats.
+	offWritePos = 0 * blockSize
+	// offReadPos: SPSC released read position / MPMC read claim position, uint64.
+	offReadPos = 1 * blockSize
+
+	// Eventcount "data available": readers sleep on the seq word, writers bump it. The
+	// waiters word is a mask over peer-table indexes: one atomic OR both marks a sleeper and
+	// counts it, so a process that dies asleep leaves exactly its own bit, which a live peer
+	// finds (the entry's lock is free) and clears.
+	offDataSeq     = 2 * blockSize    // uint32 futex word
+	offDataWaiters = 2*blockSize + 64 // uint64 mask of processes with a reader asleep
+	offSpaceSeq    = 3 * blockSize    // uint32 futex word: room available
+	offSpaceWaiter = 3*blockSize + 64 // uint64 mask of processes with a writer asleep
+	offStream      = 4 * blockSize    // uint64 stream word, see stream.go
+	offReaderMark  = 4*blockSize + 8  // uint32, 1 once a reader has ever attached (SPSC: rescan hint)
+	offRetiredW    = 5 * blockSize    // counters of writers that closed
+	offRetiredR    = 6 * blockSize    // counters of readers that closed
+	offCells       = 32 * blockSize   // claim cells, numCells of cellSize bytes
+	kindHeaderUsed = offCells + numCells*cellSize
+)
+
+// Claim cells: one per MPMC endpoint, taken when it attaches and given back when it closes.
+// A cell says which peer entry owns it and which position the endpoint has claimed but not
+// finished (a writer's reserved slots, a reader's borrowed record), so that when the owning
+// process dies a live peer can repair exactly what it left.
+const (
+	numCells   = 1024
+	cellSize   = 16
+	cellClaim  = 0  // uint64: lowest position claimed + 1; 0 when none
+	cellOwner  = 8  // uint32: owner's peer index + 1; 0 when free; cellOrphan set when its endpoint closed
+	cellRole   = 12 // uint32: cellWriter or cellReader
+	cellWriter = 1
+	cellReader = 2
+	// cellOrphan marks a cell whose endpoint closed with a claim outstanding (a reader that
+	// closed with a record borrowed): it is repaired as if its owner had died.
+	cellOrphan = 1 << 31
+)
+
+// Peer words: the ring's part of each peer entry (shm.Peer.Words), one entry per process
+// and segment, shared by every endpoint that process has on the ring.
+const (
+	pwWriters     = 0                            // uint32: open writer endpoints of this process
+	pwReaders     = 4                            // uint32: open reader endpoints of this process
+	pwWriterCtrs  = 8                            // writer counters, numCounters uint64s
+	pwReaderCtrs  = pwWriterCtrs + numCounters*8 // reader counters
+	peerWordsUsed = pwReaderCtrs + numCounters*8
+)
+
+// Counter indexes, in the peer words and in the retired blocks.
+const (
+	ctrMessages   = iota // messages written (writer) or read (reader)
+	ctrBytes             // payload bytes
+	ctrFull              // writer found the ring full
+	ctrEmpty             // reader found the ring empty
+	ctrFutexWaits        // sleeps in futex.Wait
+	ctrFutexWakes        // futex.Wake calls made for the other side
+	ctrDrops             // MPMC slots skipped for a dead writer
+	ctrLateWakes         // futex waits that timed out although the condition held: a lost wake-up
+	ctrRejected          // records a reader rejected (released without being accepted)
+	numCounters
+)
+
+// Compile-time checks: each fails to compile if the inequality in its comment breaks.
+var (
+	_ [blockSize - numCounters*8]struct{}              // retired counters fit a block
+	_ [layout.PeerUserSize - peerWordsUsed]struct{}    // peer words fit the entry
+	_ [layout.KindHeaderSize - kindHeaderUsed]struct{} // the ring fits the kind header
+	_ [offCells - offRetiredR - blockSize]struct{}     // blocks end before the cells
+	_ [layout.PeerCount - 64]struct{}                  // one waiter bit per peer entry
+	_ [64 - layout.PeerCount]struct{}
+	_ [-(offDataWaiters%8 + offSpaceWaiter%8 + offStream%8 + cellSize%8)]struct{} // aligned words
+)
+
+// Kinds of ring segment, registered with package shm so that shm.Kind prints their names.
+const (
+	SPSC shm.Kind = 1 // one writer, one reader, variable-length records
+	MPMC shm.Kind = 2 // any number of writers and readers, fixed slots
+)
+
+func init() {
+	shm.RegisterKind(SPSC, "spsc")
+	shm.RegisterKind(MPMC, "mpmc")
+}
+
+// MinSlotSize is the smallest MPMC slot: a slot header plus eight bytes of payload.
+const MinSlotSize = slotHeader + 8
+
+// geometry is a ring's shape, checked once from the segment's descriptor.
+type geometry struct {
+	kind     shm.Kind
+	size     uint64 // data region bytes, a power of two
+	slotSize uint64 // MPMC
+	slots    uint64 // MPMC
+}
+
+// parseGeometry checks that d describes a ring this code reads: a known kind, the format
+// version, and sizes a ring creator writes. d was validated by shm (sizes are powers of
+// two in range), but its parameters are the ring's to check.
+func parseGeometry(d shm.Descriptor) (geometry, error) {
+	g := geometry{kind: d.Kind, size: d.DataSize}
+	if d.Kind != SPSC && d.Kind != MPMC {
+		return g, fmt.Errorf("%w: segment kind %v is not a ring", ErrKind, d.Kind)
+	}
+	if v := d.Params[paramVersion]; v != formatVersion {
+		return g, fmt.Errorf("%w: ring format %d, this code reads %d", ErrVersion, v, formatVersion)
+	}
+	if d.KindHeaderSize < kindHeaderUsed {
+		return g, fmt.Errorf("%w: kind header of %d bytes, a ring needs %d", ErrCorrupt, d.KindHeaderSize, kindHeaderUsed)
+	}
+	slot := d.Params[paramSlotSize]
+	switch d.Kind {
+	case SPSC:
+		if slot != 0 {
+			return g, fmt.Errorf("%w: spsc ring with a slot size (%d)", ErrCorrupt, slot)
+		}
+	case MPMC:
+		if slot < MinSlotSize || slot&(slot-1) != 0 || slot > d.DataSize/2 {
+			return g, fmt.Errorf("%w: mpmc slot size %d is not a power of two from %d to half of %d", ErrCorrupt, slot, MinSlotSize, d.DataSize)
+		}
+		g.slotSize, g.slots = slot, d.DataSize/slot
+	}
+	return g, nil
+}
+
+// Spec describes a ring segment to create.
+type Spec struct {
+	Kind shm.Kind // SPSC or MPMC
+	// Size is the data region: a power of two from 4 KiB to 1 TiB. For SPSC it bounds the
+	// largest message to Size/2 - 8 bytes.
+	Size uint64
+	// SlotSize is the MPMC slot size, a power of two from MinSlotSize to Size/2; messages are
+	// up to SlotSize - 16 bytes. It must be 0 for SPSC.
+	SlotSize uint32
+}
+
+// SegmentSpec is the shm.Spec that lays out spec, after checking it: ErrKind for a kind that
+// is not a ring, shm.ErrInvalidSpec for sizes that do not fit.
+func (spec Spec) SegmentSpec() (shm.Spec, error) {
+	s := shm.Spec{Kind: spec.Kind, DataSize: spec.Size}
+	s.Params[paramVersion] = formatVersion
+	s.Params[paramSlotSize] = uint64(spec.SlotSize)
+	switch spec.Kind {
+	case SPSC:
+		if spec.SlotSize != 0 {
+			return s, fmt.Errorf("%w: spsc rings have no slot size", shm.ErrInvalidSpec)
+		}
+	case MPMC:
+		sl := uint64(spec.SlotSize)
+		if sl < MinSlotSize || sl&(sl-1) != 0 || sl > spec.Size/2 {
+			return s, fmt.Errorf("%w: slot size %d is not a power of two from %d to half the size", shm.ErrInvalidSpec, sl, MinSlotSize)
+		}
+	default:
+		return s, fmt.Errorf("%w: %v is not a ring kind (want spsc or mpmc)", ErrKind, spec.Kind)
+	}
+	return s, nil
+}
+
+// Create creates a ring segment named name (see shm.Create for the options and errors).
+func Create(name string, spec Spec, opts shm.Options) (*shm.Segment, error) {
+	s, err := spec.SegmentSpec()
+	if err != nil {
+		return nil, err
+	}
+	return shm.Create(name, s, opts)
+}
+
+// OpenOrCreate creates the ring segment name, or opens it if it exists with the same spec
+// (shm.ErrMismatch otherwise). The bool says whether this call created it. See
+// shm.OpenOrCreate.
+func OpenOrCreate(name string, spec Spec, opts shm.Options) (*shm.Segment, bool, error) {
+	s, err := spec.SegmentSpec()
+	if err != nil {
+		return nil, false, err
+	}
+	return shm.OpenOrCreate(name, s, opts)
+}
+
+// SpecOf returns the ring spec a segment was created with, after the same checks as opening
+// an endpoint: ErrKind for a segment that is not a ring, ErrVersion for another ring format,
+// ErrCorrupt for parameters no ring creator writes.
+func SpecOf(d shm.Descriptor) (Spec, error) {
+	g, err := parseGeometry(d)
+	if err != nil {
+		return Spec{}, err
+	}
+	return Spec{Kind: g.kind, Size: g.size, SlotSize: uint32(g.slotSize)}, nil
+}

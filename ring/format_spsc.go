@@ -1,0 +1,85 @@
+package ring
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// SPSC record format: an 8-byte header (payload length uint32, type uint32, little-endian)
+// and the payload, padded to 8 bytes. A record that would cross the end of the data region
+// is preceded by a padding record whose length word is padLength and which runs to the end.
+// This file is the only code that reads or writes it.
+const (
+	recordHeader = 8
+	padLength    = ^uint32(0)
+)
+
+var _ [recordHeader - 8]struct{} // the header is two uint32s
+var _ [8 - recordHeader]struct{}
+
+// SPSCMaxMessage is the largest payload an SPSC ring with a data region of size bytes
+// carries: half the ring minus a record header, so that a record plus the padding before it
+// always fits.
+func SPSCMaxMessage(size uint64) int { return int(size/2 - recordHeader) }
+
+func align8(n uint64) uint64 { return (n + 7) &^ 7 }
+
+// recordSpan is the room a record of n payload bytes takes.
+func recordSpan(n int) uint64 { return align8(recordHeader + uint64(n)) }
+
+// spscRecord is a record found by parseSPSC: where it starts (after any padding), its type,
+// and where its payload lies in the data region.
+type spscRecord struct {
+	pos   uint64 // position of its header (padding skipped)
+	next  uint64 // position just past it
+	typ   uint32
+	start uint64 // payload offset in the data region
+	n     uint32 // payload length
+}
+
+// parseSPSC reads the record at position pos of an SPSC data region, given the published
+// write position wp (loaded once by the caller). Each header word is read from shared memory
+// once and checked before it is used. It returns ok=false, with no error, when pos == wp
+// (nothing to read), and ErrCorrupt for a header no correct writer writes: a record that runs
+// past wp or the region, a length above the ring's maximum, padding that is not followed by a
+// record (a writer publishes padding only together with the record after it).
+func parseSPSC(data []byte, pos, wp uint64) (rec spscRecord, ok bool, err error) {
+	size := uint64(len(data))
+	if wp-pos > size {
+		return rec, false, fmt.Errorf("%w: write position %d is not within a ring of read position %d", ErrCorrupt, wp, pos)
+	}
+	if pos == wp {
+		return rec, false, nil
+	}
+	idx := pos & (size - 1)
+	length := binary.LittleEndian.Uint32(data[idx:])
+	if length == padLength {
+		skip := size - idx
+		if skip >= wp-pos {
+			return rec, false, fmt.Errorf("%w: padding at position %d runs to or past the write position", ErrCorrupt, pos)
+		}
+		pos += skip
+		idx = 0
+		length = binary.LittleEndian.Uint32(data[idx:])
+	}
+	span := align8(recordHeader + uint64(length))
+	if uint64(length) > size/2-recordHeader || span > size-idx || span > wp-pos {
+		return rec, false, fmt.Errorf("%w: record of %d bytes at position %d does not fit", ErrCorrupt, length, pos)
+	}
+	return spscRecord{
+		pos: pos, next: pos + span,
+		typ:   binary.LittleEndian.Uint32(data[idx+4:]),
+		start: idx + recordHeader, n: length,
+	}, true, nil
+}
+
+// putSPSCHeader writes a record header at offset idx.
+func putSPSCHeader(data []byte, idx uint64, typ uint32, n int) {
+	binary.LittleEndian.PutUint32(data[idx:], uint32(n))
+	binary.LittleEndian.PutUint32(data[idx+4:], typ)
+}
+
+// putSPSCPadding marks the bytes from offset idx to the end of the region as padding.
+func putSPSCPadding(data []byte, idx uint64) {
+	binary.LittleEndian.PutUint32(data[idx:], padLength)
+}

@@ -1,0 +1,188 @@
+package ring_test
+
+import (
+	"context"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/shmq/shmq/internal/proctest"
+	"github.com/shmq/shmq/ring"
+)
+
+// Findings of the issue "Ring core, second pass" that involve processes, tested across real
+// processes.
+
+// Finding: an SPSC producer failed with ErrPeerDead once the ring filled after its consumer
+// restarted. A consumer that closes cleanly is not dead: the producer waits for the next
+// one, which continues where the first stopped.
+func TestSPSCConsumerRestartsCleanly(t *testing.T) {
+	dir := testDir(t)
+	seg := newSegment(t, dir, "x", ring.Spec{Kind: ring.SPSC, Size: 4096})
+	w, err := ring.NewSPSCWriter(seg, ring.Options{Wait: ring.Futex()})
+	require.NoError(t, err)
+	defer w.Close()
+	const first, total = 100, 1000
+	base := procConfig{Dir: dir, Name: "x", Wait: "futex", KillAt: math.MaxUint64}
+	c1 := base
+	c1.StopAfter = first
+	reader1 := proctest.Start(t, "spsc-reader", proctest.Options{Args: c1.args()})
+	reader1.WaitPoint("ready", time.Minute)
+
+	ctx := context.Background()
+	buf := make([]byte, 64)
+	seq := uint64(0)
+	write := func(ctx context.Context) error {
+		fillMsg(buf, seq)
+		err := w.Write(ctx, uint32(seq), buf)
+		if err == nil {
+			seq++
+		}
+		return err
+	}
+	for seq < first {
+		require.NoError(t, write(ctx))
+	}
+	var rep readerReport
+	require.NoError(t, reader1.Result(0, &rep, time.Minute))
+	require.NoError(t, reader1.Wait(time.Minute))
+	assert.Equal(t, "stopped", rep.Err)
+	assert.EqualValues(t, first, rep.Next)
+
+	// No reader now: fill the ring, then wait past several liveness checks.
+	for w.TryWrite(uint32(seq), fillAndReturn(buf, seq)) == nil {
+		seq++
+	}
+	short, cancel := context.WithTimeout(ctx, 400*time.Millisecond)
+	defer cancel()
+	assert.ErrorIs(t, write(short), context.DeadlineExceeded, "a consumer that closed cleanly is not dead")
+
+	c2 := base
+	c2.From = first
+	reader2 := proctest.Start(t, "spsc-reader", proctest.Options{Args: c2.args()})
+	for seq < total {
+		require.NoError(t, write(ctx))
+	}
+	require.NoError(t, w.Close())
+	require.NoError(t, reader2.Result(0, &rep, time.Minute))
+	assert.Equal(t, "ended", rep.Err)
+	assert.EqualValues(t, total, rep.Next, "every message after the restart, in order")
+}
+
+func fillAndReturn(p []byte, seq uint64) []byte { fillMsg(p, seq); return p }
+
+// Finding: when every MPMC producer closed cleanly, consumers got "ring peer died"; and
+// ending a stream took a CloseRing that later producers could not undo. Now the last
+// producer's Close ends the stream: consumers drain and get io.EOF.
+func TestMPMCProducersCloseCleanlyEndStream(t *testing.T) {
+	dir := testDir(t)
+	seg := newSegment(t, dir, "m", ring.Spec{Kind: ring.MPMC, Size: 64 * 128, SlotSize: 128})
+	const per = 5000
+	reader := proctest.Start(t, "mpmc-reader", proctest.Options{Args: procConfig{Dir: dir, Name: "m", Wait: "adaptive", KillAt: math.MaxUint64}.args()})
+	var ws []*proctest.Proc
+	for i := range 2 {
+		cfg := procConfig{Dir: dir, Name: "m", Count: per, MinLen: msgHeader, MaxLen: 100, Wait: "adaptive", Batch: 3,
+			KillAt: math.MaxUint64, WriterID: uint64(i + 1), AwaitWriters: 2}
+		ws = append(ws, proctest.Start(t, "mpmc-writer", proctest.Options{Args: cfg.args()}))
+	}
+	for _, w := range ws {
+		require.NoError(t, w.Wait(time.Minute))
+	}
+	var rep mpmcReport
+	require.NoError(t, reader.Result(0, &rep, time.Minute))
+	assert.Equal(t, "ended", rep.Err, "clean closes end the stream; nobody died")
+	for id := uint64(1); id <= 2; id++ {
+		assert.EqualValues(t, per, rep.Count[id])
+		assert.EqualValues(t, per*(per-1)/2, rep.Sum[id])
+	}
+	st, err := ring.ReadStats(seg)
+	require.NoError(t, err)
+	assert.Equal(t, ring.WriterEnded, st.WriterState)
+
+	// The ring is reusable: a new producer starts a new stream.
+	cfg := procConfig{Dir: dir, Name: "m", Count: 10, MinLen: msgHeader, MaxLen: 20, Wait: "futex", Batch: 1, KillAt: math.MaxUint64, WriterID: 3}
+	reader = proctest.Start(t, "mpmc-reader", proctest.Options{Args: procConfig{Dir: dir, Name: "m", Wait: "futex", KillAt: math.MaxUint64}.args()})
+	require.NoError(t, proctest.Start(t, "mpmc-writer", proctest.Options{Args: cfg.args()}).Wait(time.Minute))
+	require.NoError(t, reader.Result(0, &rep, time.Minute))
+	// The reader may have started before or after the new writer attached: before, it sees
+	// the old end at once; after, it gets the new stream. Either way nothing is lost: what
+	// it did not read is still in the ring.
+	if rep.Count[3] == 0 {
+		st, err := ring.ReadStats(seg)
+		require.NoError(t, err)
+		assert.EqualValues(t, 10, st.Used, "the new stream's messages wait in the ring")
+	} else {
+		assert.EqualValues(t, 10, rep.Count[3])
+	}
+}
+
+// ErrPeerDead is for deaths only: a consumer process killed while the producer waits for
+// room makes Write fail with ErrPeerDead; once a new consumer attaches, writing goes on.
+func TestWriterPeerDeadOnlyWhenReaderKilled(t *testing.T) {
+	for _, spec := range []ring.Spec{{Kind: ring.SPSC, Size: 4096}, {Kind: ring.MPMC, Size: 4096, SlotSize: 64}} {
+		t.Run(spec.Kind.String(), func(t *testing.T) {
+			dir := testDir(t)
+			seg := newSegment(t, dir, "k", spec)
+			w, err := ring.NewWriter(seg, ring.Options{Wait: ring.Futex()})
+			require.NoError(t, err)
+			defer w.Close()
+			role, point := "spsc-reader", "ready"
+			if spec.Kind == ring.MPMC {
+				role, point = "mpmc-reader", "before-next"
+			}
+			cfg := procConfig{Dir: dir, Name: "k", Wait: "futex", KillAt: 0}
+			victim := proctest.Start(t, role, proctest.Options{Args: cfg.args(), KillAt: point})
+			_ = victim.Wait(time.Minute)
+			require.True(t, victim.Killed())
+
+			buf := make([]byte, 40)
+			seq := uint64(0)
+			for w.TryWrite(uint32(seq), fillAndReturn(buf, seq)) == nil {
+				seq++
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			assert.ErrorIs(t, w.Write(ctx, uint32(seq), fillAndReturn(buf, seq)), ring.ErrPeerDead)
+
+			cfg.KillAt = math.MaxUint64
+			cfg.Unordered = true
+			reader := proctest.Start(t, role, proctest.Options{Args: cfg.args()})
+			reader.WaitPoint("ready", time.Minute)
+			require.NoError(t, w.Write(ctx, uint32(seq), fillAndReturn(buf, seq)), "a new consumer attached")
+			require.NoError(t, w.Close())
+			require.NoError(t, reader.Wait(time.Minute))
+		})
+	}
+}
+
+// ErrPeerDead for readers: the only producer process is killed; the consumer drains what
+// was committed, then gets ErrPeerDead (not io.EOF: nobody ended the stream).
+func TestMPMCReaderPeerDeadWhenWriterKilled(t *testing.T) {
+	dir := testDir(t)
+	seg := newSegment(t, dir, "m", ring.Spec{Kind: ring.MPMC, Size: 64 * 64, SlotSize: 64})
+	r, err := ring.NewMPMCReader(seg, ring.Options{Wait: ring.Futex()})
+	require.NoError(t, err)
+	defer r.Close()
+	cfg := procConfig{Dir: dir, Name: "m", Count: 50, MinLen: msgHeader, MaxLen: 40, Wait: "futex", Batch: 1, KillAt: 10, WriterID: 1}
+	w := proctest.Start(t, "mpmc-writer", proctest.Options{Args: cfg.args(), KillAt: "after-commit"})
+	_ = w.Wait(time.Minute)
+	require.True(t, w.Killed())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := range 11 {
+		rec, err := r.Next(ctx)
+		require.NoError(t, err, "message %d", i)
+		seq, err := checkMsg(rec.Data, rec.Type)
+		require.NoError(t, err)
+		assert.EqualValues(t, mpmcSeq(1, uint64(i)), seq)
+		r.Release()
+	}
+	_, err = r.Next(ctx)
+	assert.ErrorIs(t, err, ring.ErrPeerDead)
+	st, err := ring.ReadStats(seg)
+	require.NoError(t, err)
+	assert.Equal(t, ring.WriterDead, st.WriterState)
+}

@@ -1,0 +1,93 @@
+package ring
+
+import (
+	"sync/atomic"
+
+	"github.com/shmq/shmq/internal/layout"
+)
+
+// The stream word (offStream) says whether the ring's stream is open: epoch<<2 | state.
+// Every writer that attaches bumps the epoch and opens the stream; the writer whose Close
+// leaves no live writer attached ends it. Bumping the epoch on every attach is what makes
+// the end safe against a writer attaching meanwhile: the closer ends the stream with a CAS
+// from the word it loaded before it looked for live writers, so an attach in between (which
+// counted itself first, then bumped) makes the CAS fail and the closer look again.
+const (
+	streamNone  = 0 // no writer has attached yet
+	streamOpen  = 1 // a writer attached; if every writer that did is dead, its process died
+	streamEnded = 2 // the last writer closed: end of stream until a writer attaches again
+)
+
+func streamState(w uint64) uint64 { return w & 3 }
+
+// openStream starts a new stream (or joins the open one): called by a writer once it is
+// counted in its peer words.
+func (e *endpoint) openStream() {
+	p := e.u64(offStream)
+	for {
+		w := atomic.LoadUint64(p)
+		if atomic.CompareAndSwapUint64(p, w, (w>>2+1)<<2|streamOpen) {
+			return
+		}
+	}
+}
+
+// endStream ends the stream if no live writer is attached any more. Called by a closing
+// writer after it uncounted itself; wakes the readers so they see the end.
+func (e *endpoint) endStream() {
+	p := e.u64(offStream)
+	for {
+		w := atomic.LoadUint64(p)
+		if streamState(w) != streamOpen {
+			return
+		}
+		if live, _, err := e.sidePeers(writerSide); err != nil || live {
+			return
+		}
+		if atomic.CompareAndSwapUint64(p, w, w&^3|streamEnded) {
+			e.dataEvent().wakeAll()
+			return
+		}
+	}
+}
+
+// streamEnded reports whether the stream has ended (the last writer closed).
+func (e *endpoint) streamEnded() bool {
+	return streamState(atomic.LoadUint64(e.u64(offStream))) == streamEnded
+}
+
+// sidePeers reports whether a live process has an endpoint of side s attached, and whether
+// a dead one had (its process died without closing it). It lists the peer table: slow path
+// only.
+func (e *endpoint) sidePeers(s side) (live, dead bool, err error) {
+	peers, err := e.seg.Peers()
+	if err != nil {
+		return false, false, err
+	}
+	for _, p := range peers {
+		words, err := e.seg.PeerWords(p.Index)
+		if err != nil {
+			return false, false, err
+		}
+		if atomic.LoadUint32(layout.Uint32(words, s.countWord())) == 0 {
+			continue
+		}
+		if p.Alive {
+			live = true
+		} else {
+			dead = true
+		}
+	}
+	return live, dead, nil
+}
+
+// otherSideDead reports ErrPeerDead's condition for the side this endpoint waits on: no live
+// process has an endpoint of that side attached, and one that had died.
+func (e *endpoint) otherSideDead() (bool, error) {
+	other := readerSide
+	if e.side == readerSide {
+		other = writerSide
+	}
+	live, dead, err := e.sidePeers(other)
+	return !live && dead, err
+}
