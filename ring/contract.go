@@ -44,9 +44,12 @@ type Writer interface {
 // A Reader is for one goroutine at a time, except Close, which any goroutine may call, any
 // number of times: it wakes a blocked call, which returns ErrClosed.
 type Reader interface {
-	// Next borrows the next record in place, waiting for one; it stays valid until Release.
-	// ErrEndOfStream once every writer closed and all was read; ErrPeerDead once every
-	// writer died.
+	// Next borrows the next record in place, waiting for one. The contract every kind keeps:
+	// the record stays valid until Release, Reject, Close or the next Next/TryNext/Read/
+	// Drain, whichever comes first (an SPSC reader keeps earlier records borrowed too, and
+	// releases them all with one store; an MPMC reader releases the previous one first).
+	// ErrEndOfStream (io.EOF) once every writer closed and all was read; ErrPeerDead once
+	// every writer died.
 	Next(ctx context.Context) (Record, error)
 	// TryNext is Next that never waits: ErrEmpty.
 	TryNext() (Record, error)

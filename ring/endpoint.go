@@ -205,8 +205,11 @@ func (e *endpoint) attach(seg *shm.Segment, kind shm.Kind, sd side, role shm.Rol
 		if err != nil {
 			loc.release()
 			seg.Unpin()
-			if errors.Is(err, shm.ErrBusy) {
+			switch {
+			case errors.Is(err, shm.ErrBusy):
 				return fmt.Errorf("%w: the %s of %s", ErrBusy, sideName(sd), seg.Name())
+			case errors.Is(err, shm.ErrClosed):
+				return fmt.Errorf("%w: segment %s is closed", ErrClosed, seg.Name())
 			}
 			return err
 		}
@@ -214,15 +217,20 @@ func (e *endpoint) attach(seg *shm.Segment, kind shm.Kind, sd side, role shm.Rol
 	}
 	atomic.AddUint32(layout.Uint32(e.pw, sd.countWord()), 1) // read by the other side's liveness checks
 	e.closer = closer
+	// Held until finishAttach: a Close that the segment's closing runs meanwhile (possibly
+	// on another goroutine, at once) waits for the endpoint to be built.
+	e.opMu.Lock()
 	e.unhook = seg.OnClose(func() { _ = closer() })
 	return nil
 }
 
-// finishAttach ends a constructor that attach succeeded for: if the segment began to close
-// meanwhile (its close may have passed the point where it closes endpoints), the endpoint
-// closes itself now, while the segment is still pinned, and the constructor fails with
-// ErrClosed. Then it unpins. Every constructor calls it exactly once after attach.
+// finishAttach ends a constructor that attach succeeded for. It lets a waiting Close in;
+// if the segment began to close meanwhile (its close may have passed the point where it
+// closes endpoints), the endpoint closes itself now, while the segment is still pinned, and
+// the constructor fails with ErrClosed. Then it unpins. Every constructor calls it exactly
+// once after attach.
 func (e *endpoint) finishAttach(err error) error {
+	e.opMu.Unlock()
 	defer e.seg.Unpin()
 	if err == nil {
 		if perr := e.seg.Pin(); perr != nil {

@@ -3,12 +3,14 @@ package ring_test
 import (
 	"context"
 	"math"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/shmq/shmq/futex"
 	"github.com/shmq/shmq/internal/proctest"
 	"github.com/shmq/shmq/ring"
 )
@@ -185,4 +187,51 @@ func TestMPMCReaderPeerDeadWhenWriterKilled(t *testing.T) {
 	st, err := ring.ReadStats(seg)
 	require.NoError(t, err)
 	assert.Equal(t, ring.WriterDead, st.WriterState)
+}
+
+// The event-loop hook across processes: the parent arms two readers (as a loop over many
+// rings would), sleeps on one armed word in the kernel, and a writer in another process wakes
+// it by publishing; Ready then says which ring has data.
+func TestArmWakesAcrossProcesses(t *testing.T) {
+	if !futex.Supported {
+		t.Skip("no futex here")
+	}
+	dir := testDir(t)
+	quiet := newSegment(t, dir, "quiet", ring.Spec{Kind: ring.SPSC, Size: 4096})
+	busy := newSegment(t, dir, "x", ring.Spec{Kind: ring.MPMC, Size: 4096, SlotSize: 64})
+	rq, err := ring.NewReader(quiet, ring.Options{})
+	require.NoError(t, err)
+	defer rq.Close()
+	rb, err := ring.NewReader(busy, ring.Options{})
+	require.NoError(t, err)
+	defer rb.Close()
+	wq, armed, err := rq.Arm()
+	require.NoError(t, err)
+	require.True(t, armed)
+	wb, armed, err := rb.Arm()
+	require.NoError(t, err)
+	require.True(t, armed)
+
+	cfg := procConfig{Dir: dir, Name: "x", Count: 1, MinLen: msgHeader, MaxLen: msgHeader, Wait: "futex", Batch: 1, KillAt: math.MaxUint64, WriterID: 1}
+	writer := proctest.Start(t, "mpmc-writer", proctest.Options{Args: cfg.args()})
+	start := time.Now()
+	for !rb.Ready() && time.Since(start) < 10*time.Second {
+		// Returns when the writer changes the word (or at once if it already did).
+		if err := futex.Wait(wb.Word, wb.Value, 10*time.Second); err == futex.ErrTimeout {
+			break
+		}
+	}
+	assert.Less(t, time.Since(start), 10*time.Second, "woken by the writer, not by the timeout")
+	assert.True(t, rb.Ready())
+	assert.False(t, rq.Ready())
+	assert.Equal(t, wq.Value, atomic.LoadUint32(wq.Word), "the quiet ring's word did not move")
+	rq.Disarm()
+	rb.Disarm()
+	rec, err := rb.TryNext()
+	require.NoError(t, err)
+	seq, err := checkMsg(rec.Data, rec.Type)
+	require.NoError(t, err)
+	assert.EqualValues(t, mpmcSeq(1, 0), seq)
+	rb.Release()
+	require.NoError(t, writer.Wait(time.Minute))
 }

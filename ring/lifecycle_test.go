@@ -395,3 +395,42 @@ func TestReadyAndArm(t *testing.T) {
 		})
 	}
 }
+
+// Endpoints attaching while their segment closes: each either attaches (and is closed with
+// the segment) or fails with ErrClosed; nothing faults, and no stream is left open.
+func TestAttachRacesSegmentClose(t *testing.T) {
+	dir := testDir(t)
+	for i := range 100 {
+		spec := ring.Spec{Kind: ring.MPMC, Size: 4096, SlotSize: 64}
+		if i%2 == 0 {
+			spec = ring.Spec{Kind: ring.SPSC, Size: 4096}
+		}
+		seg, err := ring.Create(fmt.Sprintf("a%d", i), spec, shm.Options{Dir: dir, RemoveOnClose: true})
+		require.NoError(t, err)
+		var wg sync.WaitGroup
+		for g := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var closer interface{ Close() error }
+				var err error
+				if g%2 == 0 {
+					closer, err = ring.NewWriter(seg, ring.Options{})
+				} else {
+					closer, err = ring.NewReader(seg, ring.Options{})
+				}
+				if err != nil {
+					if !errors.Is(err, ring.ErrClosed) && !errors.Is(err, ring.ErrBusy) {
+						t.Errorf("attach: %v", err)
+					}
+					return
+				}
+				if err := closer.Close(); err != nil {
+					t.Errorf("close: %v", err)
+				}
+			}()
+		}
+		seg.Close()
+		wg.Wait()
+	}
+}
