@@ -74,8 +74,9 @@ type deadCell struct {
 }
 
 // scanCells returns the cells whose owner is dead or orphaned them, and reports for each
-// live cell of role its claim to fn. Slow path: one liveness check per owning process.
-func (e *endpoint) scanCells(role uint32, live func(claim uint64)) []deadCell {
+// live cell of role its claim to fn, except the cell whose claim word is skip. Slow path:
+// one liveness check per owning process.
+func (e *endpoint) scanCells(role uint32, live func(claim uint64), skip *uint64) []deadCell {
 	var dead []deadCell
 	alive := map[uint32]bool{}
 	for i := 0; i < numCells; i++ {
@@ -98,7 +99,7 @@ func (e *endpoint) scanCells(role uint32, live func(claim uint64)) []deadCell {
 		}
 		claim := atomic.LoadUint64(c.claim)
 		if isAlive {
-			if atomic.LoadUint32(c.role) == role && claim != 0 {
+			if atomic.LoadUint32(c.role) == role && claim != 0 && c.claim != skip {
 				live(claim)
 			}
 			continue

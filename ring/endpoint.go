@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/shmq/shmq/internal/fence"
 	"github.com/shmq/shmq/internal/layout"
 	"github.com/shmq/shmq/shm"
 )
@@ -124,7 +125,12 @@ func newCounters(peerWords []byte, off int) counters {
 	return c
 }
 
-func (c *counters) add(i int, d uint64) { atomic.AddUint64(c.words[i], d) }
+// add adds d to counter i; adding nothing costs no atomic.
+func (c *counters) add(i int, d uint64) {
+	if d != 0 {
+		atomic.AddUint64(c.words[i], d)
+	}
+}
 
 // retire moves the counters into a retired block of the kind header, so totals survive the
 // process's detaching. Adds that race with it land either in the block or in the words.
@@ -139,11 +145,15 @@ func (c *counters) retire(hdr []byte, block int) {
 // endpoint is what writers and readers of every kind share: the segment, the process's
 // peer entry, this side's counters, its waits and its lifecycle.
 //
-// Lifecycle: every operation runs between enter and leave, which hold opMu. Close sets
-// closed, wakes a call that may sleep, then takes opMu, so it never changes shared state or
-// lets the segment unmap under a running call; an operation that enters after Close gets
+// Lifecycle: every operation runs between enter and leave, which mark the endpoint busy
+// with a plain release store (internal/fence), no lock and no atomic read-modify-write, as
+// the endpoint belongs to one goroutine at a time. Close sets closed, wakes a call that may
+// sleep, runs the heavy side of the fence and waits until busy is clear: so it never
+// changes shared state under a running call, and an operation that enters after Close gets
 // ErrClosed and touches nothing. The segment runs Close of every endpoint (OnClose) before
-// it unmaps.
+// it unmaps, and the endpoint holds a pin on the segment from attach until Close (or, when
+// records are still borrowed or reserved then, until they are given back), so that the
+// mapping outlives every slice handed out.
 type endpoint struct {
 	seg   *shm.Segment
 	loc   *local
@@ -158,20 +168,29 @@ type endpoint struct {
 	wait  waiter
 
 	lastRepair time.Time // when repairSleepers last ran
+	events     [2]event  // by id: evData, evSpace
 
-	opMu      sync.Mutex
-	closed    atomic.Bool
-	closeOnce sync.Once
-	closeErr  error
-	closer    func() error // the kind's Close, run when the segment closes
-	unhook    func()
-	armed     bool // an event loop armed this endpoint's wake-up word (Arm)
+	busy uint32 // 1 while an operation runs: fence.StoreRelease32 by the owner, loaded by close
+	// inCallback is 1 while Drain runs the caller's function: the operation touches no
+	// shared memory then and re-checks closed before it does again, so close need not wait
+	// for it (and must not: the function may be the one calling Close).
+	inCallback uint32
+	counted    bool // the endpoint is counted in the process's peer words (attached in full)
+	opened     bool // this writer opened (or joined) the stream: its Close may end it
+	closed     atomic.Bool
+	pinned     bool        // the endpoint holds its pin on the segment
+	holds      func() bool // records borrowed (reader) or reserved (writer) right now
+	closeOnce  sync.Once
+	closeErr   error
+	closer     func() error // the kind's Close, run when the segment closes
+	unhook     func()
+	armed      bool // an event loop armed this endpoint's wake-up word (Arm)
 }
 
 // attach checks the segment, takes the exclusive role if there is one and counts the
-// endpoint in the process's peer words. On success the segment is pinned until the
-// constructor's deferred unpinAttach, so that a Close of the segment cannot unmap it while
-// the endpoint is being built.
+// endpoint in the process's peer words. On success the endpoint holds a pin on the segment
+// and is marked busy until finishAttach, so that a Close of the segment (which closes the
+// endpoint) waits for the endpoint to be built.
 func (e *endpoint) attach(seg *shm.Segment, kind shm.Kind, sd side, role shm.Role, opts Options, closer func() error) error {
 	geo, err := parseGeometry(seg.Descriptor())
 	if err != nil {
@@ -194,6 +213,8 @@ func (e *endpoint) attach(seg *shm.Segment, kind shm.Kind, sd side, role shm.Rol
 	e.data = seg.Data()
 	e.mask = uint64(len(e.data)) - 1
 	e.pw = loc.peer.Words()
+	e.events[evData] = event{id: evData, seq: e.u32(offDataSeq), waiters: e.u64(offDataWaiters)}
+	e.events[evSpace] = event{id: evSpace, seq: e.u32(offSpaceSeq), waiters: e.u64(offSpaceWaiter)}
 	ctrOff := pwWriterCtrs
 	if sd == readerSide {
 		ctrOff = pwReaderCtrs
@@ -215,23 +236,25 @@ func (e *endpoint) attach(seg *shm.Segment, kind shm.Kind, sd side, role shm.Rol
 		}
 		e.role = l
 	}
-	atomic.AddUint32(layout.Uint32(e.pw, sd.countWord()), 1) // read by the other side's liveness checks
 	e.closer = closer
-	// Held until finishAttach: a Close that the segment's closing runs meanwhile (possibly
+	e.pinned = true
+	if e.holds == nil {
+		e.holds = func() bool { return false }
+	}
+	// Busy until finishAttach: a Close that the segment's closing runs meanwhile (possibly
 	// on another goroutine, at once) waits for the endpoint to be built.
-	e.opMu.Lock()
+	fence.StoreRelease32(&e.busy, 1)
 	e.unhook = seg.OnClose(func() { _ = closer() })
 	return nil
 }
 
-// finishAttach ends a constructor that attach succeeded for. It lets a waiting Close in;
-// if the segment began to close meanwhile (its close may have passed the point where it
-// closes endpoints), the endpoint closes itself now, while the segment is still pinned, and
-// the constructor fails with ErrClosed. Then it unpins. Every constructor calls it exactly
-// once after attach.
-func (e *endpoint) finishAttach(err error) error {
-	e.opMu.Unlock()
-	defer e.seg.Unpin()
+// finishAttach ends a constructor that attach succeeded for (err is the constructor's own
+// check). If the segment began to close meanwhile (its close may have passed the point where
+// it closes endpoints) or err is set, the endpoint closes itself, while the segment is still
+// pinned, and the constructor fails. Otherwise open runs (a writer opens the stream there)
+// while the endpoint is still busy, so that a Close the segment's closing runs waits for it
+// and can undo it. Every constructor calls it exactly once after attach.
+func (e *endpoint) finishAttach(err error, open func()) error {
 	if err == nil {
 		if perr := e.seg.Pin(); perr != nil {
 			err = fmt.Errorf("%w: segment %s closed while the endpoint attached", ErrClosed, e.seg.Name())
@@ -240,9 +263,20 @@ func (e *endpoint) finishAttach(err error) error {
 		}
 	}
 	if err != nil {
-		_ = e.closer()
+		fence.StoreRelease32(&e.busy, 0)
+		_ = e.closer() // unpins
+		return err
 	}
-	return err
+	// Counted only now, so that an endpoint that fails to attach never counted as live
+	// (and never has to end a stream for it). The count is read by the other side's
+	// liveness checks and, for writers, by endStream.
+	atomic.AddUint32(layout.Uint32(e.pw, e.side.countWord()), 1)
+	e.counted = true
+	if open != nil {
+		open()
+	}
+	fence.StoreRelease32(&e.busy, 0)
+	return nil
 }
 
 func sideName(s side) string {
@@ -252,28 +286,57 @@ func sideName(s side) string {
 	return "reader"
 }
 
-// enter starts an operation; it fails with ErrClosed after Close.
+// enter starts an operation; it fails with ErrClosed after Close. The busy store pairs with
+// the load in close, ordered by fence.Heavy there: either close sees the operation, or the
+// operation sees closed.
 func (e *endpoint) enter() error {
-	e.opMu.Lock()
+	fence.StoreRelease32(&e.busy, 1)
 	if e.closed.Load() {
-		e.opMu.Unlock()
+		fence.StoreRelease32(&e.busy, 0)
 		return ErrClosed
 	}
 	return nil
 }
 
-func (e *endpoint) leave() { e.opMu.Unlock() }
+// leave ends an operation: its accesses to shared memory happen before the store.
+func (e *endpoint) leave() { fence.StoreRelease32(&e.busy, 0) }
+
+// afterClose is for a call that found the endpoint closed but must let go of what it
+// holds (Release, Reject, Commit, Abort after Close): it waits until Close has finished,
+// runs forget (which drops the Go-side record of what was held), then gives back the
+// endpoint's pin, which Close kept while records were borrowed or reserved. It touches no
+// shared memory.
+func (e *endpoint) afterClose(forget func()) {
+	_ = e.closer() // returns once the first Close is done
+	if forget != nil {
+		forget()
+	}
+	if e.pinned {
+		e.pinned = false
+		e.seg.Unpin() // the mapping may go once nothing is pinned
+	}
+}
 
 // close is Close's common part. The first call does the work; every other call, from any
 // goroutine, waits for it and returns the same error. finish runs with the endpoint stopped
 // and before it is uncounted (a writer publishes or skips what it reserved there).
 func (e *endpoint) close(finish func()) error {
 	e.closeOnce.Do(func() {
+		var held bool
 		e.closed.Store(true)
-		e.dataEvent().wakeAll() // a blocked call of this endpoint returns ErrClosed
-		e.spaceEvent().wakeAll()
-		e.opMu.Lock()
-		defer e.opMu.Unlock()
+		fence.Heavy()
+		defer func() {
+			if e.pinned && !held {
+				e.pinned = false
+				e.seg.Unpin() // last: the mapping may go once nothing is pinned
+			}
+		}()
+		for atomic.LoadUint32(&e.busy) != 0 && atomic.LoadUint32(&e.inCallback) == 0 {
+			e.dataEvent().wakeAll() // a blocked call of this endpoint returns ErrClosed
+			e.spaceEvent().wakeAll()
+			time.Sleep(20 * time.Microsecond)
+		}
+		held = e.holds() // records handed out stay mapped until given back (afterClose)
 		if e.armed {
 			e.armed = false
 			e.loc.unmark(e.ownEvent())
@@ -286,8 +349,10 @@ func (e *endpoint) close(finish func()) error {
 			retired = offRetiredR
 		}
 		e.stats.retire(e.hdr, retired)
-		atomic.AddUint32(layout.Uint32(e.pw, e.side.countWord()), ^uint32(0))
-		if e.side == writerSide {
+		if e.counted {
+			atomic.AddUint32(layout.Uint32(e.pw, e.side.countWord()), ^uint32(0))
+		}
+		if e.opened {
 			e.endStream()
 		}
 		if e.role != nil {
@@ -302,13 +367,11 @@ func (e *endpoint) close(finish func()) error {
 func (e *endpoint) u64(off int) *uint64 { return layout.Uint64(e.hdr, off) }
 func (e *endpoint) u32(off int) *uint32 { return layout.Uint32(e.hdr, off) }
 
-func (e *endpoint) dataEvent() event {
-	return event{id: evData, seq: e.u32(offDataSeq), waiters: e.u64(offDataWaiters)}
-}
+// dataEvent is the eventcount readers sleep on; spaceEvent the one writers sleep on. Both
+// are built once at attach.
+func (e *endpoint) dataEvent() event { return e.events[evData] }
 
-func (e *endpoint) spaceEvent() event {
-	return event{id: evSpace, seq: e.u32(offSpaceSeq), waiters: e.u64(offSpaceWaiter)}
-}
+func (e *endpoint) spaceEvent() event { return e.events[evSpace] }
 
 // ownEvent is the event this endpoint waits on: data for a reader, room for a writer.
 func (e *endpoint) ownEvent() event {

@@ -13,8 +13,10 @@ func kindHeader(seg *shm.Segment) []byte {
 }
 
 // SetPositions sets both positions of a ring no endpoint is attached to, so that tests can
-// start near 2^64 and cross the wrap of the counters.
+// start near 2^64 and cross the wrap of the counters. pos is rounded down to a multiple of
+// 8, as every position of an SPSC ring is.
 func SetPositions(seg *shm.Segment, pos uint64) {
+	pos &^= 7
 	atomic.StoreUint64(layout.Uint64(kindHeader(seg), offWritePos), pos)
 	atomic.StoreUint64(layout.Uint64(kindHeader(seg), offReadPos), pos)
 }
@@ -46,7 +48,8 @@ func SetMPMCPositions(seg *shm.Segment, pos uint64) {
 		slot := seg.Data()[i*slotSize:]
 		atomic.StoreUint64(layout.Uint64(slot, 0), first-i)
 	}
-	SetPositions(seg, pos)
+	atomic.StoreUint64(layout.Uint64(kindHeader(seg), offWritePos), pos)
+	atomic.StoreUint64(layout.Uint64(kindHeader(seg), offReadPos), pos)
 }
 
 // CellsInUse counts the claim cells that have an owner.

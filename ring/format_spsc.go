@@ -45,8 +45,8 @@ type spscRecord struct {
 // record (a writer publishes padding only together with the record after it).
 func parseSPSC(data []byte, pos, wp uint64) (rec spscRecord, ok bool, err error) {
 	size := uint64(len(data))
-	if wp-pos > size {
-		return rec, false, fmt.Errorf("%w: write position %d is not within a ring of read position %d", ErrCorrupt, wp, pos)
+	if err := checkSPSCPositions(wp, pos, size); err != nil {
+		return rec, false, err
 	}
 	if pos == wp {
 		return rec, false, nil
@@ -71,6 +71,18 @@ func parseSPSC(data []byte, pos, wp uint64) (rec spscRecord, ok bool, err error)
 		typ:   binary.LittleEndian.Uint32(data[idx+4:]),
 		start: idx + recordHeader, n: length,
 	}, true, nil
+}
+
+// checkSPSCPositions checks a write and a read position read from shared memory: a correct
+// ring keeps both 8-byte aligned (every record span is) and the writer at most a ring ahead.
+func checkSPSCPositions(wp, rp, size uint64) error {
+	if wp%recordHeader != 0 || rp%recordHeader != 0 {
+		return fmt.Errorf("%w: position not 8-byte aligned (write %d, read %d)", ErrCorrupt, wp, rp)
+	}
+	if wp-rp > size {
+		return fmt.Errorf("%w: write position %d is not within a ring of read position %d", ErrCorrupt, wp, rp)
+	}
+	return nil
 }
 
 // putSPSCHeader writes a record header at offset idx.

@@ -40,7 +40,7 @@ type procConfig struct {
 	Unordered      bool   // mpmc-reader: do not check per-writer order
 	StopAfter      uint64 // spsc-reader: read this many, then close cleanly (0: until the end)
 	From           uint64 // spsc-reader: the first sequence number expected
-	AwaitWriters   int    // mpmc-writer: write only once this many writers are attached
+	AwaitWriters   int    // mpmc-writer: write only once this many writers attached (or one began)
 }
 
 func (c procConfig) args() []string {
@@ -263,7 +263,8 @@ func runMPMCWriter(c *proctest.Child) error {
 		if err != nil {
 			return err
 		}
-		if st.WritersOpen >= cfg.AwaitWriters {
+		// Either all are attached now, or one saw them all and has started writing.
+		if st.WritersOpen >= cfg.AwaitWriters || st.Writers.Messages > 0 {
 			break
 		}
 		if time.Now().After(deadline) {

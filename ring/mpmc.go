@@ -27,7 +27,7 @@ func (m *mpmcRing) attachMPMC(seg *shm.Segment, sd side, opts Options, closer fu
 	m.maxMsg = int(m.slotSize - slotHeader)
 	m.writePos, m.readPos = m.u64(offWritePos), m.u64(offReadPos)
 	if wp, rp := atomic.LoadUint64(m.writePos), atomic.LoadUint64(m.readPos); wp-rp > m.slots {
-		return m.finishAttach(fmt.Errorf("%w: write position %d, read position %d, %d slots", ErrCorrupt, wp, rp, m.slots))
+		return m.finishAttach(fmt.Errorf("%w: write position %d, read position %d, %d slots", ErrCorrupt, wp, rp, m.slots), nil)
 	}
 	role := uint32(cellWriter)
 	if sd == readerSide {
@@ -36,11 +36,12 @@ func (m *mpmcRing) attachMPMC(seg *shm.Segment, sd side, opts Options, closer fu
 	c, err := m.takeCell(role)
 	if err == nil {
 		m.cell, m.hasCell = c, true
-		if sd == writerSide {
-			m.openStream()
-		}
 	}
-	return m.finishAttach(err)
+	var open func()
+	if sd == writerSide {
+		open = m.openStream
+	}
+	return m.finishAttach(err, open)
 }
 
 // closeMPMC is Close's part for both MPMC endpoints: finish, then give the cell back.
@@ -72,6 +73,7 @@ type MPMCWriter struct {
 // and shm's errors.
 func NewMPMCWriter(seg *shm.Segment, opts Options) (*MPMCWriter, error) {
 	w := &MPMCWriter{pending: make([]uint64, 0, 64)}
+	w.holds = func() bool { return len(w.pending) > 0 }
 	if err := w.attachMPMC(seg, writerSide, opts, w.Close); err != nil {
 		return nil, err
 	}
@@ -180,6 +182,7 @@ func (w *MPMCWriter) awaitRoom(ctx context.Context) error {
 // readers. It returns ErrNotReserved if nothing is reserved.
 func (w *MPMCWriter) Commit() error {
 	if err := w.enter(); err != nil {
+		w.afterClose(nil)
 		return err
 	}
 	defer w.leave()
@@ -208,6 +211,7 @@ func (w *MPMCWriter) commit() {
 // skips, which readers pass over.
 func (w *MPMCWriter) Abort() {
 	if w.enter() != nil {
+		w.afterClose(nil)
 		return
 	}
 	defer w.leave()
@@ -314,12 +318,13 @@ type MPMCReader struct {
 	borrowedMsg bool   // the borrowed slot holds a message, not a skip
 	rejected    bool   // the borrowed record was rejected
 	adopted     uint64 // a dead reader's claimed position + 1, to deliver next; 0 when none
-	pinned      bool
+	pending     uint64 // a dead reader's claim taken over and not yet resolved; 0 when none
 }
 
 // NewMPMCReader attaches a reader to an MPMC segment. Errors as NewMPMCWriter.
 func NewMPMCReader(seg *shm.Segment, opts Options) (*MPMCReader, error) {
 	r := &MPMCReader{}
+	r.holds = func() bool { return r.borrowed }
 	if err := r.attachMPMC(seg, readerSide, opts, r.Close); err != nil {
 		return nil, err
 	}
@@ -332,12 +337,20 @@ func (r *MPMCReader) available() bool {
 	if r.adopted != 0 {
 		return true
 	}
+	if r.pending != 0 {
+		return false // nothing until the pending claim is resolved, on a repair round
+	}
 	pos := atomic.LoadUint64(r.readPos)
 	return int64(atomic.LoadUint64(slotSeq(r.slot(pos)))-(r.base(pos)+1)) >= 0
 }
 
 func (r *MPMCReader) tryNext() (Record, error) {
 	r.release() // one record borrowed at a time
+	if r.pending != 0 {
+		if r.resolvePending(); r.pending != 0 {
+			return Record{}, ErrEmpty // our cell holds the pending claim: claim nothing else
+		}
+	}
 	if rec, ok, err := r.takeAdopted(); ok {
 		return rec, err
 	}
@@ -408,13 +421,6 @@ func (r *MPMCReader) borrow(pos uint64) (Record, error) {
 		r.release()
 		return Record{}, errSkip
 	}
-	if !r.pinned {
-		if err := r.seg.Pin(); err != nil {
-			r.release()
-			return Record{}, err
-		}
-		r.pinned = true
-	}
 	r.borrowedMsg, r.borrowedLen = true, uint64(rec.n)
 	end := slotHeader + int(rec.n)
 	return Record{Type: rec.typ, Data: slot[slotHeader:end:end]}, nil
@@ -445,11 +451,11 @@ func (r *MPMCReader) awaitData(ctx context.Context) error {
 // adopting any record a dead reader left borrowed (which is then not drained). The repair
 // scan runs only once the ring looks ended and empty, so it costs nothing before.
 func (r *MPMCReader) drainedAndEnded() bool {
-	if r.adopted != 0 || !r.streamEnded() || atomic.LoadUint64(r.writePos) != atomic.LoadUint64(r.readPos) {
+	if r.adopted != 0 || r.pending != 0 || !r.streamEnded() || atomic.LoadUint64(r.writePos) != atomic.LoadUint64(r.readPos) {
 		return false
 	}
 	r.repair()
-	return r.adopted == 0
+	return r.adopted == 0 && r.pending == 0
 }
 
 // ready reports whether a call would not find the ring empty: a record, or the end.
@@ -462,7 +468,10 @@ func (r *MPMCReader) ready() bool {
 // published is turned into a skip once no live writer can own it. Slow path only.
 func (r *MPMCReader) repair() {
 	var liveWriterClaims []uint64
-	dead := r.scanCells(cellWriter, func(c uint64) { liveWriterClaims = append(liveWriterClaims, c) })
+	if r.pending != 0 {
+		r.resolvePending()
+	}
+	dead := r.scanCells(cellWriter, func(c uint64) { liveWriterClaims = append(liveWriterClaims, c) }, nil)
 	for _, d := range dead {
 		if d.claim == 0 {
 			continue
@@ -472,20 +481,23 @@ func (r *MPMCReader) repair() {
 			atomic.CompareAndSwapUint64(d.cell.claim, d.claim, 0)
 			continue
 		}
-		if r.adopted != 0 {
+		if r.adopted != 0 || r.pending != 0 {
 			continue
 		}
-		// A dead reader's borrowed record: adopt it. Our claim is stored before the dead
-		// one is cleared, so the record is always claimed by someone; the CAS decides which
-		// repairer adopts it.
-		pos := d.claim - 1
-		published := atomic.LoadUint64(slotSeq(r.slot(pos))) == r.base(pos)+1
-		atomic.StoreUint64(r.cell.claim, d.claim)
-		if atomic.CompareAndSwapUint64(d.cell.claim, d.claim, 0) && published && atomic.LoadUint64(r.readPos)-pos-1 < r.slots {
-			r.adopted = d.claim
-		} else {
-			atomic.StoreUint64(r.cell.claim, 0)
+		// A dead reader's claim: take responsibility for it (our claim first, so that the
+		// record is claimed by someone at every instant; the CAS decides between repairers),
+		// then find out whether the dead reader ever took the record (resolvePending).
+		c := d.claim &^ claimRepair
+		if r.readerClaimed(c, true) {
+			continue // another repairer is at it, or a live reader holds it
 		}
+		atomic.StoreUint64(r.cell.claim, c|claimRepair)
+		if !atomic.CompareAndSwapUint64(d.cell.claim, d.claim, 0) {
+			atomic.StoreUint64(r.cell.claim, 0)
+			continue
+		}
+		r.pending = c
+		r.resolvePending()
 	}
 	r.freeDeadCells(dead)
 
@@ -503,7 +515,7 @@ func (r *MPMCReader) repair() {
 	// Rescan live writers now that the write position was seen past pos: a writer stores
 	// its claim before its CAS, so any live writer that holds pos shows it here.
 	liveWriterClaims = liveWriterClaims[:0]
-	r.scanCells(cellWriter, func(c uint64) { liveWriterClaims = append(liveWriterClaims, c) })
+	r.scanCells(cellWriter, func(c uint64) { liveWriterClaims = append(liveWriterClaims, c) }, nil)
 	for _, c := range liveWriterClaims {
 		if int64(pos-(c-1)) >= 0 {
 			return // a live writer's pending slots start at or before pos
@@ -515,17 +527,64 @@ func (r *MPMCReader) repair() {
 	}
 }
 
+// claimRepair marks a claim held by a repairer that took it over from a dead reader and has
+// not yet found out whether that reader had taken the record (see resolvePending).
+const claimRepair = 1 << 63
+
+// resolvePending decides about a claim taken over from a dead reader. A reader stores its
+// claim before its CAS on the read position, so a dead reader's claim may be of a record it
+// never took (its CAS failed, or never ran). The record is owed to nobody but us only if:
+// the read position is past it (someone took it); no live reader claims it (whoever took
+// it, if alive, shows its claim from before its CAS until after it releases the slot); and
+// the slot still holds it (releasing changes the sequence). Checked in that order, a yes to
+// all three means the dead reader took it, and we adopt it. A live claim keeps the decision
+// pending (it may be a reader whose CAS is about to fail): our cell keeps the claim, and
+// this reader claims nothing else meanwhile.
+func (r *MPMCReader) resolvePending() {
+	c := r.pending
+	pos := c - 1
+	switch {
+	case atomic.LoadUint64(r.readPos)-pos-1 >= r.slots:
+		// Nobody took it (or it is from a lap long gone): not ours to deliver.
+	case r.readerClaimed(c, false):
+		return // decide on a later repair round
+	case atomic.LoadUint64(slotSeq(r.slot(pos))) != r.base(pos)+1:
+		// Taken and released by a live reader meanwhile.
+	default:
+		atomic.StoreUint64(r.cell.claim, c)
+		r.adopted, r.pending = c, 0
+		return
+	}
+	atomic.StoreUint64(r.cell.claim, 0)
+	r.pending = 0
+}
+
+// readerClaimed reports whether a live reader other than this one claims c (with
+// repairers' claims too if withRepairers).
+func (r *MPMCReader) readerClaimed(c uint64, withRepairers bool) bool {
+	found := false
+	r.scanCells(cellReader, func(cl uint64) {
+		if cl&^claimRepair == c && (withRepairers || cl&claimRepair == 0) {
+			found = true
+		}
+	}, r.cell.claim)
+	return found
+}
+
 // Release gives the borrowed record's slot back to the writers and wakes one that waits
 // for room. Release with nothing borrowed does nothing. After Close it only lets go of the
 // segment (another reader delivers the record again).
 func (r *MPMCReader) Release() {
-	r.opMu.Lock()
-	defer r.opMu.Unlock()
+	if r.enter() != nil {
+		r.afterClose(r.forget)
+		return
+	}
+	defer r.leave()
 	r.release()
 }
 
 func (r *MPMCReader) release() {
-	if r.borrowed && !r.closed.Load() {
+	if r.borrowed {
 		pos := r.borrowedPos
 		// Release store: our reads of the slot happen before a writer that sees it free
 		// (acquire) overwrites it.
@@ -541,22 +600,19 @@ func (r *MPMCReader) release() {
 		r.notify(r.spaceEvent(), 1)
 	}
 	r.borrowed, r.rejected = false, false
-	if r.pinned {
-		r.pinned = false
-		r.seg.Unpin() // last: the mapping may go once nothing is pinned
-	}
 }
 
 func (r *MPMCReader) reject() { r.rejected = true }
+
+// forget drops the Go-side record of what was borrowed (after Close: nothing is released).
+func (r *MPMCReader) forget() { r.borrowed, r.rejected = false, false }
+
+func (r *MPMCReader) ep() *endpoint { return &r.mpmcRing.endpoint }
 
 // unborrow keeps the borrowed record for the next call instead of releasing it.
 func (r *MPMCReader) unborrow() {
 	r.adopted = r.borrowedPos + 1
 	r.borrowed = false
-	if r.pinned {
-		r.pinned = false
-		r.seg.Unpin()
-	}
 }
 
 // Close detaches the reader. A record still borrowed is not released: another reader
@@ -601,8 +657,11 @@ func (r *MPMCReader) Drain(ctx context.Context, fn func(Record) error, max int) 
 
 // Reject releases the borrowed record, counting it as rejected rather than read.
 func (r *MPMCReader) Reject() {
-	r.opMu.Lock()
-	defer r.opMu.Unlock()
+	if r.enter() != nil {
+		r.afterClose(r.forget)
+		return
+	}
+	defer r.leave()
 	if r.borrowed {
 		r.reject()
 	}

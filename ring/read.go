@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"github.com/shmq/shmq/internal/fence"
 )
 
 // borrower is what the readers of every kind provide to the operations they share.
@@ -15,6 +17,8 @@ type borrower interface {
 	release()                            // give back everything borrowed
 	reject()                             // count the record just borrowed as rejected
 	unborrow()                           // keep the record just borrowed for the next call
+	forget()                             // after Close: drop what was borrowed, releasing nothing
+	ep() *endpoint
 }
 
 // next borrows a record; with a nil ctx it never waits.
@@ -57,6 +61,15 @@ func read(b borrower, ctx context.Context, dst []byte) (int, uint32, error) {
 	return n, rec.Type, nil
 }
 
+// callback runs fn on rec marked as in a callback, so that a Close meanwhile (from fn
+// itself, say) need not wait for it. The stores pair with close's loads after its fence:
+// either close sees the mark, or the load of closed after fn sees close.
+func callback(e *endpoint, fn func(Record) error, rec Record) error {
+	fence.StoreRelease32(&e.inCallback, 1)
+	defer fence.StoreRelease32(&e.inCallback, 0)
+	return fn(rec)
+}
+
 // drain waits for a first record, then hands fn every available one up to max, and
 // releases them. A record fn rejects (ErrRejected) is counted and passed; the record fn
 // fails on otherwise is kept for the next call.
@@ -85,7 +98,15 @@ func drain(b borrower, ctx context.Context, fn func(Record) error, max int) (int
 			return n, err
 		}
 		seen++
-		if err := fn(rec); err != nil {
+		err = callback(b.ep(), fn, rec)
+		if b.ep().closed.Load() {
+			// Closed while fn ran (possibly by fn): touch nothing shared; let go of the
+			// records once Close is done.
+			b.leave()
+			b.ep().afterClose(b.forget)
+			return n, ErrClosed
+		}
+		if err != nil {
 			if errors.Is(err, ErrRejected) {
 				b.reject()
 				continue

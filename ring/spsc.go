@@ -35,6 +35,7 @@ type SPSCWriter struct {
 // what the dead writer reserved but did not commit is overwritten.
 func NewSPSCWriter(seg *shm.Segment, opts Options) (*SPSCWriter, error) {
 	w := &SPSCWriter{}
+	w.holds = func() bool { return w.pending > 0 }
 	if err := w.attach(seg, SPSC, writerSide, roleSPSCWriter, opts, w.Close); err != nil {
 		return nil, err
 	}
@@ -42,13 +43,8 @@ func NewSPSCWriter(seg *shm.Segment, opts Options) (*SPSCWriter, error) {
 	w.pos = atomic.LoadUint64(w.writePos)
 	w.cachedRead = atomic.LoadUint64(w.readPos)
 	w.maxMsg = SPSCMaxMessage(uint64(len(w.data)))
-	var err error
-	if w.pos-w.cachedRead > uint64(len(w.data)) {
-		err = fmt.Errorf("%w: write position %d, read position %d, ring of %d", ErrCorrupt, w.pos, w.cachedRead, len(w.data))
-	} else {
-		w.openStream()
-	}
-	if err := w.finishAttach(err); err != nil {
+	err := checkSPSCPositions(w.pos, w.cachedRead, uint64(len(w.data)))
+	if err := w.finishAttach(err, w.openStream); err != nil {
 		return nil, err
 	}
 	return w, nil
@@ -118,9 +114,9 @@ func (w *SPSCWriter) hasRoom(need uint64) bool {
 		return true
 	}
 	rp := atomic.LoadUint64(w.readPos) // pairs with the reader's store in release
-	if w.pos-rp > size {
+	if err := checkSPSCPositions(w.pos, rp, size); err != nil {
 		// Impossible for a correct reader: refuse to overwrite rather than trust it.
-		w.corrupt = fmt.Errorf("%w: read position %d is not within a ring of write position %d", ErrCorrupt, rp, w.pos)
+		w.corrupt = err
 		return false
 	}
 	w.cachedRead = rp
@@ -173,6 +169,7 @@ func (w *SPSCWriter) awaitRoom(ctx context.Context, need uint64) error {
 // the reader if it sleeps. It returns ErrNotReserved if nothing is reserved.
 func (w *SPSCWriter) Commit() error {
 	if err := w.enter(); err != nil {
+		w.afterClose(nil)
 		return err
 	}
 	defer w.leave()
@@ -196,6 +193,7 @@ func (w *SPSCWriter) commit() {
 // Abort discards every record reserved since the last Commit: the reader never sees them.
 func (w *SPSCWriter) Abort() {
 	if w.enter() != nil {
+		w.afterClose(nil)
 		return
 	}
 	defer w.leave()
@@ -296,23 +294,20 @@ type SPSCReader struct {
 	rejected    uint64 // of them, rejected
 	lastLen     uint64 // payload bytes of the last record borrowed
 	lastStart   uint64 // its position (before padding)
-	pinned      bool   // the segment is pinned while records are borrowed
 }
 
 // NewSPSCReader attaches a reader to an SPSC segment. Errors as NewSPSCWriter.
 func NewSPSCReader(seg *shm.Segment, opts Options) (*SPSCReader, error) {
 	r := &SPSCReader{}
+	r.holds = func() bool { return r.borrowed > 0 }
 	if err := r.attach(seg, SPSC, readerSide, roleSPSCReader, opts, r.Close); err != nil {
 		return nil, err
 	}
 	r.writePos, r.readPos = r.u64(offWritePos), r.u64(offReadPos)
 	r.next = atomic.LoadUint64(r.readPos)
 	r.cachedWrite = atomic.LoadUint64(r.writePos)
-	var err error
-	if r.cachedWrite-r.next > uint64(len(r.data)) {
-		err = fmt.Errorf("%w: write position %d, read position %d, ring of %d", ErrCorrupt, r.cachedWrite, r.next, len(r.data))
-	}
-	if err := r.finishAttach(err); err != nil {
+	err := checkSPSCPositions(r.cachedWrite, r.next, uint64(len(r.data)))
+	if err := r.finishAttach(err, nil); err != nil {
 		return nil, err
 	}
 	return r, nil
@@ -342,12 +337,6 @@ func (r *SPSCReader) tryNext() (Record, error) {
 	}
 	if !ok {
 		return Record{}, ErrEmpty
-	}
-	if !r.pinned {
-		if err := r.seg.Pin(); err != nil {
-			return Record{}, err
-		}
-		r.pinned = true
 	}
 	r.lastStart = r.next
 	r.next = rec.next
@@ -386,13 +375,16 @@ func (r *SPSCReader) ready() bool { return r.available() || r.streamEnded() }
 // afterwards. Release with nothing borrowed does nothing. After Close it only lets go of
 // the segment (the records stay in the ring for the next reader).
 func (r *SPSCReader) Release() {
-	r.opMu.Lock()
-	defer r.opMu.Unlock()
+	if r.enter() != nil {
+		r.afterClose(r.forget)
+		return
+	}
+	defer r.leave()
 	r.release()
 }
 
 func (r *SPSCReader) release() {
-	if r.borrowed > 0 && !r.closed.Load() {
+	if r.borrowed > 0 {
 		// Release store: our reads of the records happen before it, and the writer that
 		// loads the new position (acquire) may overwrite them.
 		atomic.StoreUint64(r.readPos, r.next)
@@ -402,11 +394,12 @@ func (r *SPSCReader) release() {
 		r.notify(r.spaceEvent(), 1)
 	}
 	r.borrowed, r.borrowedLen, r.rejected = 0, 0, 0
-	if r.pinned {
-		r.pinned = false
-		r.seg.Unpin() // last: the mapping may go once nothing is pinned
-	}
 }
+
+// forget drops the Go-side record of what was borrowed (after Close: nothing is released).
+func (r *SPSCReader) forget() { r.borrowed, r.borrowedLen, r.rejected = 0, 0, 0 }
+
+func (r *SPSCReader) ep() *endpoint { return &r.endpoint }
 
 // reject marks the last record borrowed as rejected; release counts it.
 func (r *SPSCReader) reject() { r.rejected++ }
@@ -416,14 +409,10 @@ func (r *SPSCReader) unborrow() {
 	r.next = r.lastStart
 	r.borrowed--
 	r.borrowedLen -= r.lastLen
-	if r.borrowed == 0 && r.pinned {
-		r.pinned = false
-		r.seg.Unpin()
-	}
 }
 
 // Close detaches the reader. Records still borrowed are not released: the next reader gets
-// them again; their memory stays mapped until Release. Close wakes a blocked call of this
+// them again; their memory stays mapped until Release (or Reject) lets go of them. Close wakes a blocked call of this
 // reader, which returns ErrClosed. It is safe from any goroutine, any number of times.
 func (r *SPSCReader) Close() error { return r.close(nil) }
 
@@ -463,8 +452,11 @@ func (r *SPSCReader) Drain(ctx context.Context, fn func(Record) error, max int) 
 // rejected rather than read: for a consumer that refuses a record (to send it to a
 // dead-letter queue, say) and goes on.
 func (r *SPSCReader) Reject() {
-	r.opMu.Lock()
-	defer r.opMu.Unlock()
+	if r.enter() != nil {
+		r.afterClose(r.forget)
+		return
+	}
+	defer r.leave()
 	if r.borrowed > 0 {
 		r.reject()
 	}

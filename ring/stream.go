@@ -23,6 +23,7 @@ func streamState(w uint64) uint64 { return w & 3 }
 // openStream starts a new stream (or joins the open one): called by a writer once it is
 // counted in its peer words.
 func (e *endpoint) openStream() {
+	e.opened = true
 	p := e.u64(offStream)
 	for {
 		w := atomic.LoadUint64(p)

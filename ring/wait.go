@@ -172,10 +172,13 @@ func (w *waiter) await(ctx context.Context, ev event, ready func() bool, check f
 	}
 	start := time.Now()
 	nextCheck := start.Add(livenessInterval)
+	// The context's wake-up touches shared memory: once await returns, the caller may close
+	// the segment, so a wake-up that already started is waited for.
 	var stopWake func() bool
+	var woke chan struct{}
 	defer func() {
-		if stopWake != nil {
-			stopWake()
+		if stopWake != nil && !stopWake() {
+			<-woke
 		}
 	}()
 	for i := 0; ; i++ {
@@ -215,7 +218,8 @@ func (w *waiter) await(ctx context.Context, ev event, ready func() bool, check f
 			time.Sleep(min(time.Millisecond, timeout))
 		default:
 			if stopWake == nil && ctx.Done() != nil {
-				stopWake = context.AfterFunc(ctx, ev.wakeAll)
+				woke = make(chan struct{})
+				stopWake = context.AfterFunc(ctx, func() { ev.wakeAll(); close(woke) })
 			}
 			w.sleep(ev, ready, timeout)
 		}

@@ -26,6 +26,7 @@ type caseSpec struct {
 	Scenario, Transport, Wait string
 	Size                      int
 	Producers, Consumers      int
+	Batch                     int // throughput: messages per publish (--batch); 1 otherwise
 }
 
 // bench runs cases; it owns a private segment directory and every child it starts.
@@ -122,7 +123,7 @@ func (b *bench) newSegment(transport string, size int) (string, error) {
 	}
 	b.n++
 	name := fmt.Sprintf("%s-%d", transport, b.n)
-	spec := ring.Spec{Kind: ring.SPSC, Size: max(1<<20, shm.NextPow2(uint64(4*(size+8))))}
+	spec := ring.Spec{Kind: ring.SPSC, Size: spinRingBytes(size)}
 	if transport == "mpmc" {
 		slot := shm.NextPow2(uint64(size + 16))
 		spec = ring.Spec{Kind: ring.MPMC, Size: max(1<<20, slot*64), SlotSize: uint32(slot)}
@@ -192,12 +193,15 @@ func (b *bench) cpuFor(i int) int {
 
 func (b *bench) runCase(cs caseSpec) (Result, error) {
 	res := Result{Scenario: cs.Scenario, Transport: cs.Transport, Wait: cs.Wait, Size: cs.Size,
-		Producers: cs.Producers, Consumers: cs.Consumers}
+		Producers: cs.Producers, Consumers: cs.Consumers, Batch: max(cs.Batch, 1)}
 	if cs.Wait != "" {
 		res.Wait = b.cfg.waitFor(cs.Wait).Name()
 	}
+	if cs.Transport == "floor" {
+		res.Wait = "spin" // the floor only spins
+	}
 	base := childConfig{Scenario: cs.Scenario, Transport: cs.Transport, Dir: b.dir, Size: cs.Size,
-		Duration: b.cfg.Duration, Rate: b.cfg.Rate, Codec: "raw"}
+		Duration: b.cfg.Duration, Rate: b.cfg.Rate, Batch: res.Batch, Codec: "raw"}
 	if cs.Wait != "" {
 		base.Wait = b.cfg.waitFor(cs.Wait).String()
 		base.Codec = b.cfg.Codec // typed codecs run on the rings; the kernel's transports move bytes
@@ -256,7 +260,15 @@ func (b *bench) runCase(cs caseSpec) (Result, error) {
 			writers = append(writers, c)
 		}
 	} else {
-		w, r, err := pair(cs.Transport)
+		var w, r *os.File
+		var err error
+		if cs.Transport == "floor" {
+			// One shared mapping, the same file for both.
+			w, err = newFloorFile(floorData + floorCapacity(cs.Size)*cs.Size)
+			r = w
+		} else {
+			w, r, err = pair(cs.Transport)
+		}
 		if err != nil {
 			return res, err
 		}
@@ -271,7 +283,7 @@ func (b *bench) runCase(cs caseSpec) (Result, error) {
 				writers = append(writers, wc)
 			}
 		}
-		closeAll(w, r) // the children hold their own copies
+		closeAll(w, r) // the children hold their own copies (closing the floor's twice is harmless)
 		if err != nil {
 			killAll()
 			return res, err
@@ -366,6 +378,12 @@ func (b *bench) runPingPong(cs caseSpec, base childConfig, res Result, timeout t
 		if base.Ring2, err = b.newSegment(cs.Transport, cs.Size); err != nil {
 			return res, err
 		}
+	case "floor":
+		f, err := newFloorFile(floorData) // the two words
+		if err != nil {
+			return res, err
+		}
+		pingerFiles, echoerFiles = []*os.File{f}, []*os.File{f}
 	case "pipe":
 		pingW, pingR, err := pair("pipe")
 		if err != nil {

@@ -34,6 +34,7 @@ type childConfig struct {
 	Size      int
 	Duration  time.Duration
 	Rate      int
+	Batch     int // throughput: messages per publish, write or read (--batch)
 	WriterID  uint32
 	CPU       int // pin the hot thread to this CPU; -1: no pinning
 }
@@ -103,19 +104,33 @@ func runChild(cfg childConfig) (childReport, error) {
 	}
 	size := cfg.Size
 	isRing := cfg.Transport == "spsc" || cfg.Transport == "mpmc"
+	isFloor := cfg.Transport == "floor"
+	stall := cfg.Duration + 30*time.Second // the floor's bound on a dead peer
 	openSender := func(name string, f *os.File) (sender, error) {
-		if isRing {
+		switch {
+		case isRing:
 			return openRingSender(cfg.Dir, name, wait)
+		case isFloor:
+			return newFloorRing(f, size, true, stall)
 		}
 		return newFDTransport(f, size), nil
 	}
 	openReceiver := func(name string, f *os.File) (receiver, error) {
-		if isRing {
+		switch {
+		case isRing:
 			return openRingReceiver(cfg.Dir, name, wait)
+		case isFloor:
+			return newFloorRing(f, size, false, stall)
 		}
 		return newFDTransport(f, size), nil
 	}
 	fd3, fd4 := os.NewFile(3, "transport"), os.NewFile(4, "transport-2")
+	if isFloor && cfg.Role == "pinger" {
+		return runFloorPinger(cfg, fd3)
+	}
+	if isFloor && cfg.Role == "echoer" {
+		return runFloorEchoer(cfg, fd3)
+	}
 	typed := isRing && cfg.Codec != "" && cfg.Codec != "raw"
 	wrapSender := func(s sender) (msgSender, error) {
 		if typed {
@@ -198,6 +213,19 @@ func runWriter(cfg childConfig, s msgSender) (childReport, error) {
 	var seq uint64
 	switch cfg.Scenario {
 	case "throughput":
+		if batch := cfg.Batch; batch > 1 {
+			every := max(64/batch, 1) // read the clock about every 64 messages
+			for i := 0; ; i++ {
+				if i%every == 0 && monotonicNow() >= end {
+					break
+				}
+				if err := s.sendBatch(ctx, seq, batch, cfg.WriterID); err != nil {
+					return rep, err
+				}
+				seq += uint64(batch)
+			}
+			break
+		}
 		for ; ; seq++ {
 			if seq%64 == 0 && monotonicNow() >= end {
 				break
@@ -273,8 +301,17 @@ func runReader(cfg childConfig, r msgReceiver) (childReport, error) {
 			_ = hist.RecordValue(max(monotonicNow()-sent, 1))
 		}
 	}
+	batch := 1
+	if cfg.Scenario == "throughput" {
+		batch = cfg.Batch
+	}
 	for {
-		err := r.recvMsg(ctx, fn)
+		var err error
+		if batch > 1 {
+			err = r.recvBatch(ctx, batch, fn)
+		} else {
+			err = r.recvMsg(ctx, fn)
+		}
 		if errors.Is(err, io.EOF) {
 			break
 		}

@@ -1,7 +1,8 @@
 //go:build linux
 
 // Command shmbench measures shmq's rings against the kernel's pipes, Unix sockets and TCP
-// loopback, with every writer and reader in a process of its own.
+// loopback, and against the floor (the simplest spinning shared-memory code, no shmq at
+// all), with every writer and reader in a process of its own.
 //
 // For each transport, wait strategy and message size it runs up to four scenarios:
 // throughput (writers flood), latency (one-way, at a fixed rate, CLOCK_MONOTONIC stamps),
@@ -36,7 +37,7 @@ func main() {
 }
 
 var (
-	allTransports = []string{"spsc", "mpmc", "pipe", "unix", "tcp"}
+	allTransports = []string{"floor", "spsc", "mpmc", "pipe", "unix", "tcp"}
 	allWaits      = []string{"spin", "sleep", "futex", "adaptive"}
 	allScenarios  = []string{"throughput", "latency", "pingpong", "idle"}
 )
@@ -51,6 +52,7 @@ type config struct {
 	Scenarios  []string
 	Duration   time.Duration
 	Rate       int
+	Batch      int
 	Sleep      time.Duration
 	Codec      string
 	Pin        bool
@@ -73,6 +75,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	scenarios := fs.String("scenarios", strings.Join(allScenarios, ","), "scenarios: "+strings.Join(allScenarios, ","))
 	duration := fs.Duration("duration", time.Second, "time per case")
 	rate := fs.Int("rate", 10000, "messages per second in the latency scenario")
+	batch := fs.Int("batch", 1, "throughput: messages per commit/drain (rings), per write/read (kernel), per publish (floor)")
 	sleep := fs.Duration("sleep", 10*time.Millisecond, "poll interval of the sleep wait strategy")
 	codecFlag := fs.String("codec", "raw", "how ring messages are encoded: raw (bytes), fixed (a Go struct viewed in place), json")
 	pinFlag := fs.Bool("pin", false, "pin the writer's and the reader's hot thread to different CPUs")
@@ -92,7 +95,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if fs.NArg() > 0 {
 		return config{}, fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
 	}
-	cfg := config{Producers: *producers, Consumers: *consumers, Duration: *duration, Rate: *rate, Sleep: *sleep,
+	cfg := config{Producers: *producers, Consumers: *consumers, Duration: *duration, Rate: *rate, Batch: *batch, Sleep: *sleep,
 		Codec: *codecFlag, Pin: *pinFlag, Quick: *quick, JSON: *jsonOut, Plot: *plot}
 	var err error
 	if cfg.Transports, err = pickList("transports", *transports, allTransports); err != nil {
@@ -126,12 +129,25 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return cfg, fmt.Errorf("%w: --producers and --consumers must be at least 1", errUsage)
 	case cfg.Duration <= 0 || cfg.Rate <= 0 || cfg.Sleep <= 0:
 		return cfg, fmt.Errorf("%w: --duration, --rate and --sleep must be positive", errUsage)
+	case cfg.Batch < 1 || cfg.Batch > maxBatch:
+		return cfg, fmt.Errorf("%w: --batch must be from 1 to %d", errUsage, maxBatch)
+	}
+	for _, n := range cfg.Sizes {
+		if cfg.Batch*n > maxBatchBytes {
+			return cfg, fmt.Errorf("%w: --batch %d of %d-byte messages is more than 64MiB", errUsage, cfg.Batch, n)
+		}
 	}
 	if cfg.Quick {
 		cfg.Duration = min(cfg.Duration, 150*time.Millisecond)
 	}
 	return cfg, nil
 }
+
+// The largest --batch, and the most bytes one batch may hold (the kernel transports' buffer).
+const (
+	maxBatch      = 65536
+	maxBatchBytes = 64 << 20
+)
 
 // pickList parses a comma-separated subset of allowed, keeping the order given.
 func pickList(flagName, value string, allowed []string) ([]string, error) {
@@ -163,7 +179,8 @@ func (c config) waitFor(name string) ring.Wait {
 	return ring.Adaptive(0)
 }
 
-// cases lists what to run: every scenario x transport x wait (rings only) x size.
+// cases lists what to run: every scenario x transport x wait (rings only) x size. --batch
+// applies to the throughput scenario; the others move one message at a time.
 func (c config) cases() []caseSpec {
 	var out []caseSpec
 	for _, sc := range c.Scenarios {
@@ -174,7 +191,10 @@ func (c config) cases() []caseSpec {
 			}
 			for _, w := range waits {
 				for _, size := range c.Sizes {
-					cs := caseSpec{Scenario: sc, Transport: tr, Wait: w, Size: size, Producers: 1, Consumers: 1}
+					cs := caseSpec{Scenario: sc, Transport: tr, Wait: w, Size: size, Producers: 1, Consumers: 1, Batch: 1}
+					if sc == "throughput" {
+						cs.Batch = c.Batch
+					}
 					if tr == "mpmc" && (sc == "throughput" || sc == "latency") {
 						cs.Producers, cs.Consumers = c.Producers, c.Consumers
 					}
@@ -279,6 +299,9 @@ func (cs caseSpec) label() string {
 	s := fmt.Sprintf("%s %s %s", cs.Scenario, name, units.FormatSize(uint64(cs.Size)))
 	if cs.Producers > 1 || cs.Consumers > 1 {
 		s += " " + strconv.Itoa(cs.Producers) + "x" + strconv.Itoa(cs.Consumers)
+	}
+	if cs.Batch > 1 {
+		s += " batch " + strconv.Itoa(cs.Batch)
 	}
 	return s
 }

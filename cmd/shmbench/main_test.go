@@ -34,8 +34,42 @@ func TestParseFlagsDefaults(t *testing.T) {
 	assert.Equal(t, time.Second, cfg.Duration)
 	assert.Equal(t, 10000, cfg.Rate)
 	assert.Equal(t, 10*time.Millisecond, cfg.Sleep)
-	// 4 scenarios x (2 rings x 4 waits + 3 kernel transports)
-	assert.Len(t, cfg.cases(), 44)
+	assert.Equal(t, 1, cfg.Batch)
+	assert.Equal(t, "floor", cfg.Transports[0], "the floor comes first, the reference for the rows below it")
+	// 4 scenarios x (floor + 2 rings x 4 waits + 3 kernel transports)
+	cases := cfg.cases()
+	assert.Len(t, cases, 48)
+	for _, cs := range cases {
+		assert.Equal(t, 1, cs.Batch, "%s", cs.label())
+	}
+}
+
+func TestParseFlagsBatchAndFloor(t *testing.T) {
+	cfg, err := parseFlags(strings.Fields("--transports floor,spsc,unix --waits spin,futex --batch 32 --sizes 64,1MiB"), &bytes.Buffer{})
+	require.NoError(t, err)
+	assert.Equal(t, 32, cfg.Batch)
+	assert.Equal(t, []string{"floor", "spsc", "unix"}, cfg.Transports)
+	cases := cfg.cases()
+	require.Len(t, cases, 4*(1+2+1)*2)
+	for _, cs := range cases {
+		want := 1
+		if cs.Scenario == "throughput" {
+			want = 32 // --batch is for throughput; the others move one message at a time
+		}
+		assert.Equal(t, want, cs.Batch, "%s", cs.label())
+		if cs.Transport == "floor" {
+			assert.Empty(t, cs.Wait, "the floor has no wait strategies to vary")
+		}
+	}
+	assert.Equal(t, "throughput floor 64B batch 32", cases[0].label())
+	assert.Equal(t, "throughput spsc/futex 1MiB batch 32", cases[5].label())
+
+	for _, bad := range []string{"--batch 0", "--batch -3", "--batch 65537", "--batch x", "--batch 128 --sizes 1MiB", "--transports floors"} {
+		_, err := parseFlags(strings.Fields(bad), &bytes.Buffer{})
+		assert.True(t, errors.Is(err, errUsage), "%s: %v", bad, err)
+	}
+	_, err = parseFlags(strings.Fields("--batch 64 --sizes 1MiB"), &bytes.Buffer{})
+	assert.NoError(t, err, "64 x 1MiB is the largest batch of 1MiB messages")
 }
 
 func TestParseFlags(t *testing.T) {
@@ -98,6 +132,7 @@ func TestQuickRun(t *testing.T) {
 	require.Equal(t, 0, status, "stdout:\n%s\nstderr:\n%s", out.String(), errOut.String())
 	t.Logf("quick run took %v", time.Since(start))
 	assert.Contains(t, out.String(), "spsc/adaptive vs unix (64B): ")
+	assert.Contains(t, out.String(), "; vs floor: throughput ")
 
 	raw, err := os.ReadFile(jsonPath)
 	require.NoError(t, err)
@@ -107,12 +142,13 @@ func TestQuickRun(t *testing.T) {
 	assert.EqualValues(t, 1, doc["version"])
 	assert.Equal(t, []string{"cpus", "go", "kernel"}, keys(doc["host"].(map[string]any)))
 	results := doc["results"].([]any)
-	require.Len(t, results, 44)
+	require.Len(t, results, 48)
 	for _, r := range results {
 		m := r.(map[string]any)
-		assert.Equal(t, []string{"bytes_per_sec", "codec", "consumers", "corrupt", "cpu_ns_per_msg", "cpu_seconds", "idle_cpu_percent",
+		assert.Equal(t, []string{"batch", "bytes_per_sec", "codec", "consumers", "corrupt", "cpu_ns_per_msg", "cpu_seconds", "idle_cpu_percent",
 			"latency_ns", "lost", "messages", "msgs_per_sec", "producers", "scenario", "seconds", "size", "transport", "wait"}, keys(m))
 		assert.Equal(t, "raw", m["codec"])
+		assert.EqualValues(t, 1, m["batch"])
 		assert.EqualValues(t, 0, m["lost"], "%v", m)
 		assert.EqualValues(t, 0, m["corrupt"], "%v", m)
 		assert.Equal(t, []string{"reader", "writer"}, keys(m["cpu_seconds"].(map[string]any)))
@@ -129,6 +165,9 @@ func TestQuickRun(t *testing.T) {
 		}
 		if m["transport"] == "pipe" || m["transport"] == "unix" || m["transport"] == "tcp" {
 			assert.Equal(t, "", m["wait"])
+		}
+		if m["transport"] == "floor" {
+			assert.Equal(t, "spin", m["wait"])
 		}
 	}
 	svg, err := os.ReadFile(plotPath)
@@ -148,7 +187,8 @@ func keys(m map[string]any) []string {
 	return k
 }
 
-// TestCodecs runs the rings with each typed codec, end to end, and checks integrity.
+// TestCodecs runs the rings with each typed codec, end to end, throughput batched (Stage,
+// Flush, ReceiveBatch), and checks integrity.
 func TestCodecs(t *testing.T) {
 	for _, c := range []string{"fixed", "json"} {
 		t.Run(c, func(t *testing.T) {
@@ -156,7 +196,7 @@ func TestCodecs(t *testing.T) {
 			jsonPath := filepath.Join(dir, "r.json")
 			var out, errOut bytes.Buffer
 			status := run([]string{"--quick", "--codec", c, "--sizes", "64,1KiB", "--transports", "spsc,mpmc,unix",
-				"--waits", "adaptive", "--scenarios", "throughput,pingpong", "--json", jsonPath}, &out, &errOut)
+				"--waits", "adaptive", "--scenarios", "throughput,pingpong", "--batch", "8", "--json", jsonPath}, &out, &errOut)
 			require.Equal(t, 0, status, "stdout:\n%s\nstderr:\n%s", out.String(), errOut.String())
 			raw, err := os.ReadFile(jsonPath)
 			require.NoError(t, err)
@@ -171,8 +211,86 @@ func TestCodecs(t *testing.T) {
 				assert.Equal(t, want, r.Codec, "%s", r.name())
 				assert.Greater(t, r.Messages, uint64(0), "%s", r.name())
 				assert.Zero(t, r.Lost+r.Corrupt, "%s", r.name())
+				if r.Scenario == "throughput" {
+					assert.Equal(t, 8, r.Batch, "%s", r.name())
+				}
 			}
 			assert.Contains(t, out.String(), "spsc/adaptive+"+c)
 		})
+	}
+}
+
+// TestFloorAndBatch runs the floor beside the rings and the kernel's transports with
+// --batch 32, end to end, and checks integrity, the batch field and the floor's summary.
+// -short leaves out mpmc and pipe (a child of a -race binary takes a second to start).
+func TestFloorAndBatch(t *testing.T) {
+	transports := []string{"floor", "spsc", "mpmc", "pipe", "unix"}
+	if testing.Short() {
+		transports = []string{"floor", "spsc", "unix"}
+	}
+	dir := t.TempDir()
+	jsonPath := filepath.Join(dir, "r.json")
+	var out, errOut bytes.Buffer
+	status := run([]string{"--quick", "--transports", strings.Join(transports, ","), "--waits", "spin", "--batch", "32",
+		"--json", jsonPath}, &out, &errOut)
+	require.Equal(t, 0, status, "stdout:\n%s\nstderr:\n%s", out.String(), errOut.String())
+	t.Logf("\n%s", out.String())
+	raw, err := os.ReadFile(jsonPath)
+	require.NoError(t, err)
+	var rep Report
+	require.NoError(t, json.Unmarshal(raw, &rep))
+	require.Len(t, rep.Results, 4*len(transports))
+	seen := map[string]bool{}
+	for _, r := range rep.Results {
+		seen[r.Scenario+" "+r.Transport] = true
+		assert.Zero(t, r.Lost, "%s %s", r.Scenario, r.name())
+		assert.Zero(t, r.Corrupt, "%s %s", r.Scenario, r.name())
+		want := 1
+		if r.Scenario == "throughput" {
+			want = 32
+		}
+		assert.Equal(t, want, r.Batch, "%s %s", r.Scenario, r.name())
+		if r.Transport == "floor" {
+			assert.Equal(t, "spin", r.Wait)
+			assert.Equal(t, "raw", r.Codec)
+		}
+		switch r.Scenario {
+		case "throughput", "pingpong", "latency":
+			assert.Greater(t, r.Messages, uint64(0), "%s %s", r.Scenario, r.name())
+		case "idle":
+			if r.Transport == "floor" {
+				assert.Greater(t, r.IdleCPUPercent, 50.0, "a spinning reader burns a core")
+			}
+		}
+	}
+	for _, sc := range allScenarios {
+		assert.True(t, seen[sc+" floor"], "floor ran %s", sc)
+	}
+	assert.Contains(t, out.String(), "floor/spin batch 32")
+	assert.Contains(t, out.String(), "spsc/spin batch 32")
+	assert.Contains(t, out.String(), "floor/spin vs unix (64B): ")
+	assert.Regexp(t, `spsc/spin vs unix \(64B\): .*; vs floor: throughput [0-9.]+x, ping-pong p50 [0-9.]+x`, out.String())
+	if !testing.Short() {
+		assert.Regexp(t, `mpmc/spin vs unix \(64B\): .*; vs floor: throughput [0-9.]+x, ping-pong p50 [0-9.]+x`, out.String())
+	}
+}
+
+// TestFloorSizes runs the floor and a batched Unix socket at sizes that do not divide the
+// ring, and at sizes where a batch is larger than the floor's ring (1MiB: 8 records).
+func TestFloorSizes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("16 cases")
+	}
+	var out, errOut bytes.Buffer
+	status := run([]string{"--quick", "--transports", "floor,unix", "--sizes", "24,100,64KiB,1MiB", "--batch", "10",
+		"--scenarios", "throughput,pingpong", "--json", "-"}, &out, &errOut)
+	require.Equal(t, 0, status, "stdout:\n%s\nstderr:\n%s", out.String(), errOut.String())
+	doc := out.Bytes()[bytes.IndexByte(out.Bytes(), '{'):]
+	var rep Report
+	require.NoError(t, json.Unmarshal(doc, &rep))
+	require.Len(t, rep.Results, 2*2*4)
+	for _, r := range rep.Results {
+		assert.Greater(t, r.Messages, uint64(0), "%s %s %d", r.Scenario, r.name(), r.Size)
+		assert.Zero(t, r.Lost+r.Corrupt, "%s %s %d", r.Scenario, r.name(), r.Size)
 	}
 }

@@ -19,12 +19,16 @@ import (
 // transports) or as typed values through package codec (--codec fixed or json, rings only).
 type msgSender interface {
 	sendMsg(ctx context.Context, seq uint64, writer uint32, sendNs int64) error
+	// sendBatch sends messages seq0 .. seq0+n-1 (send time 0) as one batch.
+	sendBatch(ctx context.Context, seq0 uint64, n int, writer uint32) error
 	close() error
 }
 
 type msgReceiver interface {
 	// recvMsg hands fn one message's fields, or ok=false for a corrupt one; io.EOF at the end.
 	recvMsg(ctx context.Context, fn func(seq uint64, writer uint32, sendNs int64, ok bool)) error
+	// recvBatch is recvMsg for every message that has arrived, up to max, as one batch.
+	recvBatch(ctx context.Context, max int, fn func(seq uint64, writer uint32, sendNs int64, ok bool)) error
 	close() error
 }
 
@@ -48,6 +52,17 @@ func (m *rawMsg) sendMsg(ctx context.Context, seq uint64, writer uint32, sendNs 
 
 func (m *rawMsg) recvMsg(ctx context.Context, fn func(uint64, uint32, int64, bool)) error {
 	return m.r.recv(ctx, func(p []byte) {
+		seq, writer, sent, err := decode(p)
+		fn(seq, writer, sent, err == nil)
+	})
+}
+
+func (m *rawMsg) sendBatch(ctx context.Context, seq0 uint64, n int, writer uint32) error {
+	return m.s.sendN(ctx, m.size, n, func(i int, p []byte) { encode(p, seq0+uint64(i), writer, 0, m.pattern) })
+}
+
+func (m *rawMsg) recvBatch(ctx context.Context, max int, fn func(uint64, uint32, int64, bool)) error {
+	return m.r.recvN(ctx, max, func(p []byte) {
 		seq, writer, sent, err := decode(p)
 		fn(seq, writer, sent, err == nil)
 	})
@@ -96,6 +111,8 @@ type typedMsg[T any] struct {
 	make    func(v *T, seq uint64, writer uint32, sendNs int64) // fills v, checksum included
 	check   func(v *T) (seq uint64, writer uint32, sendNs int64, ok bool)
 	closeFn func() error
+	batchFn func(uint64, uint32, int64, bool) // recvBatch's fn, for batchOne and rejected
+	batchCb func(*T) error                    // batchOne, made once
 }
 
 func (m *typedMsg[T]) sendMsg(ctx context.Context, seq uint64, writer uint32, sendNs int64) error {
@@ -118,6 +135,25 @@ func (m *typedMsg[T]) recvMsg(ctx context.Context, fn func(uint64, uint32, int64
 	fn(m.check(v))
 	m.r.Release()
 	return nil
+}
+
+// sendBatch stages n values and publishes them with one Flush (one Commit).
+func (m *typedMsg[T]) sendBatch(ctx context.Context, seq0 uint64, n int, writer uint32) error {
+	for i := range n {
+		m.make(&m.v, seq0+uint64(i), writer, 0)
+		if err := m.s.Stage(ctx, &m.v); err != nil {
+			return err
+		}
+	}
+	return m.s.Flush()
+}
+
+// recvBatch hands fn up to max values through ReceiveBatch (the ring's Drain); a record the
+// codec refuses reaches fn as corrupt through the receiver's Rejected hook.
+func (m *typedMsg[T]) recvBatch(ctx context.Context, max int, fn func(uint64, uint32, int64, bool)) error {
+	m.batchFn = fn
+	_, err := m.r.ReceiveBatch(ctx, m.batchCb, max)
+	return err // io.EOF at the end of the stream
 }
 
 func (m *typedMsg[T]) close() error { return m.closeFn() }
@@ -187,5 +223,7 @@ func wireTyped[T any](m *typedMsg[T], c codec.Codec[T], s sender, r receiver) (m
 	}
 	m.r = codec.NewReceiver(rr.r, 1, c)
 	m.closeFn = rr.close
+	m.batchCb = func(v *T) error { m.batchFn(m.check(v)); return nil }
+	m.r.Rejected = func(ring.Record, error) { m.batchFn(0, 0, 0, false) }
 	return nil, m, nil
 }

@@ -35,6 +35,9 @@ func writePlot(path string, rep Report) error {
 	}
 	for _, r := range rep.Results {
 		label := fmt.Sprintf("%s %dB", r.name(), r.Size)
+		if r.Batch > 1 {
+			label += fmt.Sprintf(" batch %d", r.Batch)
+		}
 		switch r.Scenario {
 		case "throughput":
 			panels[0].bars = append(panels[0].bars, bar{label, []float64{r.MsgsPerSec}})
@@ -85,7 +88,10 @@ func writePlot(path string, rep Report) error {
 		}
 		for _, br := range p.bars {
 			color := "#4e79a7" // shmq rings
-			if !strings.HasPrefix(br.label, "spsc") && !strings.HasPrefix(br.label, "mpmc") {
+			switch {
+			case strings.HasPrefix(br.label, "floor"):
+				color = "#9c9c9c" // the floor: no shmq code
+			case !strings.HasPrefix(br.label, "spsc") && !strings.HasPrefix(br.label, "mpmc"):
 				color = "#e15759" // kernel transports
 			}
 			fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="end">%s</text>`, labelW-6, y+13, html.EscapeString(br.label))

@@ -34,8 +34,9 @@ type Host struct {
 type Result struct {
 	Scenario       string     `json:"scenario"`
 	Transport      string     `json:"transport"`
-	Wait           string     `json:"wait"` // empty for the kernel's transports
+	Wait           string     `json:"wait"` // empty for the kernel's transports, spin for the floor
 	Size           int        `json:"size"`
+	Batch          int        `json:"batch"` // throughput: messages per publish (--batch); 1 otherwise
 	Codec          string     `json:"codec"` // raw, fixed, json (fixed and json on rings only)
 	Producers      int        `json:"producers"`
 	Consumers      int        `json:"consumers"`
@@ -88,6 +89,18 @@ func (r Result) name() string {
 	return n
 }
 
+// label is the TRANSPORT cell of the table: the name, MPMC's processes, the batch.
+func (r Result) label() string {
+	l := r.name()
+	if r.Producers > 1 || r.Consumers > 1 {
+		l += fmt.Sprintf(" %dx%d", r.Producers, r.Consumers)
+	}
+	if r.Batch > 1 {
+		l += fmt.Sprintf(" batch %d", r.Batch)
+	}
+	return l
+}
+
 func writeJSONReport(path string, stdout io.Writer, rep Report) error {
 	b, err := json.MarshalIndent(rep, "", "  ")
 	if err != nil {
@@ -138,7 +151,8 @@ func fmtNs(ns int64) string {
 }
 
 // printTable writes one row per case and a summary line per ring configuration compared
-// with the Unix socket (the fastest general-purpose kernel transport here).
+// with the Unix socket (the fastest general-purpose kernel transport here) and with the
+// floor.
 func printTable(w io.Writer, rep Report) {
 	fmt.Fprintf(w, "shmbench: %d CPUs, Linux %s, %s\n\n", rep.Host.CPUs, rep.Host.Kernel, rep.Host.Go)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -155,16 +169,13 @@ func printTable(w io.Writer, rep Report) {
 		if r.Scenario == "idle" {
 			idle = fmt.Sprintf("%.2f%%", r.IdleCPUPercent)
 		}
-		name := r.name()
-		if r.Producers > 1 || r.Consumers > 1 {
-			name += fmt.Sprintf(" %dx%d", r.Producers, r.Consumers)
-		}
+		name := r.label()
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%.2fs+%.2fs\t%s\t%s\t%d\t%d\t\n",
 			r.Scenario, name, r.Size, fmtRate(r.MsgsPerSec), fmtBytes(r.BytesPerSec), p50, p99, p999, mx,
 			r.CPUSeconds.Writer, r.CPUSeconds.Reader, cpuMsg, idle, r.Lost, r.Corrupt)
 	}
 	tw.Flush()
-	if lines := summary(rep.Results, "unix"); len(lines) > 0 {
+	if lines := summary(rep.Results, "unix", "floor/spin"); len(lines) > 0 {
 		fmt.Fprintln(w)
 		for _, l := range lines {
 			fmt.Fprintln(w, l)
@@ -172,9 +183,11 @@ func printTable(w io.Writer, rep Report) {
 	}
 }
 
-// summary compares every ring configuration with the baseline transport, per size:
-// throughput, one-way p50, ping-pong p50 and idle CPU.
-func summary(results []Result, baseline string) []string {
+// summary compares every ring configuration (and the floor) with the baseline transport,
+// per size: throughput, one-way p50, ping-pong p50 and idle CPU; and every shmq ring with
+// the floor: shmq's throughput over the floor's (1x is the floor, less is slower) and
+// shmq's ping-pong p50 over the floor's (more is slower).
+func summary(results []Result, baseline, floor string) []string {
 	type key struct {
 		scenario, name string
 		size           int
@@ -227,11 +240,41 @@ func summary(results []Result, baseline string) []string {
 		if a, ok := byKey[key{"idle", n.name, n.size}]; ok {
 			parts = append(parts, fmt.Sprintf("idle CPU %.2f%%", a.IdleCPUPercent))
 		}
+		line := ""
 		if len(parts) > 0 {
-			out = append(out, fmt.Sprintf("%s vs %s (%dB): %s", n.name, baseline, n.size, strings.Join(parts, ", ")))
+			line = fmt.Sprintf("%s vs %s (%dB): %s", n.name, baseline, n.size, strings.Join(parts, ", "))
+		}
+		if n.name != floor {
+			var fparts []string
+			floorRatio := func(scenario, what string, get func(Result) float64) {
+				a, okA := byKey[key{scenario, n.name, n.size}]
+				f, okF := byKey[key{scenario, floor, n.size}]
+				if va, vf := get(a), get(f); okA && okF && va > 0 && vf > 0 {
+					fparts = append(fparts, fmt.Sprintf("%s %sx", what, fmtFloorRatio(va/vf)))
+				}
+			}
+			floorRatio("throughput", "throughput", func(r Result) float64 { return r.MsgsPerSec })
+			floorRatio("pingpong", "ping-pong p50", p50)
+			switch {
+			case len(fparts) > 0 && line != "":
+				line += "; vs floor: " + strings.Join(fparts, ", ")
+			case len(fparts) > 0:
+				line = fmt.Sprintf("%s vs floor (%dB): %s", n.name, n.size, strings.Join(fparts, ", "))
+			}
+		}
+		if line != "" {
+			out = append(out, line)
 		}
 	}
 	return out
+}
+
+// fmtFloorRatio writes a shmq/floor ratio with two significant digits: 0.43, 1.2, 12.
+func fmtFloorRatio(x float64) string {
+	if x < 1 {
+		return fmt.Sprintf("%.2f", x)
+	}
+	return fmtRatio(x)
 }
 
 func fmtRatio(x float64) string {

@@ -1,0 +1,8 @@
+//go:build (amd64 || arm64) && !race
+
+package fence
+
+// storeRelease32 is in store_$GOARCH.s.
+//
+//go:noescape
+func storeRelease32(addr *uint32, v uint32)
