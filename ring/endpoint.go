@@ -270,6 +270,7 @@ func (e *endpoint) finishAttach(err error, open func()) error {
 	// Counted only now, so that an endpoint that fails to attach never counted as live
 	// (and never has to end a stream for it). The count is read by the other side's
 	// liveness checks and, for writers, by endStream.
+	e.forgetDeadPeers()
 	atomic.AddUint32(layout.Uint32(e.pw, e.side.countWord()), 1)
 	e.counted = true
 	if open != nil {

@@ -235,3 +235,35 @@ func TestArmWakesAcrossProcesses(t *testing.T) {
 	rb.Release()
 	require.NoError(t, writer.Wait(time.Minute))
 }
+
+// A consumer that attaches takes over from one that died: once it closes cleanly, the
+// producer waiting for room waits again instead of reporting the old death.
+func TestPeerDeadClearedByNextPeer(t *testing.T) {
+	dir := testDir(t)
+	seg := newSegment(t, dir, "k", ring.Spec{Kind: ring.SPSC, Size: 4096})
+	w, err := ring.NewWriter(seg, ring.Options{Wait: ring.Futex()})
+	require.NoError(t, err)
+	defer w.Close()
+	cfg := procConfig{Dir: dir, Name: "k", Wait: "futex", KillAt: 0}
+	victim := proctest.Start(t, "spsc-reader", proctest.Options{Args: cfg.args(), KillAt: "ready"})
+	_ = victim.Wait(time.Minute)
+	require.True(t, victim.Killed())
+
+	cfg.KillAt, cfg.StopAfter = math.MaxUint64, 1
+	next := proctest.Start(t, "spsc-reader", proctest.Options{Args: cfg.args()})
+	buf := make([]byte, 40)
+	require.NoError(t, w.Write(context.Background(), 0, fillAndReturn(buf, 0)))
+	var rep readerReport
+	require.NoError(t, next.Result(0, &rep, time.Minute))
+	require.NoError(t, next.Wait(time.Minute))
+	require.Equal(t, "stopped", rep.Err, "read one and closed cleanly")
+
+	seq := uint64(1)
+	for w.TryWrite(uint32(seq), fillAndReturn(buf, seq)) == nil {
+		seq++
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
+	defer cancel()
+	assert.ErrorIs(t, w.Write(ctx, uint32(seq), fillAndReturn(buf, seq)), context.DeadlineExceeded,
+		"the dead consumer was replaced, and its replacement closed cleanly")
+}

@@ -82,6 +82,28 @@ func (e *endpoint) sidePeers(s side) (live, dead bool, err error) {
 	return live, dead, nil
 }
 
+// forgetDeadPeers clears the count of this endpoint's side in the peer words of processes
+// that died with endpoints of that side attached: an endpoint that attaches takes over from
+// them, so ErrPeerDead speaks of deaths since the last attach, not of any death ever. Their
+// counters stay (statistics); their claim cells are the repairers' business.
+func (e *endpoint) forgetDeadPeers() {
+	peers, err := e.seg.Peers()
+	if err != nil {
+		return
+	}
+	for _, p := range peers {
+		if p.Alive {
+			continue
+		}
+		if words, err := e.seg.PeerWords(p.Index); err == nil {
+			w := layout.Uint32(words, e.side.countWord())
+			if n := atomic.LoadUint32(w); n != 0 {
+				atomic.CompareAndSwapUint32(w, n, 0)
+			}
+		}
+	}
+}
+
 // otherSideDead reports ErrPeerDead's condition for the side this endpoint waits on: no live
 // process has an endpoint of that side attached, and one that had died.
 func (e *endpoint) otherSideDead() (bool, error) {
