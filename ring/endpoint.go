@@ -60,6 +60,29 @@ type local struct {
 	refs     int    // endpoints using this local
 	sleepers [2]int // endpoints marked asleep, by event (evData, evSpace)
 	cells    int    // claim cells held by this process's endpoints
+	// sole is the endpoint of each side that keeps the side's counters in the peer words.
+	sole [2]*endpoint
+}
+
+// join makes e its side's sole endpoint in this process if there is none, and reports
+// whether it did.
+func (l *local) join(e *endpoint) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.sole[e.side] != nil {
+		return false
+	}
+	l.sole[e.side] = e
+	return true
+}
+
+// leaveSide gives up e's place as its side's sole endpoint, after its counters are retired.
+func (l *local) leaveSide(e *endpoint) {
+	l.mu.Lock()
+	if l.sole[e.side] == e {
+		l.sole[e.side] = nil
+	}
+	l.mu.Unlock()
 }
 
 var (
@@ -111,30 +134,42 @@ func (l *local) unmark(ev event) {
 	l.mu.Unlock()
 }
 
-// counters are one side's statistics in this process's peer words. Every endpoint of the
-// side in the process adds to them atomically; anyone may load them.
+// counters are one side's statistics. The first endpoint of a side attached in a process
+// (its sole one) keeps them in the process's peer words and is their only writer, so it
+// updates them with a plain load and release store, no read-modify-write on the hot path.
+// Any further endpoint of that side in the process adds atomically to the side's pool in
+// the kind header, where closed endpoints' counters go too. Anyone may load both.
 type counters struct {
-	words [numCounters]*uint64
+	words  [numCounters]*uint64
+	atomic bool // words are the pool, shared with other endpoints
 }
 
-func newCounters(peerWords []byte, off int) counters {
-	var c counters
+func newCounters(mem []byte, off int, shared bool) counters {
+	c := counters{atomic: shared}
 	for i := range c.words {
-		c.words[i] = layout.Uint64(peerWords, off+8*i)
+		c.words[i] = layout.Uint64(mem, off+8*i)
 	}
 	return c
 }
 
-// add adds d to counter i; adding nothing costs no atomic.
+// add adds d to counter i; adding nothing costs nothing.
 func (c *counters) add(i int, d uint64) {
-	if d != 0 {
+	switch {
+	case d == 0:
+	case c.atomic:
 		atomic.AddUint64(c.words[i], d)
+	default:
+		fence.StoreRelease64(c.words[i], atomic.LoadUint64(c.words[i])+d)
 	}
 }
 
-// retire moves the counters into a retired block of the kind header, so totals survive the
-// process's detaching. Adds that race with it land either in the block or in the words.
+// retire moves a sole endpoint's counters into its side's pool in the kind header, so
+// totals survive the process's detaching. It runs when the endpoint is closed, so no update
+// of its races with it.
 func (c *counters) retire(hdr []byte, block int) {
+	if c.atomic {
+		return // already in the pool
+	}
 	for i, w := range c.words {
 		if v := atomic.SwapUint64(w, 0); v != 0 {
 			atomic.AddUint64(layout.Uint64(hdr, block+8*i), v)
@@ -215,11 +250,15 @@ func (e *endpoint) attach(seg *shm.Segment, kind shm.Kind, sd side, role shm.Rol
 	e.pw = loc.peer.Words()
 	e.events[evData] = event{id: evData, seq: e.u32(offDataSeq), waiters: e.u64(offDataWaiters)}
 	e.events[evSpace] = event{id: evSpace, seq: e.u32(offSpaceSeq), waiters: e.u64(offSpaceWaiter)}
-	ctrOff := pwWriterCtrs
-	if sd == readerSide {
-		ctrOff = pwReaderCtrs
+	if loc.join(e) {
+		off := pwWriterCtrs
+		if sd == readerSide {
+			off = pwReaderCtrs
+		}
+		e.stats = newCounters(e.pw, off, false)
+	} else {
+		e.stats = newCounters(e.hdr, e.retiredBlock(), true)
 	}
-	e.stats = newCounters(e.pw, ctrOff)
 	e.wait = waiter{strategy: opts.Wait.normalized(), loc: loc, closed: &e.closed, stats: &e.stats}
 	if role != 0 {
 		l, err := seg.AcquireRole(role)
@@ -345,11 +384,7 @@ func (e *endpoint) close(finish func()) error {
 		if finish != nil {
 			finish()
 		}
-		retired := offRetiredW
-		if e.side == readerSide {
-			retired = offRetiredR
-		}
-		e.stats.retire(e.hdr, retired)
+		e.stats.retire(e.hdr, e.retiredBlock())
 		if e.counted {
 			atomic.AddUint32(layout.Uint32(e.pw, e.side.countWord()), ^uint32(0))
 		}
@@ -360,9 +395,18 @@ func (e *endpoint) close(finish func()) error {
 			e.closeErr = e.role.Release()
 		}
 		e.unhook()
+		e.loc.leaveSide(e)
 		e.loc.release()
 	})
 	return e.closeErr
+}
+
+// retiredBlock is the offset of the side's counter pool in the kind header.
+func (e *endpoint) retiredBlock() int {
+	if e.side == readerSide {
+		return offRetiredR
+	}
+	return offRetiredW
 }
 
 func (e *endpoint) u64(off int) *uint64 { return layout.Uint64(e.hdr, off) }

@@ -29,6 +29,15 @@ func StoreRelease32(addr *uint32, v uint32) {
 	storeRelease32(addr, v)
 }
 
+// StoreRelease64 is StoreRelease32 for a 64-bit word (8-byte aligned).
+func StoreRelease64(addr *uint64, v uint64) {
+	if !asymmetric {
+		storeSeqCst64(addr, v)
+		return
+	}
+	storeRelease64(addr, v)
+}
+
 // Asymmetric reports whether Heavy is a real asymmetric fence here. When it is false,
 // StoreRelease32 is sequentially consistent and Heavy is a plain full fence, which together
 // are still correct, just not cheaper on the light side.

@@ -39,3 +39,5 @@ func heavy() {
 }
 
 func storeSeqCst32(addr *uint32, v uint32) { atomic.StoreUint32(addr, v) }
+
+func storeSeqCst64(addr *uint64, v uint64) { atomic.StoreUint64(addr, v) }

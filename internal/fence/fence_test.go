@@ -71,5 +71,31 @@ func TestStoreRelease32(t *testing.T) {
 	if atomic.LoadUint32(&w) != 7 {
 		t.Fatal("store lost")
 	}
+	var d uint64
+	StoreRelease64(&d, 1<<40+3)
+	if atomic.LoadUint64(&d) != 1<<40+3 {
+		t.Fatal("64-bit store lost")
+	}
 	t.Logf("asymmetric fence available: %v", Asymmetric())
+}
+
+// The two stores the light side chooses between: go test -run '^$' -bench Store ./internal/fence
+var sink uint32
+
+func BenchmarkStoreSeqCst(b *testing.B) {
+	for i := 0; b.Loop(); i++ {
+		atomic.StoreUint32(&sink, uint32(i))
+	}
+}
+
+func BenchmarkStoreRelease(b *testing.B) {
+	for i := 0; b.Loop(); i++ {
+		StoreRelease32(&sink, uint32(i))
+	}
+}
+
+func BenchmarkHeavy(b *testing.B) {
+	for b.Loop() {
+		Heavy()
+	}
 }
