@@ -204,6 +204,7 @@ type endpoint struct {
 
 	lastRepair time.Time // when repairSleepers last ran
 	events     [2]event  // by id: evData, evSpace
+	woke       [2]uint64 // by event id: the last sleep round this endpoint woke (event.notify)
 
 	busy uint32 // 1 while an operation runs: fence.StoreRelease32 by the owner, loaded by close
 	// inCallback is 1 while Drain runs the caller's function: the operation touches no
@@ -248,8 +249,9 @@ func (e *endpoint) attach(seg *shm.Segment, kind shm.Kind, sd side, role shm.Rol
 	e.data = seg.Data()
 	e.mask = uint64(len(e.data)) - 1
 	e.pw = loc.peer.Words()
-	e.events[evData] = event{id: evData, seq: e.u32(offDataSeq), waiters: e.u64(offDataWaiters)}
-	e.events[evSpace] = event{id: evSpace, seq: e.u32(offSpaceSeq), waiters: e.u64(offSpaceWaiter)}
+	e.events[evData] = event{id: evData, seq: e.u32(offDataSeq), waiters: e.u64(offDataWaiters), rounds: e.u64(offDataRounds), single: kind == SPSC}
+	e.events[evSpace] = event{id: evSpace, seq: e.u32(offSpaceSeq), waiters: e.u64(offSpaceWaiter), rounds: e.u64(offSpaceRounds), single: kind == SPSC}
+	e.woke = [2]uint64{^uint64(0), ^uint64(0)} // no round woken yet
 	if loc.join(e) {
 		off := pwWriterCtrs
 		if sd == readerSide {
@@ -430,7 +432,7 @@ func (e *endpoint) ownEvent() event {
 // although sleepers are marked, one of them may have died asleep: at most once per
 // livenessInterval it looks for dead sleepers and clears their marks.
 func (e *endpoint) notify(ev event, n int) {
-	woken := ev.notify(n)
+	woken := ev.notify(n, &e.woke[ev.id])
 	if woken < 0 {
 		return
 	}
@@ -481,6 +483,7 @@ func (e *endpoint) arm(ready func() bool) (Wake, bool, error) {
 		e.loc.mark(ev)
 		e.armed = true
 	}
+	atomic.AddUint64(ev.rounds, 1) // a new round, as in waiter.sleep
 	if ready() {
 		e.armed = false
 		e.loc.unmark(ev)

@@ -44,6 +44,8 @@ const (
 	offDataWaiters = 2*blockSize + 64 // uint64 mask of processes with a reader asleep
 	offSpaceSeq    = 3 * blockSize    // uint32 futex word: room available
 	offSpaceWaiter = 3*blockSize + 64 // uint64 mask of processes with a writer asleep
+	offDataRounds  = 2*blockSize + 72 // uint64: sleep rounds begun on the data event (see event)
+	offSpaceRounds = 3*blockSize + 72 // uint64: sleep rounds begun on the space event
 	offStream      = 4 * blockSize    // uint64 stream word, see stream.go
 	offReaderMark  = 4*blockSize + 8  // uint32, 1 once a reader has ever attached (SPSC: rescan hint)
 	offRetiredW    = 5 * blockSize    // counters of writers that closed

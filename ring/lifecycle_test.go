@@ -434,3 +434,30 @@ func TestAttachRacesSegmentClose(t *testing.T) {
 		wg.Wait()
 	}
 }
+
+// A sleeping reader costs the writer one wake-up system call per sleep, not one per message
+// published until the reader has run: a writer that keeps publishing to a reader that was
+// woken and has not yet unmarked itself wakes it once.
+func TestOneWakePerSleep(t *testing.T) {
+	seg := newSegment(t, testDir(t), "w", ring.Spec{Kind: ring.SPSC, Size: 1 << 16})
+	w, err := ring.NewWriter(seg, ring.Options{})
+	require.NoError(t, err)
+	defer w.Close()
+	r, err := ring.NewReader(seg, ring.Options{})
+	require.NoError(t, err)
+	defer r.Close()
+	_, armed, err := r.Arm() // asleep, as an event loop would be
+	require.NoError(t, err)
+	require.True(t, armed)
+	for i := range 100 {
+		require.NoError(t, w.TryWrite(uint32(i), nil))
+	}
+	require.NoError(t, w.Close()) // its counters go to the pool
+	st, err := ring.ReadStats(seg)
+	require.NoError(t, err)
+	assert.EqualValues(t, 1, st.Writers.FutexWakes, "one sleep, one wake-up")
+	r.Disarm()
+	_, armed, err = r.Arm()
+	require.NoError(t, err)
+	assert.False(t, armed, "records are waiting: nothing to sleep on")
+}

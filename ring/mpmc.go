@@ -476,6 +476,10 @@ func (r *MPMCReader) repair() {
 		if d.claim == 0 {
 			continue
 		}
+		if d.claim&claimSkip != 0 {
+			r.takeOverSkip(d)
+			continue
+		}
 		if atomic.LoadUint32(d.role) == cellWriter {
 			// Only repair reads a writer's claim; the skip below handles its slot.
 			atomic.CompareAndSwapUint64(d.cell.claim, d.claim, 0)
@@ -521,15 +525,51 @@ func (r *MPMCReader) repair() {
 			return // a live writer's pending slots start at or before pos
 		}
 	}
-	putSlotSkip(slot)
-	if atomic.CompareAndSwapUint64(slotSeq(slot), r.base(pos), r.base(pos)+1) {
-		r.stats.add(ctrDrops, 1)
+	if r.adopted != 0 || r.pending != 0 {
+		return // our cell's claim is in use: another reader, or a later round, does it
 	}
+	// Lock the slot (sequence base-1: not yet published for readers of pos, full for
+	// writers of pos, and old for anyone at an earlier lap) before writing the skip marker,
+	// so that the marker can never land in a slot that moved on to a later lap. Our claim
+	// says who holds the lock, so that if we die holding it another reader finishes.
+	atomic.StoreUint64(r.cell.claim, (pos+1)|claimSkip)
+	if atomic.CompareAndSwapUint64(slotSeq(slot), r.base(pos), r.base(pos)-1) {
+		r.finishSkip(slot, pos)
+	}
+	atomic.StoreUint64(r.cell.claim, 0)
+}
+
+// finishSkip marks the slot of pos, locked by this reader, as a skip and publishes it.
+func (r *MPMCReader) finishSkip(slot []byte, pos uint64) {
+	putSlotSkip(slot)
+	atomic.StoreUint64(slotSeq(slot), r.base(pos)+1) // we hold the lock: a store is enough
+	r.stats.add(ctrDrops, 1)
+}
+
+// takeOverSkip finishes the skip of a reader that died holding a slot's lock (its claim
+// has claimSkip): the CAS on its claim hands the lock to one repairer, which publishes the
+// skip if the slot is still locked (the dead reader may have died after publishing).
+func (r *MPMCReader) takeOverSkip(d deadCell) {
+	if r.adopted != 0 || r.pending != 0 {
+		return
+	}
+	atomic.StoreUint64(r.cell.claim, d.claim)
+	if atomic.CompareAndSwapUint64(d.cell.claim, d.claim, 0) {
+		pos := d.claim&^claimSkip - 1
+		if slot := r.slot(pos); atomic.LoadUint64(slotSeq(slot)) == r.base(pos)-1 {
+			r.finishSkip(slot, pos)
+		}
+	}
+	atomic.StoreUint64(r.cell.claim, 0)
 }
 
 // claimRepair marks a claim held by a repairer that took it over from a dead reader and has
 // not yet found out whether that reader had taken the record (see resolvePending).
 const claimRepair = 1 << 63
+
+// claimSkip marks a claim held by a reader that locked the slot of the position to publish
+// it as a skip (see repair).
+const claimSkip = 1 << 62
 
 // resolvePending decides about a claim taken over from a dead reader. A reader stores its
 // claim before its CAS on the read position, so a dead reader's claim may be of a record it

@@ -122,10 +122,18 @@ func ParseWait(s string) (Wait, error) {
 // wakes (futexWait returns at once if seq already moved), or it comes before, and then the
 // sleeper's ready() comes after the publish and sees it. A busy sleeper costs the waker one
 // load of a line nobody writes.
+//
+// rounds counts sleep rounds: a sleeper adds 1 after it marks itself and before its
+// ready() check. Where at most one endpoint sleeps on the event (SPSC), a waker that already
+// woke round r skips the system call while rounds is still r: that sleeper was woken (seq
+// moved after it read v), it just has not unmarked yet. Without this, every publish between
+// the wake and the sleeper's unmark made a futex_wake that woke nobody.
 type event struct {
 	id      int // evData or evSpace: which of a process's sleeper counts it uses
 	seq     *uint32
 	waiters *uint64
+	rounds  *uint64
+	single  bool // at most one endpoint sleeps on it: a waker wakes each round once
 }
 
 // Event ids.
@@ -136,9 +144,16 @@ const (
 
 // notify wakes up to n sleepers if there are any. It returns how many it woke, or -1 when
 // nobody was marked asleep and it made no system call.
-func (e event) notify(n int) int {
+func (e event) notify(n int, woke *uint64) int {
 	if atomic.LoadUint64(e.waiters) == 0 {
 		return -1
+	}
+	if e.single {
+		r := atomic.LoadUint64(e.rounds)
+		if r == *woke {
+			return -1 // this round was woken already
+		}
+		*woke = r
 	}
 	atomic.AddUint32(e.seq, 1)
 	woken, _ := futex.Wake(e.seq, n)
@@ -230,6 +245,7 @@ func (w *waiter) await(ctx context.Context, ev event, ready func() bool, check f
 func (w *waiter) sleep(ev event, ready func() bool, timeout time.Duration) {
 	v := atomic.LoadUint32(ev.seq)
 	w.loc.mark(ev)
+	atomic.AddUint64(ev.rounds, 1) // after the mark, before ready(): pairs with notify's load
 	if !ready() && !w.closed.Load() {
 		w.stats.add(ctrFutexWaits, 1)
 		if err := futex.Wait(ev.seq, v, timeout); err == futex.ErrTimeout && ready() {
