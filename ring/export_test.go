@@ -62,3 +62,34 @@ func CellsInUse(seg *shm.Segment) int {
 	}
 	return n
 }
+
+// SetSlotSeq overwrites the sequence word of the MPMC slot of pos, as a peer would.
+func SetSlotSeq(seg *shm.Segment, pos, seq uint64) {
+	d := seg.Descriptor()
+	slotSize := d.Params[paramSlotSize]
+	slots := d.DataSize / slotSize
+	atomic.StoreUint64(layout.Uint64(seg.Data(), int((pos&(slots-1))*slotSize)), seq)
+}
+
+// SlotBase is the lap base of pos in an MPMC ring of seg: the sequence meaning "free".
+func SlotBase(seg *shm.Segment, pos uint64) uint64 {
+	d := seg.Descriptor()
+	slots := d.DataSize / d.Params[paramSlotSize]
+	return pos - pos&(slots-1)
+}
+
+// SetClaimOfPeer sets the claim word of the first claim cell owned by peer entry idx.
+func SetClaimOfPeer(seg *shm.Segment, idx int, claim uint64) bool {
+	h := kindHeader(seg)
+	for i := 0; i < numCells; i++ {
+		off := offCells + i*cellSize
+		if atomic.LoadUint32(layout.Uint32(h, off+cellOwner)) == uint32(idx+1) {
+			atomic.StoreUint64(layout.Uint64(h, off+cellClaim), claim)
+			return true
+		}
+	}
+	return false
+}
+
+// ClaimSkip is the flag of a claim that holds a slot's skip lock.
+const ClaimSkip = claimSkip

@@ -267,3 +267,40 @@ func TestPeerDeadClearedByNextPeer(t *testing.T) {
 	assert.ErrorIs(t, w.Write(ctx, uint32(seq), fillAndReturn(buf, seq)), context.DeadlineExceeded,
 		"the dead consumer was replaced, and its replacement closed cleanly")
 }
+
+// A reader that dies holding a slot's skip lock (it was publishing a dead writer's slot as
+// a skip): another reader finishes the skip, and the records after it arrive.
+func TestMPMCSkipLockTakenOver(t *testing.T) {
+	dir := testDir(t)
+	seg := newSegment(t, dir, "m", ring.Spec{Kind: ring.MPMC, Size: 64 * 64, SlotSize: 64})
+	w, err := ring.NewMPMCWriter(seg, ring.Options{})
+	require.NoError(t, err)
+	defer w.Close()
+	child := proctest.Start(t, "mpmc-attached-reader", proctest.Options{Args: procConfig{Dir: dir, Name: "m", Wait: "futex"}.args()})
+	var idx int
+	require.NoError(t, child.Result(0, &idx, time.Minute))
+	child.Kill()
+	_ = child.Wait(time.Minute)
+
+	require.NoError(t, w.TryWrite(1, []byte("A"))) // position 0
+	// Position 1: claimed by a writer that died, being skipped by the reader that died.
+	ring.SetWritePos(seg, 2)
+	ring.SetSlotSeq(seg, 1, ring.SlotBase(seg, 1)-1)
+	require.True(t, ring.SetClaimOfPeer(seg, idx, 2|ring.ClaimSkip))
+	require.NoError(t, w.TryWrite(3, []byte("B"))) // position 2
+
+	r, err := ring.NewMPMCReader(seg, ring.Options{Wait: ring.Futex()})
+	require.NoError(t, err)
+	defer r.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, want := range []string{"A", "B"} {
+		rec, err := r.Next(ctx)
+		require.NoError(t, err, "waiting for %s", want)
+		assert.Equal(t, want, string(rec.Data))
+		r.Release()
+	}
+	st, err := ring.ReadStats(seg)
+	require.NoError(t, err)
+	assert.EqualValues(t, 1, st.Readers.Drops, "the locked slot was skipped once")
+}

@@ -23,6 +23,7 @@ func TestMain(m *testing.M) {
 	proctest.Register("bench-drain", runBenchDrain)
 	proctest.Register("bench-echo", runBenchEcho)
 	proctest.Register("idle-reader", runIdleReader)
+	proctest.Register("mpmc-attached-reader", runMPMCAttachedReader)
 	proctest.Main(m)
 }
 
@@ -334,4 +335,20 @@ func runMPMCReader(c *proctest.Child) error {
 		rep.Sum[writer] += n
 		r.Release()
 	}
+}
+
+// runMPMCAttachedReader attaches an MPMC reader, reports its process's peer index and waits
+// to be killed.
+func runMPMCAttachedReader(c *proctest.Child) error {
+	_, opts, seg, err := parseConfig(c)
+	if err != nil {
+		return err
+	}
+	if _, err := ring.NewMPMCReader(seg, opts); err != nil {
+		return err
+	}
+	if err := c.Result(seg.Peer().Index()); err != nil {
+		return err
+	}
+	select {}
 }
