@@ -16,7 +16,7 @@ type cell struct {
 }
 
 func (e *endpoint) cellAt(i int) cell {
-	off := offCells + i*cellSize
+	off := cellOffset(i)
 	return cell{claim: e.u64(off + cellClaim), owner: e.u32(off + cellOwner), role: e.u32(off + cellRole)}
 }
 

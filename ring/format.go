@@ -69,7 +69,14 @@ const (
 	// cellOrphan marks a cell whose endpoint closed with a claim outstanding (a reader that
 	// closed with a record borrowed): it is repaired as if its owner had died.
 	cellOrphan = 1 << 31
+	// cellLines is how many blocks the cells fill. Cell i lies in block i mod cellLines, so
+	// the first cellLines cells handed out (every ring but the busiest) each have a block
+	// of their own: two processes storing their claims per message never share a line.
+	cellLines = numCells * cellSize / blockSize
 )
+
+// cellOffset is the offset of claim cell i in the kind header.
+func cellOffset(i int) int { return offCells + (i%cellLines)*blockSize + (i/cellLines)*cellSize }
 
 // Peer words: the ring's part of each peer entry (shm.Peer.Words), one entry per process
 // and segment, shared by every endpoint that process has on the ring.
@@ -104,6 +111,7 @@ var (
 	_ [layout.PeerCount - 64]struct{}                  // one waiter bit per peer entry
 	_ [64 - layout.PeerCount]struct{}
 	_ [-(offDataWaiters%8 + offSpaceWaiter%8 + offStream%8 + cellSize%8)]struct{} // aligned words
+	_ [-(numCells*cellSize%blockSize + blockSize%cellSize)]struct{}               // cells tile whole blocks
 )
 
 // Kinds of ring segment, registered with package shm so that shm.Kind prints their names.
