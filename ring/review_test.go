@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -264,7 +265,8 @@ func TestReviewAttachRaceLeavesStreamOpen(t *testing.T) {
 // segment are closed at once, as a caller does after a timeout. Many rounds.
 func runReviewCtxUnmap(c *proctest.Child) error {
 	dir := c.Args[0]
-	for i := range 3000 {
+	rounds, _ := strconv.Atoi(c.Args[1])
+	for i := range rounds {
 		name := fmt.Sprintf("u%d", i)
 		seg, err := ring.Create(name, ring.Spec{Kind: ring.SPSC, Size: 4096}, shm.Options{Dir: dir, RemoveOnClose: true})
 		if err != nil {
@@ -298,8 +300,12 @@ func runReviewCtxUnmap(c *proctest.Child) error {
 func TestReviewContextAfterFuncTouchesUnmappedSegment(t *testing.T) {
 	// Was: context.AfterFunc wake-up can run after await returned and the segment was unmapped.
 	var failures []string
-	for attempt := range 5 {
-		p := proctest.Start(t, "review-ctx-unmap", proctest.Options{Args: []string{testDir(t)}, Env: []string{"GOMAXPROCS=1"}})
+	attempts, rounds := 2, "1500" // before the fix the child faulted within the first attempt
+	if testing.Short() {
+		attempts, rounds = 1, "500"
+	}
+	for attempt := range attempts {
+		p := proctest.Start(t, "review-ctx-unmap", proctest.Options{Args: []string{testDir(t), rounds}, Env: []string{"GOMAXPROCS=1"}})
 		if err := p.Wait(2 * time.Minute); err != nil {
 			failures = append(failures, fmt.Sprintf("attempt %d: %v\n%s", attempt, err, lastLines(p.Output(), 12)))
 			break
