@@ -233,8 +233,9 @@ func (w *waiter) await(ctx context.Context, ev event, ready func() bool, check f
 			time.Sleep(min(time.Millisecond, timeout))
 		default:
 			if stopWake == nil && ctx.Done() != nil {
-				woke = make(chan struct{})
-				stopWake = context.AfterFunc(ctx, func() { ev.wakeAll(); close(woke) })
+				done := make(chan struct{}) // captured by the AfterFunc, not woke: woke stays on the stack
+				woke = done
+				stopWake = context.AfterFunc(ctx, func() { ev.wakeAll(); close(done) })
 			}
 			w.sleep(ev, ready, timeout)
 		}
