@@ -124,7 +124,7 @@ func TestMPMCProducersCloseCleanlyEndStream(t *testing.T) {
 // ErrPeerDead is for deaths only: a consumer process killed while the producer waits for
 // room makes Write fail with ErrPeerDead; once a new consumer attaches, writing goes on.
 func TestWriterPeerDeadOnlyWhenReaderKilled(t *testing.T) {
-	for _, spec := range []ring.Spec{{Kind: ring.SPSC, Size: 4096}, {Kind: ring.MPMC, Size: 4096, SlotSize: 64}} {
+	for _, spec := range smallRings {
 		t.Run(spec.Kind.String(), func(t *testing.T) {
 			dir := testDir(t)
 			seg := newSegment(t, dir, "k", spec)

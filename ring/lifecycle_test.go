@@ -22,6 +22,9 @@ import (
 // finding, each failing on the code before it. The cross-process findings are in
 // lifecycle_proc_test.go.
 
+// smallRings is one small ring of each kind, for tests that hold for every kind.
+var smallRings = []ring.Spec{{Kind: ring.SPSC, Size: 4096}, {Kind: ring.MPMC, Size: 4096, SlotSize: 64}}
+
 var waitsUnderTest = []ring.Wait{ring.Futex(), ring.Adaptive(0), ring.Spin(), ring.Sleep(time.Millisecond)}
 
 // Finding: Segment.Close while another goroutine is blocked in Next faulted (SIGSEGV in
@@ -29,7 +32,7 @@ var waitsUnderTest = []ring.Wait{ring.Futex(), ring.Adaptive(0), ring.Spin(), ri
 // reader on an empty ring, a writer on a full one) is woken and returns ErrClosed, and
 // nothing touches the mapping after it is unmapped.
 func TestSegmentCloseWakesBlockedCalls(t *testing.T) {
-	for _, spec := range []ring.Spec{{Kind: ring.SPSC, Size: 4096}, {Kind: ring.MPMC, Size: 4096, SlotSize: 64}} {
+	for _, spec := range smallRings {
 		for _, wait := range waitsUnderTest {
 			t.Run(spec.Kind.String()+"/"+wait.Name(), func(t *testing.T) {
 				dir := testDir(t)
@@ -115,7 +118,7 @@ func TestConcurrentClosesThenSegmentClose(t *testing.T) {
 // shm.ErrBorrowed after a bounded wait; the record stays readable until Release, which
 // lets the mapping go.
 func TestSegmentCloseWithBorrowedRecordReturns(t *testing.T) {
-	for _, spec := range []ring.Spec{{Kind: ring.SPSC, Size: 4096}, {Kind: ring.MPMC, Size: 4096, SlotSize: 64}} {
+	for _, spec := range smallRings {
 		t.Run(spec.Kind.String(), func(t *testing.T) {
 			seg, err := ring.Create("b", spec, shm.Options{Dir: testDir(t)})
 			require.NoError(t, err)
@@ -148,7 +151,7 @@ func TestSegmentCloseWithBorrowedRecordReturns(t *testing.T) {
 // Finding: an MPMC producer with no consumer yet failed with ErrPeerDead once the ring was
 // full. Now it waits (ErrFull in the Try form), and goes on once a consumer attaches.
 func TestWriterWithNoReaderYetWaits(t *testing.T) {
-	for _, spec := range []ring.Spec{{Kind: ring.SPSC, Size: 4096}, {Kind: ring.MPMC, Size: 4096, SlotSize: 64}} {
+	for _, spec := range smallRings {
 		t.Run(spec.Kind.String(), func(t *testing.T) {
 			seg := newSegment(t, testDir(t), "q", spec)
 			w, err := ring.NewWriter(seg, ring.Options{Wait: ring.Futex()})
@@ -290,7 +293,7 @@ func TestThousandEndpointsOneProcess(t *testing.T) {
 // A consumer can refuse a record: it is released, counted as rejected, and the consumer
 // goes on (before, the only choices were to take it or to stop for good).
 func TestRejectGoesOn(t *testing.T) {
-	for _, spec := range []ring.Spec{{Kind: ring.SPSC, Size: 4096}, {Kind: ring.MPMC, Size: 4096, SlotSize: 64}} {
+	for _, spec := range smallRings {
 		t.Run(spec.Kind.String(), func(t *testing.T) {
 			seg := newSegment(t, testDir(t), "rj", spec)
 			w, err := ring.NewWriter(seg, ring.Options{})
@@ -329,7 +332,7 @@ func TestRejectGoesOn(t *testing.T) {
 
 // Reject outside Drain: the borrowed record is released and counted as rejected.
 func TestRejectBorrowed(t *testing.T) {
-	for _, spec := range []ring.Spec{{Kind: ring.SPSC, Size: 4096}, {Kind: ring.MPMC, Size: 4096, SlotSize: 64}} {
+	for _, spec := range smallRings {
 		t.Run(spec.Kind.String(), func(t *testing.T) {
 			seg := newSegment(t, testDir(t), "rb", spec)
 			w, err := ring.NewWriter(seg, ring.Options{})
@@ -359,7 +362,7 @@ func TestRejectBorrowed(t *testing.T) {
 // The event-loop hooks: Ready is a cheap check; Arm hands out the futex word that the
 // writer's next publish changes, and marks the process so that the writer wakes it.
 func TestReadyAndArm(t *testing.T) {
-	for _, spec := range []ring.Spec{{Kind: ring.SPSC, Size: 4096}, {Kind: ring.MPMC, Size: 4096, SlotSize: 64}} {
+	for _, spec := range smallRings {
 		t.Run(spec.Kind.String(), func(t *testing.T) {
 			seg := newSegment(t, testDir(t), "rd", spec)
 			w, err := ring.NewWriter(seg, ring.Options{})
