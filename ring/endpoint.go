@@ -203,8 +203,8 @@ type endpoint struct {
 	wait  waiter
 
 	lastRepair time.Time // when repairSleepers last ran
+	woke       [2]uint64 // by event id: the last sleep round this endpoint woke (SPSC, event.notify)
 	events     [2]event  // by id: evData, evSpace
-	woke       [2]uint64 // by event id: the last sleep round this endpoint woke (event.notify)
 
 	busy uint32 // 1 while an operation runs: fence.StoreRelease32 by the owner, loaded by close
 	// inCallback is 1 while Drain runs the caller's function: the operation touches no
@@ -249,8 +249,10 @@ func (e *endpoint) attach(seg *shm.Segment, kind shm.Kind, sd side, role shm.Rol
 	e.data = seg.Data()
 	e.mask = uint64(len(e.data)) - 1
 	e.pw = loc.peer.Words()
-	e.events[evData] = event{id: evData, seq: e.u32(offDataSeq), waiters: e.u64(offDataWaiters), rounds: e.u64(offDataRounds), single: kind == SPSC}
-	e.events[evSpace] = event{id: evSpace, seq: e.u32(offSpaceSeq), waiters: e.u64(offSpaceWaiter), rounds: e.u64(offSpaceRounds), single: kind == SPSC}
+	e.events[evData] = event{id: evData, seq: e.u32(offDataSeq), waiters: e.u64(offDataWaiters),
+		rounds: e.u64(offDataRounds), granted: e.u64(offDataGranted), single: kind == SPSC}
+	e.events[evSpace] = event{id: evSpace, seq: e.u32(offSpaceSeq), waiters: e.u64(offSpaceWaiter),
+		rounds: e.u64(offSpaceRounds), granted: e.u64(offSpaceGranted), single: kind == SPSC}
 	e.woke = [2]uint64{^uint64(0), ^uint64(0)} // no round woken yet
 	if loc.join(e) {
 		off := pwWriterCtrs

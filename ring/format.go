@@ -40,18 +40,20 @@ const (
 	// waiters word is a mask over peer-table indexes: one atomic OR both marks a sleeper and
 	// counts it, so a process that dies asleep leaves exactly its own bit, which a live peer
 	// finds (the entry's lock is free) and clears.
-	offDataSeq     = 2 * blockSize    // uint32 futex word
-	offDataWaiters = 2*blockSize + 64 // uint64 mask of processes with a reader asleep
-	offSpaceSeq    = 3 * blockSize    // uint32 futex word: room available
-	offSpaceWaiter = 3*blockSize + 64 // uint64 mask of processes with a writer asleep
-	offDataRounds  = 2*blockSize + 72 // uint64: sleep rounds begun on the data event (see event)
-	offSpaceRounds = 3*blockSize + 72 // uint64: sleep rounds begun on the space event
-	offStream      = 4 * blockSize    // uint64 stream word, see stream.go
-	offReaderMark  = 4*blockSize + 8  // uint32, 1 once a reader has ever attached (SPSC: rescan hint)
-	offRetiredW    = 5 * blockSize    // counters of writers that closed
-	offRetiredR    = 6 * blockSize    // counters of readers that closed
-	offCells       = 32 * blockSize   // claim cells, numCells of cellSize bytes
-	kindHeaderUsed = offCells + numCells*cellSize
+	offDataSeq      = 2 * blockSize    // uint32 futex word
+	offDataWaiters  = 2*blockSize + 64 // uint64 mask of processes with a reader asleep
+	offSpaceSeq     = 3 * blockSize    // uint32 futex word: room available
+	offSpaceWaiter  = 3*blockSize + 64 // uint64 mask of processes with a writer asleep
+	offDataRounds   = 2*blockSize + 72 // uint64: sleep rounds begun on the data event (see event)
+	offDataGranted  = 2*blockSize + 80 // uint64: sleep rounds of the data event already woken
+	offSpaceRounds  = 3*blockSize + 72 // uint64: sleep rounds begun on the space event
+	offSpaceGranted = 3*blockSize + 80 // uint64: sleep rounds of the space event already woken
+	offStream       = 4 * blockSize    // uint64 stream word, see stream.go
+	offReaderMark   = 4*blockSize + 8  // uint32, 1 once a reader has ever attached (SPSC: rescan hint)
+	offRetiredW     = 5 * blockSize    // counters of writers that closed
+	offRetiredR     = 6 * blockSize    // counters of readers that closed
+	offCells        = 32 * blockSize   // claim cells, numCells of cellSize bytes
+	kindHeaderUsed  = offCells + numCells*cellSize
 )
 
 // Claim cells: one per MPMC endpoint, taken when it attaches and given back when it closes.

@@ -442,7 +442,13 @@ func TestAttachRacesSegmentClose(t *testing.T) {
 // published until the reader has run: a writer that keeps publishing to a reader that was
 // woken and has not yet unmarked itself wakes it once.
 func TestOneWakePerSleep(t *testing.T) {
-	seg := newSegment(t, testDir(t), "w", ring.Spec{Kind: ring.SPSC, Size: 1 << 16})
+	for _, spec := range smallRings {
+		t.Run(spec.Kind.String(), func(t *testing.T) { testOneWakePerSleep(t, spec) })
+	}
+}
+
+func testOneWakePerSleep(t *testing.T, spec ring.Spec) {
+	seg := newSegment(t, testDir(t), "w", spec)
 	w, err := ring.NewWriter(seg, ring.Options{})
 	require.NoError(t, err)
 	defer w.Close()
@@ -452,7 +458,7 @@ func TestOneWakePerSleep(t *testing.T) {
 	_, armed, err := r.Arm() // asleep, as an event loop would be
 	require.NoError(t, err)
 	require.True(t, armed)
-	for i := range 100 {
+	for i := range 50 {
 		require.NoError(t, w.TryWrite(uint32(i), nil))
 	}
 	require.NoError(t, w.Close()) // its counters go to the pool

@@ -123,17 +123,25 @@ func ParseWait(s string) (Wait, error) {
 // sleeper's ready() comes after the publish and sees it. A busy sleeper costs the waker one
 // load of a line nobody writes.
 //
-// rounds counts sleep rounds: a sleeper adds 1 after it marks itself and before its
-// ready() check. Where at most one endpoint sleeps on the event (SPSC), a waker that already
-// woke round r skips the system call while rounds is still r: that sleeper was woken (seq
-// moved after it read v), it just has not unmarked yet. Without this, every publish between
-// the wake and the sleeper's unmark made a futex_wake that woke nobody.
+// rounds and granted make a waker pay one system call per sleep, not one per publish until
+// the sleeper has run: a sleeper adds 1 to rounds after it marks itself and before its
+// ready() check; a waker that finds rounds > granted claims up to n of the rounds in between
+// with a CAS on granted, bumps seq and wakes that many; one that finds rounds == granted
+// skips the system call, as every round begun so far was granted a wake: its sleeper was
+// woken, or read v before the seq bump and returns from futex_wait at once, and merely has
+// not unmarked yet. No wake-up is lost: a round the waker's load of rounds does not see began
+// after the waker's publish, so that sleeper's ready() sees the publish; a sleeper still in
+// the kernel after a partial wake keeps its round ungranted for the next waker. Several
+// wakers (MPMC writers, in any processes) share granted; the CAS gives each round to one.
+// With one sleeper and one waker (SPSC) the waker keeps its own record of the last round it
+// woke instead, which costs no shared write, and one wake ends every round begun before it.
 type event struct {
 	id      int // evData or evSpace: which of a process's sleeper counts it uses
 	seq     *uint32
 	waiters *uint64
 	rounds  *uint64
-	single  bool // at most one endpoint sleeps on it: a waker wakes each round once
+	granted *uint64
+	single  bool // one sleeper and one waker at most (SPSC): the waker keeps granted itself
 }
 
 // Event ids.
@@ -142,22 +150,41 @@ const (
 	evSpace = 1
 )
 
-// notify wakes up to n sleepers if there are any. It returns how many it woke, or -1 when
-// nobody was marked asleep and it made no system call.
+// notify wakes the sleepers that began a round since the last wake, at most n of them (all
+// of them for n <= 0), if any. It returns how many the system call woke, or -1 when it made
+// no system call (nobody marked asleep, or every round already woken).
 func (e event) notify(n int, woke *uint64) int {
 	if atomic.LoadUint64(e.waiters) == 0 {
 		return -1
 	}
 	if e.single {
-		r := atomic.LoadUint64(e.rounds)
+		// One sleeper and one waker (SPSC): the waker remembers the last round it woke, in
+		// its own memory; a wake ends every round begun before it.
+		r := atomic.LoadUint64(e.rounds) // after the publish: pairs with the sleeper's add
 		if r == *woke {
-			return -1 // this round was woken already
+			return -1
 		}
 		*woke = r
+		atomic.AddUint32(e.seq, 1)
+		woken, _ := futex.Wake(e.seq, 1)
+		return woken
 	}
-	atomic.AddUint32(e.seq, 1)
-	woken, _ := futex.Wake(e.seq, n)
-	return woken
+	for {
+		g := atomic.LoadUint64(e.granted)
+		r := atomic.LoadUint64(e.rounds) // after the publish: pairs with the sleeper's add
+		if r == g {
+			return -1 // every round begun so far was granted a wake already
+		}
+		grant := min(r-g, 1<<30)
+		if n > 0 {
+			grant = min(grant, uint64(n))
+		}
+		if atomic.CompareAndSwapUint64(e.granted, g, g+grant) {
+			atomic.AddUint32(e.seq, 1)
+			woken, _ := futex.Wake(e.seq, int(grant))
+			return woken
+		}
+	}
 }
 
 // wakeAll wakes every sleeper unconditionally (close, cancellation).
