@@ -64,10 +64,12 @@ func read(b borrower, ctx context.Context, dst []byte) (int, uint32, error) {
 // callback runs fn on rec marked as in a callback, so that a Close meanwhile (from fn
 // itself, say) need not wait for it. The stores pair with close's loads after its fence:
 // either close sees the mark, or the load of closed after fn sees close.
+// If fn panics, drain's deferred cleanup clears the mark.
 func callback(e *endpoint, fn func(Record) error, rec Record) error {
 	fence.StoreRelease32(&e.inCallback, 1)
-	defer fence.StoreRelease32(&e.inCallback, 0)
-	return fn(rec)
+	err := fn(rec)
+	fence.StoreRelease32(&e.inCallback, 0)
+	return err
 }
 
 // drain waits for a first record, then hands fn every available one up to max, and
@@ -77,7 +79,10 @@ func drain(b borrower, ctx context.Context, fn func(Record) error, max int) (int
 	if err := b.enter(); err != nil {
 		return 0, err
 	}
-	defer b.leave()
+	defer func() {
+		fence.StoreRelease32(&b.ep().inCallback, 0) // fn may have panicked while marked
+		b.leave()
+	}()
 	n, seen := 0, 0
 	for max <= 0 || seen < max {
 		rec, err := b.tryNext()
