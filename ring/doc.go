@@ -1,24 +1,36 @@
 // Package ring provides lock-free message rings inside shm segments, shared between
 // processes: SPSC (one writer, one reader, variable-length records) and MPMC (any number of
-// writers and readers, fixed slots).
+// writers and readers, fixed slots), behind one contract, Writer and Reader.
+//
+// Create a ring segment with Create or OpenOrCreate (a Spec names the kind and sizes), or
+// wait for another process to create it with shm.WaitOpen; attach endpoints with NewWriter
+// and NewReader, which pick the kind from the segment. The process that should remove the
+// segment says so (shm.Options.RemoveOnClose).
 //
 // Writers reserve room in place, fill it and commit (Reserve/Commit), or copy (Write).
 // Readers borrow records in place until they release them (Next/Release), or copy (Read).
 // Reserving several records before one Commit, and Drain on the reader, batch the
 // publication: one shared store and at most one wake-up per batch. Try forms never block;
 // the others wait by the endpoint's Wait strategy (Spin, Sleep, Futex, Adaptive) and honour
-// their context.
+// their context. Each record carries a 32-bit type chosen by the writer.
 //
-// A writer's Close ends the stream: readers drain what was committed and then get
-// ErrClosed. If the writer's process dies instead, readers drain and then get ErrPeerDead,
-// and a new writer may take the role over. Each record carries a 32-bit type chosen by the
-// writer.
+// A writer's attach opens the stream; the Close of the last live writer ends it: readers
+// drain what was committed and then get io.EOF (ErrEndOfStream). A writer that attaches
+// later starts a new stream. If every writer's process died instead, readers drain and then
+// get ErrPeerDead, until a writer attaches again. A reader that cannot take a record rejects
+// it (Reject, or ring.Reject from a Drain callback) and goes on.
+//
+// An endpoint belongs to one goroutine at a time; Close may come from any goroutine, any
+// number of times, and so may the Close of its segment, which closes the endpoint first.
+// Neither takes a lock on the per-message path. Ready, Arm and Disarm let an event loop
+// wait on many endpoints with one kernel wait.
 //
 // # Caveats
 //
-// A borrowed Record's Data is shared memory: valid until Release, never after the reader
-// or its segment is closed, and only as trustworthy as the writing process. Closing the
-// segment waits until borrowed records are released, so release before closing.
+// A borrowed Record's Data is shared memory: valid until Release (or the reader's next
+// Next), and only as trustworthy as the writing process. Records still borrowed when their
+// endpoint or segment closes stay mapped until they are released; Segment.Close then
+// returns shm.ErrBorrowed instead of waiting.
 //
 // The race detector does not see memory outside the Go heap; this package's concurrency is
 // proven by cross-process tests that check every message.
