@@ -52,30 +52,44 @@ func BenchmarkSPSCInProcess(b *testing.B) {
 	}
 }
 
-// BenchmarkSPSCInProcessBatch: one goroutine writes 32 messages with one Commit and drains
-// them with one Drain; ns/op is per message.
-func BenchmarkSPSCInProcessBatch(b *testing.B) {
+// BenchmarkInProcessBatch: one goroutine reserves 32 messages with one ReserveBatch,
+// commits them with one Commit and drains them with one Drain; ns/op is per message.
+func BenchmarkInProcessBatch(b *testing.B) {
 	const batch = 32
-	_, w, r := newSPSC(b, 1<<20, ring.Options{})
-	msg := make([]byte, 64)
-	ctx := context.Background()
-	sink := 0
-	fn := func(rec ring.Record) error { sink += len(rec.Data); return nil }
-	b.SetBytes(64)
-	b.ReportAllocs()
-	n := 0
-	for b.Loop() {
-		p, err := w.TryReserve(1, len(msg))
-		if err != nil {
-			b.Fatal(err)
-		}
-		copy(p, msg)
-		if n++; n%batch == 0 {
-			w.Commit()
-			if got, err := r.Drain(ctx, fn, 0); err != nil || got != batch {
-				b.Fatal(got, err)
+	for _, spec := range []ring.Spec{{Kind: ring.SPSC, Size: 1 << 20}, {Kind: ring.MPMC, Size: 1 << 20, SlotSize: 128}} {
+		b.Run(spec.Kind.String(), func(b *testing.B) {
+			seg := newSegment(b, testDir(b), "x", spec)
+			w, err := ring.NewWriter(seg, ring.Options{})
+			if err != nil {
+				b.Fatal(err)
 			}
-		}
+			r, err := ring.NewReader(seg, ring.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer w.Close()
+			defer r.Close()
+			msg := make([]byte, 64)
+			ctx := context.Background()
+			sink := 0
+			fn := func(rec ring.Record) error { sink += len(rec.Data); return nil }
+			var recs [][]byte
+			b.SetBytes(64 * batch)
+			b.ReportAllocs()
+			for b.Loop() {
+				if recs, err = w.ReserveBatch(ctx, 1, len(msg), batch, recs[:0]); err != nil || len(recs) != batch {
+					b.Fatal(len(recs), err)
+				}
+				for _, p := range recs {
+					copy(p, msg)
+				}
+				w.Commit()
+				if got, err := r.Drain(ctx, fn, 0); err != nil || got != batch {
+					b.Fatal(got, err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batch), "ns/msg")
+		})
 	}
 }
 

@@ -18,6 +18,9 @@ type Writer interface {
 	Reserve(ctx context.Context, typ uint32, n int) ([]byte, error)
 	// TryReserve is Reserve that never waits: ErrFull.
 	TryReserve(typ uint32, n int) ([]byte, error)
+	// ReserveBatch reserves up to count records of n bytes (as many as fit, at least one,
+	// waiting like Reserve for the first), appends their payloads to dst and returns it.
+	ReserveBatch(ctx context.Context, typ uint32, n, count int, dst [][]byte) ([][]byte, error)
 	// Commit publishes the reserved records: ErrNotReserved when there are none.
 	Commit() error
 	// Abort discards the reserved records: no reader sees them.

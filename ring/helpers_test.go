@@ -55,6 +55,10 @@ func fillMsg(p []byte, seq uint64) {
 	binary.LittleEndian.PutUint32(p[8:], crc32.Checksum(p[msgHeader:], castagnoli))
 }
 
+// batchType is the record type of messages written with ReserveBatch, whose records share
+// one type: checkMsg does not compare it with the sequence number.
+const batchType = ^uint32(0)
+
 // checkMsg verifies a message and returns its sequence number.
 func checkMsg(p []byte, typ uint32) (uint64, error) {
 	if len(p) < msgHeader {
@@ -64,7 +68,7 @@ func checkMsg(p []byte, typ uint32) (uint64, error) {
 	if sum := crc32.Checksum(p[msgHeader:], castagnoli); sum != binary.LittleEndian.Uint32(p[8:]) {
 		return seq, fmt.Errorf("message %d: checksum mismatch", seq)
 	}
-	if typ != uint32(seq) {
+	if typ != uint32(seq) && typ != batchType {
 		return seq, fmt.Errorf("message %d: type %d", seq, typ)
 	}
 	return seq, nil

@@ -470,3 +470,67 @@ func testOneWakePerSleep(t *testing.T, spec ring.Spec) {
 	require.NoError(t, err)
 	assert.False(t, armed, "records are waiting: nothing to sleep on")
 }
+
+// ReserveBatch reserves as many records as fit (at least one, waiting for the first), and
+// one Commit publishes them all, in order.
+func TestReserveBatch(t *testing.T) {
+	for _, spec := range smallRings {
+		t.Run(spec.Kind.String(), func(t *testing.T) {
+			seg := newSegment(t, testDir(t), "rb", spec)
+			w, err := ring.NewWriter(seg, ring.Options{Wait: ring.Futex()})
+			require.NoError(t, err)
+			defer w.Close()
+			r, err := ring.NewReader(seg, ring.Options{})
+			require.NoError(t, err)
+			defer r.Close()
+			ctx := context.Background()
+
+			recs, err := w.ReserveBatch(ctx, 7, 16, 10, nil)
+			require.NoError(t, err)
+			require.Len(t, recs, 10)
+			for i, p := range recs {
+				require.Len(t, p, 16)
+				p[0] = byte(i)
+			}
+			_, err = r.TryNext()
+			assert.ErrorIs(t, err, ring.ErrEmpty, "nothing published before Commit")
+			require.NoError(t, w.Commit())
+			for i := range 10 {
+				rec, err := r.TryNext()
+				require.NoError(t, err)
+				assert.EqualValues(t, 7, rec.Type)
+				assert.Equal(t, byte(i), rec.Data[0])
+				r.Release()
+			}
+
+			// Near full: only what fits now.
+			sent := 0
+			for w.TryWrite(0, make([]byte, 16)) == nil {
+				sent++
+			}
+			for range 3 {
+				_, err := r.TryNext()
+				require.NoError(t, err)
+				r.Release()
+			}
+			recs, err = w.ReserveBatch(ctx, 1, 16, 10, recs[:0])
+			require.NoError(t, err)
+			assert.NotEmpty(t, recs)
+			assert.LessOrEqual(t, len(recs), 3, "only the room three records left")
+			require.NoError(t, w.Commit())
+
+			// No room at all: waits like Reserve.
+			for w.TryWrite(0, make([]byte, 16)) == nil {
+			}
+			short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+			defer cancel()
+			_, err = w.ReserveBatch(short, 1, 16, 4, nil)
+			assert.ErrorIs(t, err, context.DeadlineExceeded)
+			_, err = w.ReserveBatch(ctx, 1, w.MaxMessage()+1, 4, nil)
+			assert.ErrorIs(t, err, ring.ErrTooLarge)
+			require.NoError(t, w.Close())
+			_, err = w.ReserveBatch(ctx, 1, 16, 4, nil)
+			assert.ErrorIs(t, err, ring.ErrClosed)
+		})
+	}
+}

@@ -42,6 +42,7 @@ type procConfig struct {
 	StopAfter      uint64 // spsc-reader: read this many, then close cleanly (0: until the end)
 	From           uint64 // spsc-reader: the first sequence number expected
 	AwaitWriters   int    // mpmc-writer: write only once this many writers attached (or one began)
+	UseBatch       bool   // writers: ReserveBatch of Batch records of one length, type batchType
 }
 
 func (c procConfig) args() []string {
@@ -89,6 +90,7 @@ func runSPSCWriter(c *proctest.Child) error {
 // seqWriter is what writeSequence needs of a ring writer.
 type seqWriter interface {
 	Reserve(ctx context.Context, typ uint32, n int) ([]byte, error)
+	ReserveBatch(ctx context.Context, typ uint32, n, count int, dst [][]byte) ([][]byte, error)
 	Commit() error
 }
 
@@ -98,6 +100,24 @@ type seqWriter interface {
 func writeSequence(c *proctest.Child, cfg procConfig, w seqWriter, seq func(n uint64) uint64) error {
 	ctx := context.Background()
 	batch := uint64(max(cfg.Batch, 1))
+	if cfg.UseBatch {
+		var recs [][]byte
+		for n := uint64(0); n < cfg.Count; {
+			var err error
+			recs, err = w.ReserveBatch(ctx, batchType, msgLen(n, cfg.MinLen, cfg.MaxLen), int(min(batch, cfg.Count-n)), recs[:0])
+			if err != nil {
+				return fmt.Errorf("reserve batch at %d: %w", n, err)
+			}
+			for _, p := range recs {
+				fillMsg(p, seq(n))
+				n++
+			}
+			if err := w.Commit(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	for n := uint64(0); n < cfg.Count; n++ {
 		kill := n == cfg.KillAt
 		if kill {

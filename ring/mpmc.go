@@ -158,6 +158,83 @@ func (w *MPMCWriter) Reserve(ctx context.Context, typ uint32, n int) ([]byte, er
 	}
 }
 
+// ReserveBatch reserves up to count slots for records of n payload bytes each, of type typ,
+// with one CAS on the write position, appends their payloads to dst, and returns it; one
+// Commit publishes them. It reserves as many consecutive free slots as there are now, at
+// least one: with none free it commits what is reserved and waits like Reserve. Errors as
+// Reserve.
+func (w *MPMCWriter) ReserveBatch(ctx context.Context, typ uint32, n, count int, dst [][]byte) ([][]byte, error) {
+	if err := w.enter(); err != nil {
+		return dst, err
+	}
+	defer w.leave()
+	for {
+		got, err := w.tryReserveBatch(typ, n, count, &dst)
+		if err != ErrFull {
+			return dst, err
+		}
+		if got > 0 || count <= 0 {
+			return dst, nil
+		}
+		if len(w.pending) > 0 {
+			w.commit()
+		}
+		if err := w.awaitRoom(ctx); err != nil {
+			return dst, err
+		}
+	}
+}
+
+// tryReserveBatch claims up to count consecutive free slots from the write position with one
+// CAS. It returns how many, and ErrFull when none is free.
+func (w *MPMCWriter) tryReserveBatch(typ uint32, n, count int, dst *[][]byte) (int, error) {
+	if n < 0 || n > w.maxMsg {
+		return 0, fmt.Errorf("%w: %d bytes, at most %d", ErrTooLarge, n, w.maxMsg)
+	}
+	if count <= 0 {
+		return 0, nil
+	}
+	pos := atomic.LoadUint64(w.writePos)
+	for {
+		first := int64(atomic.LoadUint64(slotSeq(w.slot(pos))) - w.base(pos))
+		k := uint64(0)
+		if first == 0 {
+			for k = 1; k < uint64(count) && k < w.slots && atomic.LoadUint64(slotSeq(w.slot(pos+k))) == w.base(pos+k); k++ {
+				// free for pos+k; only a writer's CAS on the write position takes it
+			}
+		}
+		if k == 0 {
+			if first < 0 { // the previous lap's message is still there: full
+				if len(w.pending) == 0 {
+					atomic.StoreUint64(w.cell.claim, 0)
+				}
+				w.stats.add(ctrFull, 1)
+				return 0, ErrFull
+			}
+			next := atomic.LoadUint64(w.writePos)
+			if next == pos {
+				return 0, fmt.Errorf("%w: slot of position %d is ahead of the write position", ErrCorrupt, pos)
+			}
+			pos = next
+			continue
+		}
+		if len(w.pending) == 0 {
+			atomic.StoreUint64(w.cell.claim, pos+1) // before the CAS, as in tryReserve
+		}
+		if atomic.CompareAndSwapUint64(w.writePos, pos, pos+k) {
+			for i := range k {
+				slot := w.slot(pos + i)
+				putSlotHeader(slot, typ, n)
+				w.pending = append(w.pending, pos+i)
+				*dst = append(*dst, slot[slotHeader:slotHeader+n:slotHeader+n])
+			}
+			w.pendingLen += k * uint64(n)
+			return int(k), nil
+		}
+		pos = atomic.LoadUint64(w.writePos)
+	}
+}
+
 // hasRoom reports whether the slot at the write position is free for it.
 func (w *MPMCWriter) hasRoom() bool {
 	pos := atomic.LoadUint64(w.writePos)

@@ -73,8 +73,9 @@ func TestMPMCAcrossProcesses(t *testing.T) {
 				}
 				var writers []procConfig
 				for i := range 3 {
+					// Writer 3 claims its batches with ReserveBatch: one CAS for up to 7 slots.
 					writers = append(writers, procConfig{Dir: dir, Name: "m", Count: per, MinLen: msgHeader, MaxLen: 240,
-						Wait: wait, Batch: 1 + i*3, KillAt: math.MaxUint64, WriterID: uint64(i + 1)})
+						Wait: wait, Batch: 1 + i*3, KillAt: math.MaxUint64, WriterID: uint64(i + 1), UseBatch: i == 2})
 				}
 				readerCfg := procConfig{Dir: dir, Name: "m", Wait: wait, KillAt: math.MaxUint64}
 				count, sum, errs := runMPMC(t, seg, writers, nil, 2, readerCfg, true)

@@ -147,6 +147,39 @@ func (w *SPSCWriter) Reserve(ctx context.Context, typ uint32, n int) ([]byte, er
 	}
 }
 
+// ReserveBatch reserves up to count records of n payload bytes each, of type typ, appends
+// their payloads to dst, and returns it; one Commit publishes them together. It reserves as
+// many as fit now, at least one: with no room for one it commits what is reserved and waits
+// like Reserve. Errors as Reserve. It costs less per record than count Reserves.
+func (w *SPSCWriter) ReserveBatch(ctx context.Context, typ uint32, n, count int, dst [][]byte) ([][]byte, error) {
+	if err := w.enter(); err != nil {
+		return dst, err
+	}
+	defer w.leave()
+	for {
+		got := 0
+		for ; got < count; got++ {
+			p, err := w.tryReserve(typ, n)
+			if err == ErrFull {
+				break
+			}
+			if err != nil {
+				return dst, err
+			}
+			dst = append(dst, p)
+		}
+		if got > 0 || count <= 0 {
+			return dst, nil
+		}
+		if w.pending > 0 {
+			w.commit()
+		}
+		if err := w.awaitRoom(ctx, w.need(n)); err != nil {
+			return dst, err
+		}
+	}
+}
+
 func (w *SPSCWriter) awaitRoom(ctx context.Context, need uint64) error {
 	ready := func() bool { return w.hasRoom(need) }
 	check := func(expensive bool) error {

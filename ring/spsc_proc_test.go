@@ -28,7 +28,8 @@ func TestSPSCAcrossProcesses(t *testing.T) {
 				if testing.Short() {
 					count = 10_000
 				}
-				cfg := procConfig{Dir: dir, Name: "x", Count: count, MinLen: msgHeader, MaxLen: 500, Wait: wait, Batch: 7, KillAt: math.MaxUint64, Close: true}
+				cfg := procConfig{Dir: dir, Name: "x", Count: count, MinLen: msgHeader, MaxLen: 500, Wait: wait, Batch: 7, KillAt: math.MaxUint64, Close: true,
+					UseBatch: start != 0} // near 2^64 the writer reserves with ReserveBatch
 				reader := proctest.Start(t, "spsc-reader", proctest.Options{Args: cfg.args()})
 				writer := proctest.Start(t, "spsc-writer", proctest.Options{Args: cfg.args()})
 				require.NoError(t, writer.Wait(2*time.Minute))

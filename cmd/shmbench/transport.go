@@ -35,7 +35,10 @@ type receiver interface {
 
 // --- shmq rings ---
 
-type ringSender struct{ w ring.Writer }
+type ringSender struct {
+	w    ring.Writer
+	recs [][]byte // sendN's reserved records, reused
+}
 
 func (s *ringSender) send(ctx context.Context, size int, fill func([]byte)) error {
 	p, err := s.w.Reserve(ctx, 0, size)
@@ -47,14 +50,18 @@ func (s *ringSender) send(ctx context.Context, size int, fill func([]byte)) erro
 }
 
 func (s *ringSender) sendN(ctx context.Context, size, n int, fill func(int, []byte)) error {
-	for i := range n {
-		p, err := s.w.Reserve(ctx, 0, size)
-		if err != nil {
+	for i := 0; i < n; {
+		var err error
+		// As many as fit, at least one: a batch larger than the room goes out in parts.
+		if s.recs, err = s.w.ReserveBatch(ctx, 0, size, n-i, s.recs[:0]); err != nil {
 			return err
 		}
-		fill(i, p)
+		for _, p := range s.recs {
+			fill(i, p)
+			i++
+		}
 	}
-	return s.w.Commit() // one store publishes the batch (Reserve published early if the ring filled)
+	return s.w.Commit() // one store publishes the batch (ReserveBatch published early if the ring filled)
 }
 
 // close detaches the writer; the last writer's Close ends the stream.
