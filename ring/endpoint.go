@@ -82,6 +82,7 @@ type endpoint struct {
 	// for it (and must not: the function may be the one calling Close).
 	inCallback uint32
 	counted    bool // the endpoint is counted in the process's peer words (attached in full)
+	suspect    bool // the last liveness check found the other side dead (otherSideDead)
 	opened     bool // this writer opened (or joined) the stream: its Close may end it
 	closed     atomic.Bool
 	pinned     bool        // the endpoint holds its pin on the segment
@@ -259,11 +260,16 @@ func (e *endpoint) close(finish func()) error {
 			finish()
 		}
 		e.stats.retire(e.hdr, e.retiredBlock())
+		if e.opened {
+			// Before uncounting, so that a reader does not see the stream open with no live
+			// writer while the last one is still deciding to end it (that looks like a death).
+			e.endStream(true)
+		}
 		if e.counted {
 			atomic.AddUint32(layout.Uint32(e.pw, e.side.countWord()), ^uint32(0))
 		}
 		if e.opened {
-			e.endStream()
+			e.endStream(false) // writers closing at once each saw the other: the last one out ends it
 		}
 		if e.role != nil {
 			e.closeErr = e.role.Release()

@@ -7,11 +7,11 @@ import (
 )
 
 // The stream word (offStream) says whether the ring's stream is open: epoch<<2 | state.
-// Every writer that attaches bumps the epoch and opens the stream; the writer whose Close
-// leaves no live writer attached ends it. Bumping the epoch on every attach is what makes
-// the end safe against a writer attaching meanwhile: the closer ends the stream with a CAS
-// from the word it loaded before it looked for live writers, so an attach in between (which
-// counted itself first, then bumped) makes the CAS fail and the closer look again.
+// Every writer that attaches bumps the epoch and opens the stream; the writer that closes
+// when no other live writer is attached ends it. Bumping the epoch on every attach is what
+// makes the end safe against a writer attaching meanwhile: the closer ends the stream with a
+// CAS from the word it loaded before it looked for live writers, so an attach in between
+// (which counted itself first, then bumped) makes the CAS fail and the closer look again.
 const (
 	streamNone  = 0 // no writer has attached yet
 	streamOpen  = 1 // a writer attached; if every writer that did is dead, its process died
@@ -33,16 +33,16 @@ func (e *endpoint) openStream() {
 	}
 }
 
-// endStream ends the stream if no live writer is attached any more. Called by a closing
-// writer after it uncounted itself; wakes the readers so they see the end.
-func (e *endpoint) endStream() {
+// endStream ends the stream if no other live writer is attached: this writer counted
+// (self, before it uncounts itself) or not. It wakes the readers so they see the end.
+func (e *endpoint) endStream(self bool) {
 	p := e.u64(offStream)
 	for {
 		w := atomic.LoadUint64(p)
 		if streamState(w) != streamOpen {
 			return
 		}
-		if live, _, err := e.sidePeers(writerSide); err != nil || live {
+		if others, err := e.otherLiveWriters(self); err != nil || others {
 			return
 		}
 		if atomic.CompareAndSwapUint64(p, w, w&^3|streamEnded) {
@@ -50,6 +50,32 @@ func (e *endpoint) endStream() {
 			return
 		}
 	}
+}
+
+// otherLiveWriters reports whether a live writer other than this endpoint is attached: a
+// live process counts writers (beyond this one, if self: its own count less one).
+func (e *endpoint) otherLiveWriters(self bool) (bool, error) {
+	peers, err := e.seg.Peers()
+	if err != nil {
+		return false, err
+	}
+	for _, p := range peers {
+		if !p.Alive {
+			continue
+		}
+		words, err := e.seg.PeerWords(p.Index)
+		if err != nil {
+			return false, err
+		}
+		n := atomic.LoadUint32(layout.Uint32(words, pwWriters))
+		if self && p.Index == e.loc.peer.Index() {
+			n-- // this writer
+		}
+		if n > 0 {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // streamEnded reports whether the stream has ended (the last writer closed).
@@ -104,13 +130,21 @@ func (e *endpoint) forgetDeadPeers() {
 	}
 }
 
-// otherSideDead reports ErrPeerDead's condition for the side this endpoint waits on: no live
-// process has an endpoint of that side attached, and one that had died.
+// otherSideDead reports ErrPeerDead's condition for the side this endpoint waits on: no
+// live process has an endpoint of that side attached, and one that had died. It must hold
+// on two checks in a row (a liveness interval apart), so that the moment in which the last
+// writers close at once, uncounted and not yet ending the stream, never reads as a death.
 func (e *endpoint) otherSideDead() (bool, error) {
 	other := readerSide
 	if e.side == readerSide {
 		other = writerSide
 	}
 	live, dead, err := e.sidePeers(other)
-	return !live && dead, err
+	if err != nil {
+		return false, err
+	}
+	now := !live && dead
+	was := e.suspect
+	e.suspect = now
+	return now && was, nil
 }
