@@ -113,7 +113,6 @@ type floorRing struct {
 	pos                   uint64 // records this end published (writer) or consumed (reader)
 	idx                   uint64 // pos % capacity, kept without a division
 	cached                uint64 // the other end's position as last loaded
-	buf                   []byte // reader: the private copy of a record handed to fn
 	stall                 time.Duration
 }
 
@@ -130,7 +129,7 @@ func newFloorRing(f *os.File, size int, writer bool, stall time.Duration) (*floo
 	return &floorRing{
 		written: floorWord(mem, floorWritten), read: floorWord(mem, floorRead), closed: floorWord(mem, floorClosed),
 		data: mem[floorData : floorData+capacity*size], size: size, capacity: uint64(capacity),
-		writer: writer, buf: make([]byte, size), stall: stall,
+		writer: writer, stall: stall,
 	}, nil
 }
 
@@ -212,8 +211,8 @@ func (f *floorRing) recv(ctx context.Context, fn func([]byte)) error {
 	return f.recvN(ctx, 1, fn)
 }
 
-// recvN waits for records, then copies out and hands fn up to max of them (all that are
-// published if max <= 0), and releases them with one store.
+// recvN waits for records, then hands fn up to max of them (all that are published if
+// max <= 0) in place, as the rings' readers do, and releases them with one store.
 func (f *floorRing) recvN(_ context.Context, max int, fn func([]byte)) error {
 	if err := f.awaitData(); err != nil {
 		return err
@@ -223,8 +222,7 @@ func (f *floorRing) recvN(_ context.Context, max int, fn func([]byte)) error {
 		n = min(n, uint64(max))
 	}
 	for range n {
-		copy(f.buf, f.slot())
-		fn(f.buf)
+		fn(f.slot()) // the writer cannot reuse it before the release below
 	}
 	f.pos += n
 	f.release(f.pos)
