@@ -12,7 +12,12 @@ import (
 type cell struct {
 	claim *uint64 // lowest position claimed + 1, 0 when none; written by the holder only
 	owner *uint32
-	role  *uint32
+	role  *uint32 // role | claim flags; written by the holder only (and by takeCell)
+}
+
+// setFlags sets the claim flags of the cell, keeping its role. Only the holder calls it.
+func (c cell) setFlags(f uint32) {
+	atomic.StoreUint32(c.role, atomic.LoadUint32(c.role)&cellRoleMask|f)
 }
 
 func (e *endpoint) cellAt(i int) cell {
@@ -71,12 +76,13 @@ type deadCell struct {
 	cell
 	owner uint32 // the owner word as loaded
 	claim uint64 // the claim as loaded
+	flags uint32 // the claim flags as loaded, after the claim
 }
 
 // scanCells returns the cells whose owner is dead or orphaned them, and reports for each
-// live cell of role its claim to fn, except the cell whose claim word is skip. Slow path:
-// one liveness check per owning process.
-func (e *endpoint) scanCells(role uint32, live func(claim uint64), skip *uint64) []deadCell {
+// live cell of role its claim and flags to fn, except the cell whose claim word is skip.
+// Slow path: one liveness check per owning process.
+func (e *endpoint) scanCells(role uint32, live func(claim uint64, flags uint32), skip *uint64) []deadCell {
 	var dead []deadCell
 	alive := map[uint32]bool{}
 	for i := 0; i < numCells; i++ {
@@ -98,13 +104,14 @@ func (e *endpoint) scanCells(role uint32, live func(claim uint64), skip *uint64)
 			isAlive = a
 		}
 		claim := atomic.LoadUint64(c.claim)
+		rf := atomic.LoadUint32(c.role) // after the claim: see the claim flags in format.go
 		if isAlive {
-			if atomic.LoadUint32(c.role) == role && claim != 0 && c.claim != skip {
-				live(claim)
+			if rf&cellRoleMask == role && claim != 0 && c.claim != skip {
+				live(claim, rf&^cellRoleMask)
 			}
 			continue
 		}
-		dead = append(dead, deadCell{cell: c, owner: o, claim: claim})
+		dead = append(dead, deadCell{cell: c, owner: o, claim: claim, flags: rf &^ cellRoleMask})
 	}
 	return dead
 }

@@ -138,6 +138,7 @@ func (e *endpoint) attach(seg *shm.Segment, kind shm.Kind, sd side, role shm.Rol
 	if role != 0 {
 		l, err := seg.AcquireRole(role)
 		if err != nil {
+			loc.leaveSide(e)
 			loc.release()
 			seg.Unpin()
 			switch {
@@ -255,6 +256,7 @@ func (e *endpoint) close(finish func()) error {
 		if e.armed {
 			e.armed = false
 			e.loc.unmark(e.ownEvent())
+			e.ownEvent().wakeAll() // an event loop asleep on the armed word learns of the Close
 		}
 		if finish != nil {
 			finish()

@@ -78,18 +78,18 @@ func SlotBase(seg *shm.Segment, pos uint64) uint64 {
 	return pos - pos&(slots-1)
 }
 
-// SetClaimOfPeer sets the claim word of the first claim cell owned by peer entry idx.
-func SetClaimOfPeer(seg *shm.Segment, idx int, claim uint64) bool {
+// SetSkipClaimOfPeer makes the first claim cell owned by peer entry idx hold the skip lock
+// of the slot of pos, as a reader that locked it would.
+func SetSkipClaimOfPeer(seg *shm.Segment, idx int, pos uint64) bool {
 	h := kindHeader(seg)
 	for i := 0; i < numCells; i++ {
 		off := offCells + i*cellSize
 		if atomic.LoadUint32(layout.Uint32(h, off+cellOwner)) == uint32(idx+1) {
-			atomic.StoreUint64(layout.Uint64(h, off+cellClaim), claim)
+			role := layout.Uint32(h, off+cellRole)
+			atomic.StoreUint32(role, atomic.LoadUint32(role)&cellRoleMask|cellFlagSkip)
+			atomic.StoreUint64(layout.Uint64(h, off+cellClaim), pos+1)
 			return true
 		}
 	}
 	return false
 }
-
-// ClaimSkip is the flag of a claim that holds a slot's skip lock.
-const ClaimSkip = claimSkip

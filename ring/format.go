@@ -65,9 +65,17 @@ const (
 	cellSize   = 16
 	cellClaim  = 0  // uint64: lowest position claimed + 1; 0 when none
 	cellOwner  = 8  // uint32: owner's peer index + 1; 0 when free; cellOrphan set when its endpoint closed
-	cellRole   = 12 // uint32: cellWriter or cellReader
+	cellRole   = 12 // uint32: cellWriter or cellReader, with the claim's flags above them
 	cellWriter = 1
 	cellReader = 2
+	// Claim flags, in the role word (never in the claim, which is a whole position + 1):
+	// cellFlagRepair marks a claim a repairer took over from a dead reader and has not yet
+	// resolved; cellFlagSkip a claim that holds the skip lock of its slot. A cell's owner sets
+	// the flags before it stores such a claim and clears them after it clears the claim, so
+	// whoever reads the claim and then the flags sees the flags that go with it.
+	cellRoleMask   = 0xff
+	cellFlagRepair = 1 << 8
+	cellFlagSkip   = 1 << 9
 	// cellOrphan marks a cell whose endpoint closed with a claim outstanding (a reader that
 	// closed with a record borrowed): it is repaired as if its owner had died.
 	cellOrphan = 1 << 31

@@ -286,7 +286,7 @@ func TestMPMCSkipLockTakenOver(t *testing.T) {
 	// Position 1: claimed by a writer that died, being skipped by the reader that died.
 	ring.SetWritePos(seg, 2)
 	ring.SetSlotSeq(seg, 1, ring.SlotBase(seg, 1)-1)
-	require.True(t, ring.SetClaimOfPeer(seg, idx, 2|ring.ClaimSkip))
+	require.True(t, ring.SetSkipClaimOfPeer(seg, idx, 1))
 	require.NoError(t, w.TryWrite(3, []byte("B"))) // position 2
 
 	r, err := ring.NewMPMCReader(seg, ring.Options{Wait: ring.Futex()})

@@ -548,12 +548,12 @@ func (r *MPMCReader) repair() {
 	if r.pending != 0 {
 		r.resolvePending()
 	}
-	dead := r.scanCells(cellWriter, func(c uint64) { liveWriterClaims = append(liveWriterClaims, c) }, nil)
+	dead := r.scanCells(cellWriter, func(c uint64, _ uint32) { liveWriterClaims = append(liveWriterClaims, c) }, nil)
 	for _, d := range dead {
 		if d.claim == 0 {
 			continue
 		}
-		if d.claim&claimSkip != 0 {
+		if d.flags&cellFlagSkip != 0 {
 			r.takeOverSkip(d)
 			continue
 		}
@@ -568,13 +568,15 @@ func (r *MPMCReader) repair() {
 		// A dead reader's claim: take responsibility for it (our claim first, so that the
 		// record is claimed by someone at every instant; the CAS decides between repairers),
 		// then find out whether the dead reader ever took the record (resolvePending).
-		c := d.claim &^ claimRepair
+		c := d.claim
 		if r.readerClaimed(c, true) {
 			continue // another repairer is at it, or a live reader holds it
 		}
-		atomic.StoreUint64(r.cell.claim, c|claimRepair)
+		r.cell.setFlags(cellFlagRepair) // before the claim it goes with
+		atomic.StoreUint64(r.cell.claim, c)
 		if !atomic.CompareAndSwapUint64(d.cell.claim, d.claim, 0) {
 			atomic.StoreUint64(r.cell.claim, 0)
+			r.cell.setFlags(0)
 			continue
 		}
 		r.pending = c
@@ -596,7 +598,7 @@ func (r *MPMCReader) repair() {
 	// Rescan live writers now that the write position was seen past pos: a writer stores
 	// its claim before its CAS, so any live writer that holds pos shows it here.
 	liveWriterClaims = liveWriterClaims[:0]
-	r.scanCells(cellWriter, func(c uint64) { liveWriterClaims = append(liveWriterClaims, c) }, nil)
+	r.scanCells(cellWriter, func(c uint64, _ uint32) { liveWriterClaims = append(liveWriterClaims, c) }, nil)
 	for _, c := range liveWriterClaims {
 		if int64(pos-(c-1)) >= 0 {
 			return // a live writer's pending slots start at or before pos
@@ -609,11 +611,13 @@ func (r *MPMCReader) repair() {
 	// writers of pos, and old for anyone at an earlier lap) before writing the skip marker,
 	// so that the marker can never land in a slot that moved on to a later lap. Our claim
 	// says who holds the lock, so that if we die holding it another reader finishes.
-	atomic.StoreUint64(r.cell.claim, (pos+1)|claimSkip)
+	r.cell.setFlags(cellFlagSkip) // before the claim it goes with
+	atomic.StoreUint64(r.cell.claim, pos+1)
 	if atomic.CompareAndSwapUint64(slotSeq(slot), r.base(pos), r.base(pos)-1) {
 		r.finishSkip(slot, pos)
 	}
 	atomic.StoreUint64(r.cell.claim, 0)
+	r.cell.setFlags(0)
 }
 
 // finishSkip marks the slot of pos, locked by this reader, as a skip and publishes it.
@@ -624,29 +628,23 @@ func (r *MPMCReader) finishSkip(slot []byte, pos uint64) {
 }
 
 // takeOverSkip finishes the skip of a reader that died holding a slot's lock (its claim
-// has claimSkip): the CAS on its claim hands the lock to one repairer, which publishes the
-// skip if the slot is still locked (the dead reader may have died after publishing).
+// has cellFlagSkip): the CAS on its claim hands the lock to one repairer, which publishes
+// the skip if the slot is still locked (the dead reader may have died after publishing).
 func (r *MPMCReader) takeOverSkip(d deadCell) {
 	if r.adopted != 0 || r.pending != 0 {
 		return
 	}
+	r.cell.setFlags(cellFlagSkip)
 	atomic.StoreUint64(r.cell.claim, d.claim)
 	if atomic.CompareAndSwapUint64(d.cell.claim, d.claim, 0) {
-		pos := d.claim&^claimSkip - 1
+		pos := d.claim - 1
 		if slot := r.slot(pos); atomic.LoadUint64(slotSeq(slot)) == r.base(pos)-1 {
 			r.finishSkip(slot, pos)
 		}
 	}
 	atomic.StoreUint64(r.cell.claim, 0)
+	r.cell.setFlags(0)
 }
-
-// claimRepair marks a claim held by a repairer that took it over from a dead reader and has
-// not yet found out whether that reader had taken the record (see resolvePending).
-const claimRepair = 1 << 63
-
-// claimSkip marks a claim held by a reader that locked the slot of the position to publish
-// it as a skip (see repair).
-const claimSkip = 1 << 62
 
 // resolvePending decides about a claim taken over from a dead reader. A reader stores its
 // claim before its CAS on the read position, so a dead reader's claim may be of a record it
@@ -668,11 +666,12 @@ func (r *MPMCReader) resolvePending() {
 	case atomic.LoadUint64(slotSeq(r.slot(pos))) != r.base(pos)+1:
 		// Taken and released by a live reader meanwhile.
 	default:
-		atomic.StoreUint64(r.cell.claim, c)
+		r.cell.setFlags(0) // the claim (already c) is now an ordinary borrow
 		r.adopted, r.pending = c, 0
 		return
 	}
 	atomic.StoreUint64(r.cell.claim, 0)
+	r.cell.setFlags(0)
 	r.pending = 0
 }
 
@@ -680,8 +679,8 @@ func (r *MPMCReader) resolvePending() {
 // repairers' claims too if withRepairers).
 func (r *MPMCReader) readerClaimed(c uint64, withRepairers bool) bool {
 	found := false
-	r.scanCells(cellReader, func(cl uint64) {
-		if cl&^claimRepair == c && (withRepairers || cl&claimRepair == 0) {
+	r.scanCells(cellReader, func(cl uint64, flags uint32) {
+		if cl == c && (withRepairers || flags&cellFlagRepair == 0) {
 			found = true
 		}
 	}, r.cell.claim)

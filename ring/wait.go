@@ -125,14 +125,13 @@ func ParseWait(s string) (Wait, error) {
 //
 // rounds and granted make a waker pay one system call per sleep, not one per publish until
 // the sleeper has run: a sleeper adds 1 to rounds after it marks itself and before its
-// ready() check; a waker that finds rounds > granted claims up to n of the rounds in between
-// with a CAS on granted, bumps seq and wakes that many; one that finds rounds == granted
-// skips the system call, as every round begun so far was granted a wake: its sleeper was
-// woken, or read v before the seq bump and returns from futex_wait at once, and merely has
-// not unmarked yet. No wake-up is lost: a round the waker's load of rounds does not see began
+// ready() check; a waker that finds rounds > granted bumps seq, wakes up to n of the rounds
+// in between and records them with a CAS on granted; one that finds rounds == granted skips
+// the system call, as every round begun so far was woken: its sleeper was woken, or read v
+// before the seq bump and returns from futex_wait at once, and merely has not unmarked yet. No wake-up is lost: a round the waker's load of rounds does not see began
 // after the waker's publish, so that sleeper's ready() sees the publish; a sleeper still in
 // the kernel after a partial wake keeps its round ungranted for the next waker. Several
-// wakers (MPMC writers, in any processes) share granted; the CAS gives each round to one.
+// wakers (MPMC writers, in any processes) share granted.
 // With one sleeper and one waker (SPSC) the waker keeps its own record of the last round it
 // woke instead, which costs no shared write, and one wake ends every round begun before it.
 type event struct {
@@ -169,22 +168,22 @@ func (e event) notify(n int, woke *uint64) int {
 		woken, _ := futex.Wake(e.seq, 1)
 		return woken
 	}
-	for {
-		g := atomic.LoadUint64(e.granted)
-		r := atomic.LoadUint64(e.rounds) // after the publish: pairs with the sleeper's add
-		if r == g {
-			return -1 // every round begun so far was granted a wake already
-		}
-		grant := min(r-g, 1<<30)
-		if n > 0 {
-			grant = min(grant, uint64(n))
-		}
-		if atomic.CompareAndSwapUint64(e.granted, g, g+grant) {
-			atomic.AddUint32(e.seq, 1)
-			woken, _ := futex.Wake(e.seq, int(grant))
-			return woken
-		}
+	g := atomic.LoadUint64(e.granted)
+	r := atomic.LoadUint64(e.rounds) // after the publish: pairs with the sleeper's add
+	if r == g {
+		return -1 // every round begun so far was woken already
 	}
+	grant := min(r-g, 1<<30)
+	if n > 0 {
+		grant = min(grant, uint64(n))
+	}
+	// Wake first, then record it: a waker that dies or stalls in between leaves the rounds
+	// ungranted, and the next publish wakes them. Of wakers racing here one records the
+	// rounds; the others' wakes were extra, which costs time, never a wake-up.
+	atomic.AddUint32(e.seq, 1)
+	woken, _ := futex.Wake(e.seq, int(grant))
+	atomic.CompareAndSwapUint64(e.granted, g, g+grant)
+	return woken
 }
 
 // wakeAll wakes every sleeper unconditionally (close, cancellation).
