@@ -157,12 +157,15 @@ func printStat(cmd *cobra.Command, r statReport) {
 	}
 	fmt.Fprintf(tw, "positions\twrite %d, read %d\n", g.WritePos, g.ReadPos)
 	fmt.Fprintf(tw, "fill\t%d of %d %s (%.1f%%)\n", g.Used, g.Capacity, unit, 100*float64(g.Used)/float64(max(g.Capacity, 1)))
-	fmt.Fprintf(tw, "writer\t%s\n", g.WriterState)
+	fmt.Fprintf(tw, "writer\t%s (%d writers, %d readers attached)\n", g.WriterState, g.WritersOpen, g.ReadersOpen)
 	fmt.Fprintf(tw, "asleep\t%d readers, %d writers\n", g.ReadersAsleep, g.WritersAsleep)
 	fmt.Fprintf(tw, "written\t%d messages, %s; full %d times; %d futex waits, %d wakes\n",
 		g.Writers.Messages, units.FormatSize(g.Writers.Bytes), g.Writers.Full, g.Writers.FutexWaits, g.Writers.FutexWakes)
 	fmt.Fprintf(tw, "read\t%d messages, %s; empty %d times; %d futex waits, %d wakes\n",
 		g.Readers.Messages, units.FormatSize(g.Readers.Bytes), g.Readers.Empty, g.Readers.FutexWaits, g.Readers.FutexWakes)
+	if g.Readers.Rejected > 0 {
+		fmt.Fprintf(tw, "rejected\t%d records refused by readers\n", g.Readers.Rejected)
+	}
 	if drops := g.Readers.Drops + g.Writers.Drops; drops > 0 {
 		fmt.Fprintf(tw, "drops\t%d slots skipped for dead writers\n", drops)
 	}

@@ -9,6 +9,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/shmq/shmq/ring"
+	"github.com/shmq/shmq/shm"
 )
 
 func TestStatPeersAcrossProcesses(t *testing.T) {
@@ -101,4 +104,25 @@ func TestStatBadFiles(t *testing.T) {
 	assert.Equal(t, 1, status)
 	oneLine(t, stderr)
 	assert.Contains(t, stderr, "shmctl: stat missing: file does not exist")
+}
+
+// TestStatShowsRejected: records a reader rejected are counted, and stat says so, with the
+// endpoints attached.
+func TestStatShowsRejected(t *testing.T) {
+	dir := testDir(t)
+	seg, err := ring.Create("q", ring.Spec{Kind: ring.MPMC, Size: 4096, SlotSize: 64}, shm.Options{Dir: dir})
+	require.NoError(t, err)
+	defer seg.Close()
+	w, err := ring.NewWriter(seg, ring.Options{})
+	require.NoError(t, err)
+	r, err := ring.NewReader(seg, ring.Options{})
+	require.NoError(t, err)
+	require.NoError(t, w.TryWrite(1, []byte("bad")))
+	_, err = r.TryNext()
+	require.NoError(t, err)
+	r.Reject()
+	stdout, stderr, status := shmctl(t, dir, "stat", "q")
+	require.Equal(t, 0, status, stderr)
+	assert.Contains(t, stdout, "rejected    1 records refused by readers")
+	assert.Contains(t, stdout, "attached (1 writers, 1 readers attached)")
 }
