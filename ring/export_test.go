@@ -78,18 +78,38 @@ func SlotBase(seg *shm.Segment, pos uint64) uint64 {
 	return pos - pos&(slots-1)
 }
 
-// SetSkipClaimOfPeer makes the first claim cell owned by peer entry idx hold the skip lock
-// of the slot of pos, as a reader that locked it would.
-func SetSkipClaimOfPeer(seg *shm.Segment, idx int, pos uint64) bool {
+// cellOfPeer is the offset in the kind header of the first claim cell that peer entry idx
+// owns with role, or -1.
+func cellOfPeer(seg *shm.Segment, idx int, role uint32) int {
 	h := kindHeader(seg)
 	for i := 0; i < numCells; i++ {
-		off := offCells + i*cellSize
-		if atomic.LoadUint32(layout.Uint32(h, off+cellOwner)) == uint32(idx+1) {
-			role := layout.Uint32(h, off+cellRole)
-			atomic.StoreUint32(role, atomic.LoadUint32(role)&cellRoleMask|cellFlagSkip)
-			atomic.StoreUint64(layout.Uint64(h, off+cellClaim), pos+1)
-			return true
+		off := cellOffset(i)
+		if atomic.LoadUint32(layout.Uint32(h, off+cellOwner)) == uint32(idx+1) &&
+			atomic.LoadUint32(layout.Uint32(h, off+cellRole))&cellRoleMask == role {
+			return off
 		}
 	}
-	return false
+	return -1
+}
+
+// ReaderClaimOfPeer is the claim word of the reader cell that peer entry idx owns, or nil.
+func ReaderClaimOfPeer(seg *shm.Segment, idx int) *uint64 {
+	off := cellOfPeer(seg, idx, cellReader)
+	if off < 0 {
+		return nil
+	}
+	return layout.Uint64(kindHeader(seg), off+cellClaim)
+}
+
+// SetSkipClaimOfPeer makes the reader cell that peer entry idx owns hold the skip lock of
+// the slot of pos, as a reader that locked it would.
+func SetSkipClaimOfPeer(seg *shm.Segment, idx int, pos uint64) bool {
+	off := cellOfPeer(seg, idx, cellReader)
+	if off < 0 {
+		return false
+	}
+	h := kindHeader(seg)
+	atomic.StoreUint32(layout.Uint32(h, off+cellRole), cellReader|cellFlagSkip)
+	atomic.StoreUint64(layout.Uint64(h, off+cellClaim), pos+1)
+	return true
 }

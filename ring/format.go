@@ -49,7 +49,6 @@ const (
 	offSpaceRounds  = 3*blockSize + 72 // uint64: sleep rounds begun on the space event
 	offSpaceGranted = 3*blockSize + 80 // uint64: sleep rounds of the space event already woken
 	offStream       = 4 * blockSize    // uint64 stream word, see stream.go
-	offReaderMark   = 4*blockSize + 8  // uint32, 1 once a reader has ever attached (SPSC: rescan hint)
 	offRetiredW     = 5 * blockSize    // counters of writers that closed
 	offRetiredR     = 6 * blockSize    // counters of readers that closed
 	offCells        = 32 * blockSize   // claim cells, numCells of cellSize bytes

@@ -2,6 +2,7 @@ package ring_test
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"sync/atomic"
 	"testing"
@@ -269,38 +270,44 @@ func TestPeerDeadClearedByNextPeer(t *testing.T) {
 }
 
 // A reader that dies holding a slot's skip lock (it was publishing a dead writer's slot as
-// a skip): another reader finishes the skip, and the records after it arrive.
+// a skip): another reader finishes the skip, and the records after it arrive. Also from
+// position 2^62, where the claim flags once collided with the position's bits.
 func TestMPMCSkipLockTakenOver(t *testing.T) {
-	dir := testDir(t)
-	seg := newSegment(t, dir, "m", ring.Spec{Kind: ring.MPMC, Size: 64 * 64, SlotSize: 64})
-	w, err := ring.NewMPMCWriter(seg, ring.Options{})
-	require.NoError(t, err)
-	defer w.Close()
-	child := proctest.Start(t, "mpmc-attached-reader", proctest.Options{Args: procConfig{Dir: dir, Name: "m", Wait: "futex"}.args()})
-	var idx int
-	require.NoError(t, child.Result(0, &idx, time.Minute))
-	child.Kill()
-	_ = child.Wait(time.Minute)
+	for _, p0 := range []uint64{0, 1 << 62} {
+		t.Run(fmt.Sprint(p0), func(t *testing.T) {
+			dir := testDir(t)
+			seg := newSegment(t, dir, "m", ring.Spec{Kind: ring.MPMC, Size: 64 * 64, SlotSize: 64})
+			ring.SetMPMCPositions(seg, p0)
+			w, err := ring.NewMPMCWriter(seg, ring.Options{})
+			require.NoError(t, err)
+			defer w.Close()
+			child := proctest.Start(t, "mpmc-attached-reader", proctest.Options{Args: procConfig{Dir: dir, Name: "m", Wait: "futex"}.args()})
+			var idx int
+			require.NoError(t, child.Result(0, &idx, time.Minute))
+			child.Kill()
+			_ = child.Wait(time.Minute)
 
-	require.NoError(t, w.TryWrite(1, []byte("A"))) // position 0
-	// Position 1: claimed by a writer that died, being skipped by the reader that died.
-	ring.SetWritePos(seg, 2)
-	ring.SetSlotSeq(seg, 1, ring.SlotBase(seg, 1)-1)
-	require.True(t, ring.SetSkipClaimOfPeer(seg, idx, 1))
-	require.NoError(t, w.TryWrite(3, []byte("B"))) // position 2
+			require.NoError(t, w.TryWrite(1, []byte("A"))) // position p0
+			// p0+1: claimed by a writer that died, being skipped by the reader that died.
+			ring.SetWritePos(seg, p0+2)
+			ring.SetSlotSeq(seg, p0+1, ring.SlotBase(seg, p0+1)-1)
+			require.True(t, ring.SetSkipClaimOfPeer(seg, idx, p0+1))
+			require.NoError(t, w.TryWrite(3, []byte("B"))) // position p0+2
 
-	r, err := ring.NewMPMCReader(seg, ring.Options{Wait: ring.Futex()})
-	require.NoError(t, err)
-	defer r.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for _, want := range []string{"A", "B"} {
-		rec, err := r.Next(ctx)
-		require.NoError(t, err, "waiting for %s", want)
-		assert.Equal(t, want, string(rec.Data))
-		r.Release()
+			r, err := ring.NewMPMCReader(seg, ring.Options{Wait: ring.Futex()})
+			require.NoError(t, err)
+			defer r.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			for _, want := range []string{"A", "B"} {
+				rec, err := r.Next(ctx)
+				require.NoError(t, err, "waiting for %s", want)
+				assert.Equal(t, want, string(rec.Data))
+				r.Release()
+			}
+			st, err := ring.ReadStats(seg)
+			require.NoError(t, err)
+			assert.EqualValues(t, 1, st.Readers.Drops, "the locked slot was skipped once")
+		})
 	}
-	st, err := ring.ReadStats(seg)
-	require.NoError(t, err)
-	assert.EqualValues(t, 1, st.Readers.Drops, "the locked slot was skipped once")
 }

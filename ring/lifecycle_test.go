@@ -283,11 +283,21 @@ func TestThousandEndpointsOneProcess(t *testing.T) {
 		r.Release()
 	}
 	assert.Len(t, got, 999, "each message to exactly one reader")
+	// One reader keeps the process's reader counters, 998 add to the pool: none is lost or
+	// counted twice, before the endpoints close and after their counters retire.
+	st, err = ring.ReadStats(seg)
+	require.NoError(t, err)
+	assert.EqualValues(t, 999, st.Readers.Messages)
+	assert.EqualValues(t, 999, st.Writers.Messages)
 	for _, r := range readers {
 		require.NoError(t, r.Close())
 	}
 	require.NoError(t, w.Close())
 	assert.Zero(t, ring.CellsInUse(seg), "every claim cell given back")
+	st, err = ring.ReadStats(seg)
+	require.NoError(t, err)
+	assert.EqualValues(t, 999, st.Readers.Messages)
+	assert.EqualValues(t, 999, st.Writers.Messages)
 }
 
 // A consumer can refuse a record: it is released, counted as rejected, and the consumer

@@ -18,7 +18,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/shmq/shmq/internal/layout"
 	"github.com/shmq/shmq/internal/proctest"
 	"github.com/shmq/shmq/ring"
 	"github.com/shmq/shmq/shm"
@@ -26,22 +25,6 @@ import (
 
 func init() {
 	proctest.Register("review-ctx-unmap", runReviewCtxUnmap)
-}
-
-// Ring format constants (ring/format.go), repeated here because this is an external test.
-const (
-	revOffCells   = 32 * 128
-	revNumCells   = 1024
-	revCellSize   = 16
-	revCellClaim  = 0
-	revCellOwner  = 8
-	revCellRole   = 12
-	revCellReader = 2
-)
-
-func revKindHeader(seg *shm.Segment) []byte {
-	d := seg.Descriptor()
-	return seg.Header()[d.KindHeaderOffset : d.KindHeaderOffset+d.KindHeaderSize]
 }
 
 // catchPanic runs fn and returns the panic value, if any.
@@ -331,16 +314,11 @@ func lastLines(s string, n int) string {
 
 // findReaderCell returns the claim word of the reader cell owned by peer entry owner.
 func findReaderCell(t *testing.T, seg *shm.Segment, owner int) *uint64 {
-	hdr := revKindHeader(seg)
-	for i := range revNumCells {
-		off := revOffCells + i*revCellSize
-		o := atomic.LoadUint32(layout.Uint32(hdr, off+revCellOwner))
-		if o == uint32(owner+1) && atomic.LoadUint32(layout.Uint32(hdr, off+revCellRole)) == revCellReader {
-			return layout.Uint64(hdr, off+revCellClaim)
-		}
+	c := ring.ReaderClaimOfPeer(seg, owner)
+	if c == nil {
+		t.Fatalf("no reader cell owned by peer %d", owner)
 	}
-	t.Fatalf("no reader cell owned by peer %d", owner)
-	return nil
+	return c
 }
 
 // Bug: a reader stores its claim (pos+1) in its cell before the CAS on the read position.

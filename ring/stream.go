@@ -52,60 +52,50 @@ func (e *endpoint) endStream(self bool) {
 	}
 }
 
-// otherLiveWriters reports whether a live writer other than this endpoint is attached: a
-// live process counts writers (beyond this one, if self: its own count less one).
-func (e *endpoint) otherLiveWriters(self bool) (bool, error) {
-	peers, err := e.seg.Peers()
-	if err != nil {
-		return false, err
-	}
-	for _, p := range peers {
-		if !p.Alive {
-			continue
-		}
-		words, err := e.seg.PeerWords(p.Index)
-		if err != nil {
-			return false, err
-		}
-		n := atomic.LoadUint32(layout.Uint32(words, pwWriters))
-		if self && p.Index == e.loc.peer.Index() {
-			n-- // this writer
-		}
-		if n > 0 {
-			return true, nil
-		}
-	}
-	return false, nil
-}
-
 // streamEnded reports whether the stream has ended (the last writer closed).
 func (e *endpoint) streamEnded() bool {
 	return streamState(atomic.LoadUint64(e.u64(offStream))) == streamEnded
 }
 
-// sidePeers reports whether a live process has an endpoint of side s attached, and whether
-// a dead one had (its process died without closing it). It lists the peer table: slow path
-// only.
-func (e *endpoint) sidePeers(s side) (live, dead bool, err error) {
+// sideCounts lists the peer table (slow path only) and hands fn, for every attached entry,
+// whether its process is alive and the word that counts its endpoints of side s.
+func (e *endpoint) sideCounts(s side, fn func(alive bool, index int, count *uint32)) error {
 	peers, err := e.seg.Peers()
 	if err != nil {
-		return false, false, err
+		return err
 	}
 	for _, p := range peers {
 		words, err := e.seg.PeerWords(p.Index)
 		if err != nil {
-			return false, false, err
+			return err
 		}
-		if atomic.LoadUint32(layout.Uint32(words, s.countWord())) == 0 {
-			continue
-		}
-		if p.Alive {
-			live = true
-		} else {
-			dead = true
-		}
+		fn(p.Alive, p.Index, layout.Uint32(words, s.countWord()))
 	}
-	return live, dead, nil
+	return nil
+}
+
+// sidePeers reports whether a live process has an endpoint of side s attached, and whether
+// a dead one had (its process died without closing it).
+func (e *endpoint) sidePeers(s side) (live, dead bool, err error) {
+	err = e.sideCounts(s, func(alive bool, _ int, count *uint32) {
+		if atomic.LoadUint32(count) != 0 {
+			live, dead = live || alive, dead || !alive
+		}
+	})
+	return live, dead, err
+}
+
+// otherLiveWriters reports whether a live writer other than this endpoint is attached: a
+// live process counts writers (beyond this one, if self: its own count less one).
+func (e *endpoint) otherLiveWriters(self bool) (others bool, err error) {
+	err = e.sideCounts(writerSide, func(alive bool, index int, count *uint32) {
+		n := atomic.LoadUint32(count)
+		if self && index == e.loc.peer.Index() {
+			n-- // this writer
+		}
+		others = others || alive && n > 0
+	})
+	return others, err
 }
 
 // forgetDeadPeers clears the count of this endpoint's side in the peer words of processes
@@ -113,21 +103,11 @@ func (e *endpoint) sidePeers(s side) (live, dead bool, err error) {
 // them, so ErrPeerDead speaks of deaths since the last attach, not of any death ever. Their
 // counters stay (statistics); their claim cells are the repairers' business.
 func (e *endpoint) forgetDeadPeers() {
-	peers, err := e.seg.Peers()
-	if err != nil {
-		return
-	}
-	for _, p := range peers {
-		if p.Alive {
-			continue
+	_ = e.sideCounts(e.side, func(alive bool, _ int, count *uint32) {
+		if n := atomic.LoadUint32(count); !alive && n != 0 {
+			atomic.CompareAndSwapUint32(count, n, 0)
 		}
-		if words, err := e.seg.PeerWords(p.Index); err == nil {
-			w := layout.Uint32(words, e.side.countWord())
-			if n := atomic.LoadUint32(w); n != 0 {
-				atomic.CompareAndSwapUint32(w, n, 0)
-			}
-		}
-	}
+	})
 }
 
 // otherSideDead reports ErrPeerDead's condition for the side this endpoint waits on: no
