@@ -137,6 +137,12 @@ func init() {
 // MinSlotSize is the smallest MPMC slot: a slot header plus eight bytes of payload.
 const MinSlotSize = slotHeader + 8
 
+// validSlot reports whether an MPMC ring of size bytes can have slots of slot bytes: a power
+// of two from MinSlotSize to half the ring.
+func validSlot(slot, size uint64) bool {
+	return slot >= MinSlotSize && slot&(slot-1) == 0 && slot <= size/2
+}
+
 // geometry is a ring's shape, checked once from the segment's descriptor.
 type geometry struct {
 	kind     shm.Kind
@@ -166,7 +172,7 @@ func parseGeometry(d shm.Descriptor) (geometry, error) {
 			return g, fmt.Errorf("%w: spsc ring with a slot size (%d)", ErrCorrupt, slot)
 		}
 	case MPMC:
-		if slot < MinSlotSize || slot&(slot-1) != 0 || slot > d.DataSize/2 {
+		if !validSlot(slot, d.DataSize) {
 			return g, fmt.Errorf("%w: mpmc slot size %d is not a power of two from %d to half of %d", ErrCorrupt, slot, MinSlotSize, d.DataSize)
 		}
 		g.slotSize, g.slots = slot, d.DataSize/slot
@@ -198,7 +204,7 @@ func (spec Spec) SegmentSpec() (shm.Spec, error) {
 		}
 	case MPMC:
 		sl := uint64(spec.SlotSize)
-		if sl < MinSlotSize || sl&(sl-1) != 0 || sl > spec.Size/2 {
+		if !validSlot(sl, spec.Size) {
 			return s, fmt.Errorf("%w: slot size %d is not a power of two from %d to half the size", shm.ErrInvalidSpec, sl, MinSlotSize)
 		}
 	default:
