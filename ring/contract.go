@@ -7,7 +7,8 @@ import (
 	"github.com/shmq/shmq/shm"
 )
 
-// Writer is the writing end of a ring, whatever its kind: *SPSCWriter and *MPMCWriter.
+// Writer is the writing end of a ring, whatever its kind: *SPSCWriter, *MPMCWriter and
+// *Publisher.
 //
 // A Writer is for one goroutine at a time (the contract of bufio.Writer), except Close,
 // which any goroutine may call, any number of times: it wakes a blocked call, which returns
@@ -42,7 +43,8 @@ type Writer interface {
 	Close() error
 }
 
-// Reader is the reading end of a ring, whatever its kind: *SPSCReader and *MPMCReader.
+// Reader is the reading end of a ring, whatever its kind: *SPSCReader, *MPMCReader and
+// *Subscriber.
 //
 // A Reader is for one goroutine at a time, except Close, which any goroutine may call, any
 // number of times: it wakes a blocked call, which returns ErrClosed.
@@ -82,6 +84,8 @@ var (
 	_ Writer = (*MPMCWriter)(nil)
 	_ Reader = (*SPSCReader)(nil)
 	_ Reader = (*MPMCReader)(nil)
+	_ Writer = (*Publisher)(nil)
+	_ Reader = (*Subscriber)(nil)
 )
 
 // NewWriter attaches a writer of the segment's ring kind. Errors as NewSPSCWriter and
@@ -92,6 +96,8 @@ func NewWriter(seg *shm.Segment, opts Options) (Writer, error) {
 		return NewSPSCWriter(seg, opts)
 	case MPMC:
 		return NewMPMCWriter(seg, opts)
+	case Topic:
+		return NewPublisher(seg, opts)
 	default:
 		return nil, fmt.Errorf("%w: segment %s is %v", ErrKind, seg.Name(), k)
 	}
@@ -105,6 +111,8 @@ func NewReader(seg *shm.Segment, opts Options) (Reader, error) {
 		return NewSPSCReader(seg, opts)
 	case MPMC:
 		return NewMPMCReader(seg, opts)
+	case Topic:
+		return Subscribe(context.Background(), seg, SubscribeOptions{Wait: opts.Wait})
 	default:
 		return nil, fmt.Errorf("%w: segment %s is %v", ErrKind, seg.Name(), k)
 	}

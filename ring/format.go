@@ -19,7 +19,7 @@ const formatVersion = 1
 // Descriptor parameters (shm.Spec.Params) of a ring segment.
 const (
 	paramVersion  = 0 // formatVersion
-	paramSlotSize = 1 // MPMC slot size; 0 for SPSC
+	paramSlotSize = 1 // MPMC or topic slot size (low 32 bits) and topic policy (format_topic.go); 0 for SPSC
 )
 
 // blockSize is the unit of the kind header: two cache lines, so that adjacent-line
@@ -30,8 +30,9 @@ const blockSize = 128
 
 // Offsets in the kind header.
 const (
-	// offWritePos: SPSC published write position / MPMC claim position, uint64. Written by
-	// the writer(s); read by readers, Peek and ReadStats.
+	// offWritePos: SPSC published write position / MPMC claim position / topic published
+	// count, uint64. Written by the writer(s); read by readers, Peek and ReadStats. A topic
+	// keeps its lock and subscription words in the rest of the block (format_topic.go).
 	offWritePos = 0 * blockSize
 	// offReadPos: SPSC released read position / MPMC read claim position, uint64.
 	offReadPos = 1 * blockSize
@@ -127,11 +128,15 @@ var (
 const (
 	SPSC shm.Kind = 1 // one writer, one reader, variable-length records
 	MPMC shm.Kind = 2 // any number of writers and readers, fixed slots
+	// Topic is publish-subscribe: any number of publishers, every record read by every
+	// subscriber at its own position, fixed slots (format_topic.go).
+	Topic shm.Kind = 3
 )
 
 func init() {
 	shm.RegisterKind(SPSC, "spsc")
 	shm.RegisterKind(MPMC, "mpmc")
+	shm.RegisterKind(Topic, "topic")
 }
 
 // MinSlotSize is the smallest MPMC slot: a slot header plus eight bytes of payload.
@@ -147,8 +152,9 @@ func validSlot(slot, size uint64) bool {
 type geometry struct {
 	kind     shm.Kind
 	size     uint64 // data region bytes, a power of two
-	slotSize uint64 // MPMC
-	slots    uint64 // MPMC
+	slotSize uint64 // MPMC, topic
+	slots    uint64 // MPMC, topic
+	policy   Policy // topic
 }
 
 // parseGeometry checks that d describes a ring this code reads: a known kind, the format
@@ -156,7 +162,7 @@ type geometry struct {
 // two in range), but its parameters are the ring's to check.
 func parseGeometry(d shm.Descriptor) (geometry, error) {
 	g := geometry{kind: d.Kind, size: d.DataSize}
-	if d.Kind != SPSC && d.Kind != MPMC {
+	if d.Kind != SPSC && d.Kind != MPMC && d.Kind != Topic {
 		return g, fmt.Errorf("%w: segment kind %v is not a ring", ErrKind, d.Kind)
 	}
 	if v := d.Params[paramVersion]; v != formatVersion {
@@ -176,19 +182,27 @@ func parseGeometry(d shm.Descriptor) (geometry, error) {
 			return g, fmt.Errorf("%w: mpmc slot size %d is not a power of two from %d to half of %d", ErrCorrupt, slot, MinSlotSize, d.DataSize)
 		}
 		g.slotSize, g.slots = slot, d.DataSize/slot
+	case Topic:
+		sl, p, rest := unpackSlotParam(slot)
+		if !validSlot(sl, d.DataSize) || !p.valid() || rest != 0 {
+			return g, fmt.Errorf("%w: topic slot size %d and policy %v: want a power of two from %d to half of %d and block, overwrite or latest", ErrCorrupt, sl, p, MinSlotSize, d.DataSize)
+		}
+		g.slotSize, g.slots, g.policy = sl, d.DataSize/sl, p
 	}
 	return g, nil
 }
 
 // Spec describes a ring segment to create.
 type Spec struct {
-	Kind shm.Kind // SPSC or MPMC
+	Kind shm.Kind // SPSC, MPMC or Topic
 	// Size is the data region: a power of two from 4 KiB to 1 TiB. For SPSC it bounds the
 	// largest message to Size/2 - 8 bytes.
 	Size uint64
-	// SlotSize is the MPMC slot size, a power of two from MinSlotSize to Size/2; messages are
-	// up to SlotSize - 16 bytes. It must be 0 for SPSC.
+	// SlotSize is the MPMC or topic slot size, a power of two from MinSlotSize to Size/2;
+	// messages are up to SlotSize - 16 bytes. It must be 0 for SPSC.
 	SlotSize uint32
+	// Policy is a topic's overflow policy (Block, Overwrite or Latest); 0 for other kinds.
+	Policy Policy
 }
 
 // SegmentSpec is the shm.Spec that lays out spec, after checking it: ErrKind for a kind that
@@ -202,13 +216,21 @@ func (spec Spec) SegmentSpec() (shm.Spec, error) {
 		if spec.SlotSize != 0 {
 			return s, fmt.Errorf("%w: spsc rings have no slot size", shm.ErrInvalidSpec)
 		}
-	case MPMC:
+	case MPMC, Topic:
 		sl := uint64(spec.SlotSize)
 		if !validSlot(sl, spec.Size) {
 			return s, fmt.Errorf("%w: slot size %d is not a power of two from %d to half the size", shm.ErrInvalidSpec, sl, MinSlotSize)
 		}
 	default:
-		return s, fmt.Errorf("%w: %v is not a ring kind (want spsc or mpmc)", ErrKind, spec.Kind)
+		return s, fmt.Errorf("%w: %v is not a ring kind (want spsc, mpmc or topic)", ErrKind, spec.Kind)
+	}
+	switch {
+	case spec.Kind == Topic && !spec.Policy.valid():
+		return s, fmt.Errorf("%w: topic policy %v (want block, overwrite or latest)", shm.ErrInvalidSpec, spec.Policy)
+	case spec.Kind == Topic:
+		s.Params[paramSlotSize] = packSlotParam(spec.SlotSize, spec.Policy)
+	case spec.Policy != 0:
+		return s, fmt.Errorf("%w: only topics have a policy", shm.ErrInvalidSpec)
 	}
 	return s, nil
 }
@@ -241,5 +263,5 @@ func SpecOf(d shm.Descriptor) (Spec, error) {
 	if err != nil {
 		return Spec{}, err
 	}
-	return Spec{Kind: g.kind, Size: g.size, SlotSize: uint32(g.slotSize)}, nil
+	return Spec{Kind: g.kind, Size: g.size, SlotSize: uint32(g.slotSize), Policy: g.policy}, nil
 }

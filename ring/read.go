@@ -18,8 +18,13 @@ type borrower interface {
 	reject()                             // count the record just borrowed as rejected
 	unborrow()                           // keep the record just borrowed for the next call
 	forget()                             // after Close: drop what was borrowed, releasing nothing
+	check() error                        // after use: nil if the records borrowed are intact (topics)
 	ep() *endpoint
 }
+
+// check is nil for the rings whose borrowed records no writer overwrites.
+func (r *SPSCReader) check() error { return nil }
+func (r *MPMCReader) check() error { return nil }
 
 // next borrows a record; with a nil ctx it never waits.
 func next(b borrower, ctx context.Context) (Record, error) {
@@ -57,6 +62,9 @@ func read(b borrower, ctx context.Context, dst []byte) (int, uint32, error) {
 		return 0, 0, fmt.Errorf("%w: record of %d bytes, buffer of %d", ErrShortBuffer, len(rec.Data), len(dst))
 	}
 	n := copy(dst, rec.Data)
+	if err := b.check(); err != nil {
+		return 0, 0, err // the copy may be torn: the record counts as missed
+	}
 	b.release()
 	return n, rec.Type, nil
 }
@@ -110,6 +118,12 @@ func drain(b borrower, ctx context.Context, fn func(Record) error, max int) (int
 			b.leave()
 			b.ep().afterClose(b.forget)
 			return n, ErrClosed
+		}
+		if err == nil {
+			if err := b.check(); err != nil {
+				b.release()
+				return n, err // fn may have read a torn record: it counts as missed, not in n
+			}
 		}
 		if err != nil {
 			if errors.Is(err, ErrRejected) {

@@ -42,8 +42,8 @@ type Stats struct {
 	Kind          string   `json:"kind"`
 	WritePos      uint64   `json:"write_pos"`
 	ReadPos       uint64   `json:"read_pos"`
-	Capacity      uint64   `json:"capacity"`            // data region bytes (SPSC) or slots (MPMC)
-	SlotSize      uint64   `json:"slot_size,omitempty"` // MPMC slot bytes
+	Capacity      uint64   `json:"capacity"`            // data region bytes (SPSC) or slots (MPMC, topic)
+	SlotSize      uint64   `json:"slot_size,omitempty"` // MPMC or topic slot bytes
 	RolesHeld     []string `json:"roles_held"`          // SPSC: exclusive roles held by live endpoints, "writer", "reader"
 	Used          uint64   `json:"used"`                // bytes (SPSC) or slots (MPMC) written and not yet released
 	WriterState   string   `json:"writer_state"`
@@ -94,7 +94,7 @@ func ReadStats(seg *shm.Segment) (Stats, error) {
 	st.ReadPos = v.load(offReadPos)
 	st.Capacity = v.geo.size
 	st.RolesHeld = []string{}
-	if v.geo.kind == MPMC {
+	if v.geo.kind == MPMC || v.geo.kind == Topic {
 		st.Capacity, st.SlotSize = v.geo.slots, v.geo.slotSize
 	} else {
 		for _, role := range []shm.Role{roleSPSCWriter, roleSPSCReader} {
@@ -131,6 +131,15 @@ func ReadStats(seg *shm.Segment) (Stats, error) {
 		}
 		st.Writers.addFrom(func(i int) uint64 { return atomic.LoadUint64(layout.Uint64(words, pwWriterCtrs+8*i)) })
 		st.Readers.addFrom(func(i int) uint64 { return atomic.LoadUint64(layout.Uint64(words, pwReaderCtrs+8*i)) })
+	}
+	if v.geo.kind == Topic {
+		// A topic has no stream and no shared read position: ReadTopicStats has each
+		// subscription's.
+		st.WriterState = WriterNone
+		if st.WritersOpen > 0 {
+			st.WriterState = WriterAttached
+		}
+		return st, nil
 	}
 	switch streamState(v.load(offStream)) {
 	case streamNone:
