@@ -104,7 +104,10 @@ func NewReceiver[T any](r ring.Reader, id uint32, codec Codec[T]) *Receiver[T] {
 
 // Receive waits for the next record, decodes it into v and releases it. A record of
 // another type id is released and reported with ErrWrongType; a record the codec cannot
-// decode is released and reported with the codec's error.
+// decode is released and reported with the codec's error. On a topic whose records can be
+// overwritten while read (ring.Overwrite, ring.Latest), the decoded value is validated
+// afterwards: a record overwritten meanwhile is reported as the subscriber's
+// *ring.LagError, never handed over.
 func (r *Receiver[T]) Receive(ctx context.Context, v *T) error {
 	rec, err := r.r.Next(ctx)
 	if err != nil {
@@ -128,7 +131,24 @@ func (r *Receiver[T]) decode(rec ring.Record, v *T) error {
 	if rec.Type != r.id {
 		return fmt.Errorf("%w: got type %d, want %d", ErrWrongType, rec.Type, r.id)
 	}
-	return r.codec.Decode(rec.Data, v)
+	if err := r.codec.Decode(rec.Data, v); err != nil {
+		return err
+	}
+	return r.Validate()
+}
+
+// validator is a Reader whose borrowed records a writer may overwrite (*ring.Subscriber).
+type validator interface{ Validate() error }
+
+// Validate reports whether the records borrowed since the last Release are intact: always
+// nil, except on a topic whose records can be overwritten while read, where a value Next
+// returned in place must be validated after use before it is trusted (see
+// ring.Subscriber.Validate).
+func (r *Receiver[T]) Validate() error {
+	if v, ok := r.r.(validator); ok {
+		return v.Validate()
+	}
+	return nil
 }
 
 // Next waits for the next record and returns it as a *T without copying when the codec is
