@@ -77,19 +77,24 @@ func unpackSlotParam(v uint64) (slot uint64, p Policy, rest uint64) {
 	return v & (1<<policyShift - 1), Policy(v >> policyShift), v >> (policyShift + 8)
 }
 
-// Topic words in the kind header's first block, beside the published count (offWritePos),
-// all written by publishers (and by subscribers joining, under the lock).
+// Topic words in the kind header, in a block of their own beside the published count
+// (offWritePos), so that a subscriber polling the count does not take the line publishers
+// write to lock: written by publishers, and by subscribers joining (under the lock).
 const (
+	offTopicBlock = 7 * blockSize
 	// offTopicLock is the topic lock, a uint64: 0 or the holder's lockWord. Publishers hold
 	// it from their first Reserve to Commit or Abort; a subscriber joining holds it while it
 	// takes its subscription, so that its start position is fixed with no publisher writing.
-	offTopicLock = offWritePos + 8
+	offTopicLock = offTopicBlock
 	// offSubsGen counts changes of the gating set (a subscription taken), so that a Block
 	// publisher holding the lock knows when to rescan the subscriptions.
-	offSubsGen = offWritePos + 16
-	// offSubsUsed is a mask of the subscription entries in use, so that scans skip the rest.
-	offSubsUsed = offWritePos + 24
+	offSubsGen = offTopicBlock + 8
+	// offSubsUsed is a mask of the subscription entries ever taken, so that scans skip the
+	// rest. Bits are never cleared: a scan based on it misses no entry in use.
+	offSubsUsed = offTopicBlock + 16
 )
+
+var _ [offCells - offTopicBlock - blockSize]struct{} // the block lies before the cells
 
 // lockWord is the topic lock's value while held: the holder's peer index + 1 in the low 8
 // bits, its pid in the next 32, and a count of acquisitions above, so that a lock taken over
@@ -126,7 +131,6 @@ const (
 var (
 	_ [kindHeaderUsed - subsEnd]struct{} // the entries fit the header
 	_ [64 - numSubs]struct{}             // one bit per entry in offSubsUsed
-	_ [offCells - offWritePos - 32]struct{}
 )
 
 // subOffset is the offset of subscription entry i in the kind header.
