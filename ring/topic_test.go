@@ -413,3 +413,54 @@ func TestTopicCloseWithReservation(t *testing.T) {
 	}
 	require.NoError(t, s.Close())
 }
+
+// TestTopicOneWakeForAllSleepers: a Commit wakes every sleeping subscriber with one system
+// call, and makes none when nobody sleeps.
+func TestTopicOneWakeForAllSleepers(t *testing.T) {
+	seg := newTopicSeg(t, ring.Overwrite, 64, 64)
+	const subs = 4
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	got := make(chan uint64, subs)
+	var ss []*ring.Subscriber
+	for range subs {
+		s := subscribe(t, seg, ring.SubscribeOptions{Wait: ring.Futex()})
+		ss = append(ss, s)
+		go func() {
+			rec, err := s.Next(ctx)
+			if err != nil {
+				got <- ^uint64(0)
+				return
+			}
+			got <- binary.LittleEndian.Uint64(rec.Data)
+		}()
+	}
+	// Wait until all four are asleep in the kernel.
+	require.Eventually(t, func() bool {
+		st, err := ring.ReadStats(seg)
+		return err == nil && st.Readers.FutexWaits >= subs
+	}, 5*time.Second, time.Millisecond)
+	p := publisher(t, seg)
+	require.NoError(t, p.TryWrite(0, u64(42)))
+	for range subs {
+		select {
+		case v := <-got:
+			assert.EqualValues(t, 42, v)
+		case <-ctx.Done():
+			t.Fatal("a subscriber was not woken")
+		}
+	}
+	st, err := ring.ReadStats(seg)
+	require.NoError(t, err)
+	assert.EqualValues(t, 1, st.Writers.FutexWakes, "one wake-up call for all sleepers")
+	for _, s := range ss {
+		s.Release()
+	}
+	for i := range 100 {
+		require.NoError(t, p.TryWrite(0, u64(uint64(i))))
+	}
+	st, err = ring.ReadStats(seg)
+	require.NoError(t, err)
+	assert.EqualValues(t, 1, st.Writers.FutexWakes, "no system call while nobody sleeps")
+	assert.Zero(t, st.Readers.LateWakes)
+}
