@@ -24,13 +24,22 @@ func TestMain(m *testing.M) {
 	proctest.Main(m)
 }
 
-// sharedWord maps f and returns its first word.
-func sharedWord(f *os.File) (*uint32, func(), error) {
+// sharedPage maps the first page of f.
+func sharedPage(f *os.File) ([]byte, func(), error) {
 	m, err := mmap.MapRegion(f, 4096, mmap.RDWR, 0, 0)
 	if err != nil {
 		return nil, nil, err
 	}
-	return layout.Uint32(m, 0), func() { _ = m.Unmap() }, nil
+	return m, func() { _ = m.Unmap() }, nil
+}
+
+// sharedWord maps f and returns its first word.
+func sharedWord(f *os.File) (*uint32, func(), error) {
+	m, unmap, err := sharedPage(f)
+	if err != nil {
+		return nil, nil, err
+	}
+	return layout.Uint32(m, 0), unmap, nil
 }
 
 func newSharedFile(t *testing.T) *os.File {
