@@ -84,6 +84,26 @@ func parseSPSCAt(data []byte, pos, wp uint64) (start, n uint64, typ uint32, next
 	return idx + recordHeader, uint64(length), binary.LittleEndian.Uint32(data[idx+4:]), pos + span, nil
 }
 
+// parseSPSCFast is parseSPSCAt's common case, small enough to be inlined in the reader's
+// loops: a record with no padding before it, whose header (one 8-byte load) passes
+// parseSPSCAt's checks; maxLen is SPSCMaxMessage of the region. ok is false for anything
+// else (nothing published, padding, a bad header), which parseSPSCAt then handles (after a
+// reload of wp if pos == wp).
+func parseSPSCFast(data []byte, pos, wp, maxLen uint64) (start, n uint64, typ uint32, next uint64, ok bool) {
+	idx := pos & uint64(len(data)-1)
+	b := data[idx:]
+	if len(b) < recordHeader {
+		return // never for a checked position
+	}
+	h := binary.LittleEndian.Uint64(b)
+	n = h & 0xFFFFFFFF
+	span := (recordHeader + 7 + n) &^ 7
+	if n > maxLen || span > uint64(len(b)) || span > wp-pos {
+		return
+	}
+	return idx + recordHeader, n, uint32(h >> 32), pos + span, true
+}
+
 // checkSPSCPositions checks a write and a read position read from shared memory: a correct
 // ring keeps both 8-byte aligned (every record span is) and the writer at most a ring ahead.
 func checkSPSCPositions(wp, rp, size uint64) error {
@@ -98,8 +118,7 @@ func checkSPSCPositions(wp, rp, size uint64) error {
 
 // putSPSCHeader writes a record header at offset idx.
 func putSPSCHeader(data []byte, idx uint64, typ uint32, n int) {
-	binary.LittleEndian.PutUint32(data[idx:], uint32(n))
-	binary.LittleEndian.PutUint32(data[idx+4:], typ)
+	binary.LittleEndian.PutUint64(data[idx:], uint64(uint32(n))|uint64(typ)<<32) // one store
 }
 
 // putSPSCPadding marks the bytes from offset idx to the end of the region as padding.

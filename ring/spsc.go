@@ -257,10 +257,13 @@ func (w *SPSCWriter) commit() {
 	// Release store: the record bytes written above happen before it, and a reader that
 	// loads the new position (acquire) sees them.
 	atomic.StoreUint64(w.writePos, w.pos)
-	w.stats.add(ctrMessages, w.pending)
-	w.stats.add(ctrBytes, w.pendingLen)
+	w.stats.add2(ctrMessages, w.pending, ctrBytes, w.pendingLen)
 	w.pending, w.pendingLen = 0, 0
-	w.notify(w.dataEvent(), 1)
+	// notify's first test, inline: with no sleeper marked (the common case) no call. The
+	// exchange above orders the publish before this load, as the eventcount needs.
+	if atomic.LoadUint64(w.events[evData].waiters) != 0 {
+		w.notify(w.dataEvent(), 1)
+	}
 }
 
 // Abort discards every record reserved since the last Commit: the reader never sees them.
@@ -363,6 +366,7 @@ type SPSCReader struct {
 	next        uint64 // local position: released plus what is borrowed
 	cachedWrite uint64 // last writePos seen, checked: reloaded only when the ring looks empty
 	badWrite    error  // set when the last load of writePos was impossible (then next == cachedWrite)
+	maxLen      uint64 // SPSCMaxMessage of the region
 	borrowed    uint64 // records borrowed since the last Release
 	borrowedLen uint64
 	rejected    uint64 // of them, rejected
@@ -380,6 +384,7 @@ func NewSPSCReader(seg *shm.Segment, opts Options) (*SPSCReader, error) {
 	r.writePos, r.readPos = r.u64(offWritePos), r.u64(offReadPos)
 	r.next = atomic.LoadUint64(r.readPos)
 	r.cachedWrite = atomic.LoadUint64(r.writePos)
+	r.maxLen = uint64(SPSCMaxMessage(uint64(len(r.data))))
 	err := checkSPSCPositions(r.cachedWrite, r.next, uint64(len(r.data)))
 	if err := r.finishAttach(err, nil); err != nil {
 		return nil, err
@@ -412,6 +417,9 @@ func (r *SPSCReader) available() bool {
 }
 
 func (r *SPSCReader) tryNext() (Record, error) {
+	if start, n, typ, next, ok := parseSPSCFast(r.data, r.next, r.cachedWrite, r.maxLen); ok {
+		return r.borrow(start, n, typ, next), nil
+	}
 	if r.next == r.cachedWrite && !r.available() {
 		if !r.streamEnded() {
 			r.stats.add(ctrEmpty, 1)
@@ -428,13 +436,19 @@ func (r *SPSCReader) tryNext() (Record, error) {
 	if err != nil {
 		return Record{}, err
 	}
+	return r.borrow(start, n, typ, next), nil
+}
+
+// borrow takes the record parsed at the local position: its payload at start, n bytes,
+// of type typ, ending at next.
+func (r *SPSCReader) borrow(start, n uint64, typ uint32, next uint64) Record {
 	r.lastStart = r.next
 	r.next = next
 	r.lastLen = n
 	r.borrowed++
 	r.borrowedLen += n
 	end := start + n
-	return Record{Type: typ, Data: r.data[start:end:end]}, nil
+	return Record{Type: typ, Data: r.data[start:end:end]}
 }
 
 func (r *SPSCReader) awaitData(ctx context.Context) error {
@@ -478,10 +492,13 @@ func (r *SPSCReader) release() {
 		// Release store: our reads of the records happen before it, and the writer that
 		// loads the new position (acquire) may overwrite them.
 		atomic.StoreUint64(r.readPos, r.next)
-		r.stats.add(ctrMessages, r.borrowed-r.rejected)
-		r.stats.add(ctrRejected, r.rejected)
-		r.stats.add(ctrBytes, r.borrowedLen)
-		r.notify(r.spaceEvent(), 1)
+		r.stats.add2(ctrMessages, r.borrowed-r.rejected, ctrBytes, r.borrowedLen)
+		if r.rejected != 0 {
+			r.stats.add(ctrRejected, r.rejected)
+		}
+		if atomic.LoadUint64(r.events[evSpace].waiters) != 0 { // as in commit
+			r.notify(r.spaceEvent(), 1)
+		}
 	}
 	r.borrowed, r.borrowedLen, r.rejected = 0, 0, 0
 }
@@ -593,7 +610,13 @@ func (r *SPSCReader) Drain(ctx context.Context, fn func(Record) error, max int) 
 	// As read.go's drain, for the concrete type.
 	n, seen := 0, 0
 	for max <= 0 || seen < max {
-		rec, err := r.tryNext()
+		var rec Record
+		var err error
+		if start, n, typ, next, ok := parseSPSCFast(r.data, r.next, r.cachedWrite, r.maxLen); ok {
+			rec = r.borrow(start, n, typ, next) // tryNext's fast path, inlined
+		} else {
+			rec, err = r.tryNext()
+		}
 		if err != nil {
 			if err == ErrEmpty && seen == 0 {
 				if ctx == nil {
