@@ -44,19 +44,34 @@ type spscRecord struct {
 // past wp or the region, a length above the ring's maximum, padding that is not followed by a
 // record (a writer publishes padding only together with the record after it).
 func parseSPSC(data []byte, pos, wp uint64) (rec spscRecord, ok bool, err error) {
-	size := uint64(len(data))
-	if err := checkSPSCPositions(wp, pos, size); err != nil {
+	if err := checkSPSCPositions(wp, pos, uint64(len(data))); err != nil {
 		return rec, false, err
 	}
 	if pos == wp {
 		return rec, false, nil
 	}
+	start, n, typ, next, err := parseSPSCAt(data, pos, wp)
+	if err != nil {
+		return rec, false, err
+	}
+	return spscRecord{pos: next - align8(recordHeader+n), next: next, typ: typ, start: start, n: uint32(n)}, true, nil
+}
+
+// parseSPSCAt is parseSPSC for positions already checked together (checkSPSCPositions)
+// with pos != wp: a reader checks the write position once when it loads it, and every
+// position it reaches from there stays within it, as each record span is checked against
+// wp - pos. The header is checked as in parseSPSC. It returns the record's payload offset
+// in the data region, its length and type, and the position past it, as separate values:
+// a struct returned by a call that is not inlined is stored word by word and copied with
+// wider loads, which stalls on store forwarding (a third of a record's reading time).
+func parseSPSCAt(data []byte, pos, wp uint64) (start, n uint64, typ uint32, next uint64, err error) {
+	size := uint64(len(data))
 	idx := pos & (size - 1)
 	length := binary.LittleEndian.Uint32(data[idx:])
 	if length == padLength {
 		skip := size - idx
 		if skip >= wp-pos {
-			return rec, false, fmt.Errorf("%w: padding at position %d runs to or past the write position", ErrCorrupt, pos)
+			return 0, 0, 0, 0, fmt.Errorf("%w: padding at position %d runs to or past the write position", ErrCorrupt, pos)
 		}
 		pos += skip
 		idx = 0
@@ -64,13 +79,29 @@ func parseSPSC(data []byte, pos, wp uint64) (rec spscRecord, ok bool, err error)
 	}
 	span := align8(recordHeader + uint64(length))
 	if uint64(length) > size/2-recordHeader || span > size-idx || span > wp-pos {
-		return rec, false, fmt.Errorf("%w: record of %d bytes at position %d does not fit", ErrCorrupt, length, pos)
+		return 0, 0, 0, 0, fmt.Errorf("%w: record of %d bytes at position %d does not fit", ErrCorrupt, length, pos)
 	}
-	return spscRecord{
-		pos: pos, next: pos + span,
-		typ:   binary.LittleEndian.Uint32(data[idx+4:]),
-		start: idx + recordHeader, n: length,
-	}, true, nil
+	return idx + recordHeader, uint64(length), binary.LittleEndian.Uint32(data[idx+4:]), pos + span, nil
+}
+
+// parseSPSCFast is parseSPSCAt's common case, small enough to be inlined in the reader's
+// loops: a record with no padding before it, whose header (one 8-byte load) passes
+// parseSPSCAt's checks; maxLen is SPSCMaxMessage of the region. ok is false for anything
+// else (nothing published, padding, a bad header), which parseSPSCAt then handles (after a
+// reload of wp if pos == wp).
+func parseSPSCFast(data []byte, pos, wp, maxLen uint64) (start, n uint64, typ uint32, next uint64, ok bool) {
+	idx := pos & uint64(len(data)-1)
+	b := data[idx:]
+	if len(b) < recordHeader {
+		return // never for a checked position
+	}
+	h := binary.LittleEndian.Uint64(b)
+	n = h & 0xFFFFFFFF
+	span := (recordHeader + 7 + n) &^ 7
+	if n > maxLen || span > uint64(len(b)) || span > wp-pos {
+		return
+	}
+	return idx + recordHeader, n, uint32(h >> 32), pos + span, true
 }
 
 // checkSPSCPositions checks a write and a read position read from shared memory: a correct
@@ -87,8 +118,7 @@ func checkSPSCPositions(wp, rp, size uint64) error {
 
 // putSPSCHeader writes a record header at offset idx.
 func putSPSCHeader(data []byte, idx uint64, typ uint32, n int) {
-	binary.LittleEndian.PutUint32(data[idx:], uint32(n))
-	binary.LittleEndian.PutUint32(data[idx+4:], typ)
+	binary.LittleEndian.PutUint64(data[idx:], uint64(uint32(n))|uint64(typ)<<32) // one store
 }
 
 // putSPSCPadding marks the bytes from offset idx to the end of the region as padding.

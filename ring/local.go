@@ -126,6 +126,22 @@ func (c *counters) add(i int, d uint64) {
 	}
 }
 
+// add2 is add(i, d) and add(j, e) in one call, for the pair (messages and bytes) that every
+// commit and release updates.
+func (c *counters) add2(i int, d uint64, j int, e uint64) {
+	if c.atomic {
+		c.add(i, d)
+		c.add(j, e)
+		return
+	}
+	if d != 0 {
+		fence.StoreRelease64(c.words[i], atomic.LoadUint64(c.words[i])+d)
+	}
+	if e != 0 {
+		fence.StoreRelease64(c.words[j], atomic.LoadUint64(c.words[j])+e)
+	}
+}
+
 // retire moves a sole endpoint's counters into its side's pool in the kind header, so
 // totals survive the process's detaching. It runs when the endpoint is closed, so no update
 // of its races with it.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync/atomic"
 
+	"github.com/shmq/shmq/internal/fence"
 	"github.com/shmq/shmq/shm"
 )
 
@@ -273,15 +274,20 @@ func (w *MPMCWriter) Commit() error {
 func (w *MPMCWriter) commit() {
 	for _, pos := range w.pending {
 		// Release store: the payload written before it is visible to the reader whose
-		// load of the sequence (acquire) sees the slot published.
-		atomic.StoreUint64(slotSeq(w.slot(pos)), w.base(pos)+1)
+		// load of the sequence (acquire) sees the slot published. A plain release store,
+		// not an exchange: an exchange per slot waits, slot after slot, for the line to come
+		// back from the reader's core. The exchange that clears the claim below orders every
+		// one of them before notify's load of the sleepers, as the eventcount needs, and after
+		// them, so that a repairer that sees the claim cleared sees the slots published.
+		fence.StoreRelease64(slotSeq(w.slot(pos)), w.base(pos)+1)
 	}
 	atomic.StoreUint64(w.cell.claim, 0)
-	w.stats.add(ctrMessages, uint64(len(w.pending)))
-	w.stats.add(ctrBytes, w.pendingLen)
+	w.stats.add2(ctrMessages, uint64(len(w.pending)), ctrBytes, w.pendingLen)
 	n := len(w.pending)
 	w.pending, w.pendingLen = w.pending[:0], 0
-	w.notify(w.dataEvent(), n)
+	if atomic.LoadUint64(w.events[evData].waiters) != 0 { // notify's first test, inline
+		w.notify(w.dataEvent(), n)
+	}
 }
 
 // Abort discards every slot reserved since the last Commit: the slots are published as
@@ -703,17 +709,20 @@ func (r *MPMCReader) release() {
 	if r.borrowed {
 		pos := r.borrowedPos
 		// Release store: our reads of the slot happen before a writer that sees it free
-		// (acquire) overwrites it.
-		atomic.StoreUint64(slotSeq(r.slot(pos)), r.base(pos)+r.slots)
+		// (acquire) overwrites it. The exchange that clears the claim orders it before
+		// notify's load of the sleepers, and after it, so that a repairer that sees the claim
+		// cleared sees the slot released (as in the writer's commit).
+		fence.StoreRelease64(slotSeq(r.slot(pos)), r.base(pos)+r.slots)
 		atomic.StoreUint64(r.cell.claim, 0)
 		switch {
 		case r.borrowedMsg && r.rejected:
 			r.stats.add(ctrRejected, 1)
 		case r.borrowedMsg: // decided from the one read of the length in borrow
-			r.stats.add(ctrMessages, 1)
-			r.stats.add(ctrBytes, r.borrowedLen)
+			r.stats.add2(ctrMessages, 1, ctrBytes, r.borrowedLen)
 		}
-		r.notify(r.spaceEvent(), 1)
+		if atomic.LoadUint64(r.events[evSpace].waiters) != 0 { // notify's first test, inline
+			r.notify(r.spaceEvent(), 1)
+		}
 	}
 	r.borrowed, r.rejected = false, false
 }

@@ -2,9 +2,11 @@ package ring
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 
+	"github.com/shmq/shmq/internal/fence"
 	"github.com/shmq/shmq/shm"
 )
 
@@ -156,17 +158,27 @@ func (w *SPSCWriter) ReserveBatch(ctx context.Context, typ uint32, n, count int,
 		return dst, err
 	}
 	defer w.leave()
+	if n < 0 || n > w.maxMsg {
+		return dst, fmt.Errorf("%w: %d bytes, at most %d", ErrTooLarge, n, w.maxMsg)
+	}
 	for {
 		got := 0
-		for ; got < count; got++ {
-			p, err := w.tryReserve(typ, n)
-			if err == ErrFull {
-				break
+		for got < count {
+			k := w.reserveRun(typ, n, count-got, &dst)
+			if k == 0 {
+				// The run ends at the end of the region (padding first) or the ring looks
+				// full: one record the careful way.
+				p, err := w.tryReserve(typ, n)
+				if err == ErrFull {
+					break
+				}
+				if err != nil {
+					return dst, err
+				}
+				dst = append(dst, p)
+				k = 1
 			}
-			if err != nil {
-				return dst, err
-			}
-			dst = append(dst, p)
+			got += k
 		}
 		if got > 0 || count <= 0 {
 			return dst, nil
@@ -178,6 +190,34 @@ func (w *SPSCWriter) ReserveBatch(ctx context.Context, typ uint32, n, count int,
 			return dst, err
 		}
 	}
+}
+
+// reserveRun reserves up to count records of n payload bytes (n checked by the caller)
+// that fit one after the other before the end of the data region and in the room the cached
+// read position already grants, appends their payloads to dst, and returns how many. The
+// room is checked once for the run, not per record. It returns 0 when the next record needs
+// padding first or the cached position says the ring is full: tryReserve handles those
+// (and reloads the read position).
+func (w *SPSCWriter) reserveRun(typ uint32, n, count int, dst *[][]byte) int {
+	size := uint64(len(w.data))
+	rec := recordSpan(n)
+	idx := w.pos & w.mask
+	room := size - (w.pos - w.cachedRead) // cachedRead was checked when loaded
+	k := min(uint64(count), (size-idx)/rec, room/rec)
+	if k == 0 {
+		return 0
+	}
+	data := w.data[idx : idx+k*rec]
+	for i := uint64(0); i < k; i++ {
+		off := i * rec
+		putSPSCHeader(data, off, typ, n)
+		start := off + recordHeader
+		*dst = append(*dst, data[start:start+uint64(n):start+uint64(n)])
+	}
+	w.pos += k * rec
+	w.pending += k
+	w.pendingLen += k * uint64(n)
+	return int(k)
 }
 
 func (w *SPSCWriter) awaitRoom(ctx context.Context, need uint64) error {
@@ -217,10 +257,13 @@ func (w *SPSCWriter) commit() {
 	// Release store: the record bytes written above happen before it, and a reader that
 	// loads the new position (acquire) sees them.
 	atomic.StoreUint64(w.writePos, w.pos)
-	w.stats.add(ctrMessages, w.pending)
-	w.stats.add(ctrBytes, w.pendingLen)
+	w.stats.add2(ctrMessages, w.pending, ctrBytes, w.pendingLen)
 	w.pending, w.pendingLen = 0, 0
-	w.notify(w.dataEvent(), 1)
+	// notify's first test, inline: with no sleeper marked (the common case) no call. The
+	// exchange above orders the publish before this load, as the eventcount needs.
+	if atomic.LoadUint64(w.events[evData].waiters) != 0 {
+		w.notify(w.dataEvent(), 1)
+	}
 }
 
 // Abort discards every record reserved since the last Commit: the reader never sees them.
@@ -321,7 +364,9 @@ type SPSCReader struct {
 	writePos    *uint64
 	readPos     *uint64
 	next        uint64 // local position: released plus what is borrowed
-	cachedWrite uint64 // last writePos seen: reloaded only when the ring looks empty
+	cachedWrite uint64 // last writePos seen, checked: reloaded only when the ring looks empty
+	badWrite    error  // set when the last load of writePos was impossible (then next == cachedWrite)
+	maxLen      uint64 // SPSCMaxMessage of the region
 	borrowed    uint64 // records borrowed since the last Release
 	borrowedLen uint64
 	rejected    uint64 // of them, rejected
@@ -339,6 +384,7 @@ func NewSPSCReader(seg *shm.Segment, opts Options) (*SPSCReader, error) {
 	r.writePos, r.readPos = r.u64(offWritePos), r.u64(offReadPos)
 	r.next = atomic.LoadUint64(r.readPos)
 	r.cachedWrite = atomic.LoadUint64(r.writePos)
+	r.maxLen = uint64(SPSCMaxMessage(uint64(len(r.data))))
 	err := checkSPSCPositions(r.cachedWrite, r.next, uint64(len(r.data)))
 	if err := r.finishAttach(err, nil); err != nil {
 		return nil, err
@@ -347,37 +393,62 @@ func NewSPSCReader(seg *shm.Segment, opts Options) (*SPSCReader, error) {
 }
 
 // available reports whether a record is published past the local position, reloading the
-// writer's position only when the cached one says there is none.
+// writer's position only when the cached one says there is none (the Disruptor's cached
+// cursor). A loaded position is checked against the local one once, when it is loaded, and
+// kept only if it is possible; an impossible one is kept aside in badWrite, for tryNext to
+// report, and reported as available so that a caller goes on to tryNext. Every position
+// the reader reaches from a checked one stays within it (parseSPSCAt), so the records
+// behind a cached position need no position check of their own.
 func (r *SPSCReader) available() bool {
 	if r.next != r.cachedWrite {
 		return true
 	}
-	r.cachedWrite = atomic.LoadUint64(r.writePos) // pairs with the writer's store in commit
-	return r.next != r.cachedWrite
+	wp := atomic.LoadUint64(r.writePos) // pairs with the writer's store in commit
+	if wp == r.next {
+		r.badWrite = nil
+		return false
+	}
+	if err := checkSPSCPositions(wp, r.next, uint64(len(r.data))); err != nil {
+		r.badWrite = err // cachedWrite stays next: the next call loads again
+		return true
+	}
+	r.cachedWrite, r.badWrite = wp, nil
+	return true
 }
 
 func (r *SPSCReader) tryNext() (Record, error) {
-	if !r.available() {
-		if r.streamEnded() && !r.available() {
+	if start, n, typ, next, ok := parseSPSCFast(r.data, r.next, r.cachedWrite, r.maxLen); ok {
+		return r.borrow(start, n, typ, next), nil
+	}
+	if r.next == r.cachedWrite && !r.available() {
+		if !r.streamEnded() {
+			r.stats.add(ctrEmpty, 1)
+			return Record{}, ErrEmpty
+		}
+		if !r.available() { // loaded after the end: the last records are not missed
 			return Record{}, ErrEndOfStream
 		}
-		r.stats.add(ctrEmpty, 1)
-		return Record{}, ErrEmpty
 	}
-	rec, ok, err := parseSPSC(r.data, r.next, r.cachedWrite) // the position was loaded once
+	if r.badWrite != nil {
+		return Record{}, r.badWrite
+	}
+	start, n, typ, next, err := parseSPSCAt(r.data, r.next, r.cachedWrite)
 	if err != nil {
 		return Record{}, err
 	}
-	if !ok {
-		return Record{}, ErrEmpty
-	}
+	return r.borrow(start, n, typ, next), nil
+}
+
+// borrow takes the record parsed at the local position: its payload at start, n bytes,
+// of type typ, ending at next.
+func (r *SPSCReader) borrow(start, n uint64, typ uint32, next uint64) Record {
 	r.lastStart = r.next
-	r.next = rec.next
-	r.lastLen = uint64(rec.n)
+	r.next = next
+	r.lastLen = n
 	r.borrowed++
-	r.borrowedLen += uint64(rec.n)
-	end := rec.start + uint64(rec.n)
-	return Record{Type: rec.typ, Data: r.data[rec.start:end:end]}, nil
+	r.borrowedLen += n
+	end := start + n
+	return Record{Type: typ, Data: r.data[start:end:end]}
 }
 
 func (r *SPSCReader) awaitData(ctx context.Context) error {
@@ -421,10 +492,13 @@ func (r *SPSCReader) release() {
 		// Release store: our reads of the records happen before it, and the writer that
 		// loads the new position (acquire) may overwrite them.
 		atomic.StoreUint64(r.readPos, r.next)
-		r.stats.add(ctrMessages, r.borrowed-r.rejected)
-		r.stats.add(ctrRejected, r.rejected)
-		r.stats.add(ctrBytes, r.borrowedLen)
-		r.notify(r.spaceEvent(), 1)
+		r.stats.add2(ctrMessages, r.borrowed-r.rejected, ctrBytes, r.borrowedLen)
+		if r.rejected != 0 {
+			r.stats.add(ctrRejected, r.rejected)
+		}
+		if atomic.LoadUint64(r.events[evSpace].waiters) != 0 { // as in commit
+			r.notify(r.spaceEvent(), 1)
+		}
 	}
 	r.borrowed, r.borrowedLen, r.rejected = 0, 0, 0
 }
@@ -454,21 +528,69 @@ func (r *SPSCReader) Close() error { return r.close(nil) }
 // borrows the following record too. It never blocks: ErrEmpty when nothing is published,
 // ErrEndOfStream when the writer closed and everything was read, ErrClosed after this
 // reader's Close, ErrCorrupt when the shared state is inconsistent.
-func (r *SPSCReader) TryNext() (Record, error) { return next(r, nil) }
+//
+// The SPSC reader's operations are written out for its concrete type rather than through
+// read.go's borrower interface: a call per record through an interface cost more than the
+// rest of a record's work.
+func (r *SPSCReader) TryNext() (Record, error) {
+	if err := r.enter(); err != nil {
+		return Record{}, err
+	}
+	defer r.leave()
+	return r.tryNext()
+}
 
 // Next is TryNext that waits, by the endpoint's wait strategy, until a record is published
 // or ctx ends. With no writer attached yet it waits. Once the writer's process has died and
 // every committed record was read, it returns ErrPeerDead (until a new writer attaches).
-func (r *SPSCReader) Next(ctx context.Context) (Record, error) { return next(r, ctx) }
+func (r *SPSCReader) Next(ctx context.Context) (Record, error) {
+	if err := r.enter(); err != nil {
+		return Record{}, err
+	}
+	defer r.leave()
+	return r.nextWait(ctx)
+}
+
+// nextWait is nextLocked for the concrete type: with a nil ctx it never waits.
+func (r *SPSCReader) nextWait(ctx context.Context) (Record, error) {
+	for {
+		rec, err := r.tryNext()
+		if err != ErrEmpty || ctx == nil {
+			return rec, err
+		}
+		if err := r.awaitData(ctx); err != nil {
+			return Record{}, err
+		}
+	}
+}
 
 // TryRead copies the next record into dst and releases it, with anything borrowed before.
 // It returns the payload length and the record type; ErrShortBuffer (the record stays in
 // the ring) when dst is too small, and TryNext's errors.
-func (r *SPSCReader) TryRead(dst []byte) (int, uint32, error) { return read(r, nil, dst) }
+func (r *SPSCReader) TryRead(dst []byte) (int, uint32, error) { return r.read(nil, dst) }
 
 // Read is TryRead that waits like Next.
 func (r *SPSCReader) Read(ctx context.Context, dst []byte) (int, uint32, error) {
-	return read(r, ctx, dst)
+	return r.read(ctx, dst)
+}
+
+// read is read.go's read for the concrete type.
+func (r *SPSCReader) read(ctx context.Context, dst []byte) (int, uint32, error) {
+	if err := r.enter(); err != nil {
+		return 0, 0, err
+	}
+	defer r.leave()
+	rec, err := r.nextWait(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	if len(dst) < len(rec.Data) {
+		r.unborrow()
+		return 0, 0, fmt.Errorf("%w: record of %d bytes, buffer of %d", ErrShortBuffer, len(rec.Data), len(dst))
+	}
+	n := copy(dst, rec.Data)
+	r.release()
+	return n, rec.Type, nil
 }
 
 // Drain waits like Next until at least one record is available, then hands fn every
@@ -478,7 +600,64 @@ func (r *SPSCReader) Read(ctx context.Context, dst []byte) (int, uint32, error) 
 // it are released, the one fn failed on stays in the ring, and the error is returned. It
 // returns how many records fn accepted.
 func (r *SPSCReader) Drain(ctx context.Context, fn func(Record) error, max int) (int, error) {
-	return drain(r, ctx, fn, max)
+	if err := r.enter(); err != nil {
+		return 0, err
+	}
+	defer func() {
+		fence.StoreRelease32(&r.inCallback, 0) // fn may have panicked while marked
+		r.leave()
+	}()
+	// As read.go's drain, for the concrete type.
+	n, seen := 0, 0
+	for max <= 0 || seen < max {
+		var rec Record
+		var err error
+		if start, n, typ, next, ok := parseSPSCFast(r.data, r.next, r.cachedWrite, r.maxLen); ok {
+			rec = r.borrow(start, n, typ, next) // tryNext's fast path, inlined
+		} else {
+			rec, err = r.tryNext()
+		}
+		if err != nil {
+			if err == ErrEmpty && seen == 0 {
+				if ctx == nil {
+					return 0, ErrEmpty
+				}
+				if err := r.awaitData(ctx); err != nil {
+					return 0, err
+				}
+				continue
+			}
+			if err == ErrEmpty || (err == ErrEndOfStream && seen > 0) {
+				break
+			}
+			r.release()
+			return n, err
+		}
+		seen++
+		// callback's marks, inline (see callback in read.go).
+		fence.StoreRelease32(&r.inCallback, 1)
+		err = fn(rec)
+		fence.StoreRelease32(&r.inCallback, 0)
+		if r.closed.Load() {
+			// Closed while fn ran (possibly by fn): touch nothing shared; let go of the
+			// records once Close is done.
+			r.leave()
+			r.afterClose(r.forget)
+			return n, ErrClosed
+		}
+		if err != nil {
+			if errors.Is(err, ErrRejected) {
+				r.reject()
+				continue
+			}
+			r.unborrow()
+			r.release()
+			return n, err
+		}
+		n++
+	}
+	r.release()
+	return n, nil
 }
 
 // Reject releases everything borrowed, like Release, counting the last record borrowed as
