@@ -80,8 +80,16 @@ func (p *Publisher) rescan(gen uint64) {
 // reserveLocked reserves the next record under the lock: ErrFull when Block has no room.
 func (p *Publisher) reserveLocked(typ uint32, n int) ([]byte, error) {
 	seq := p.start + p.k
+	if p.k >= p.slots.slots-1 {
+		// A batch fills at most all slots but one: two records of one batch never share a
+		// slot, and the newest record published stays intact for Load while it is held.
+		return nil, errBatchFull
+	}
 	if p.policy == Block && seq >= p.limit {
-		if p.rescan(atomic.LoadUint64(p.gen)); seq >= p.limit {
+		if p.rescan(atomic.LoadUint64(p.gen)); seq >= p.limit && p.reapEvery() {
+			p.rescan(atomic.LoadUint64(p.gen))
+		}
+		if seq >= p.limit {
 			p.stats.add(ctrFull, 1)
 			return nil, ErrFull
 		}
@@ -96,6 +104,10 @@ func (p *Publisher) reserveLocked(typ uint32, n int) ([]byte, error) {
 	p.bytes += uint64(n)
 	return slot[slotHeader : slotHeader+n : slotHeader+n], nil
 }
+
+// errBatchFull is reserveLocked's ErrFull for a batch as large as the ring allows: waiting
+// would not help, the batch must be committed first. Reserve returns it as ErrFull.
+var errBatchFull = fmt.Errorf("%w: the batch fills the ring; commit it first", ErrFull)
 
 func (p *Publisher) checkSize(n int) error {
 	if n < 0 || n > p.maxMsg {
@@ -137,6 +149,9 @@ func (p *Publisher) reserve(ctx context.Context, typ uint32, n int) ([]byte, err
 		}
 		buf, err := p.reserveLocked(typ, n)
 		if err != ErrFull || ctx == nil {
+			if err == errBatchFull {
+				err = ErrFull
+			}
 			if err != nil && p.k == 0 {
 				p.unlock()
 			}
@@ -169,8 +184,8 @@ func (p *Publisher) awaitRoom(ctx context.Context) error {
 		return p.minPosition(t)+p.slots.slots > t
 	}
 	return p.wait.await(ctx, p.spaceEvent(), ready, func(expensive bool) error {
-		if expensive && p.reapDead() {
-			atomic.AddUint64(p.gen, 1) // lock holders rescan
+		if expensive {
+			p.reapEvery()
 		}
 		return nil
 	})
@@ -211,12 +226,16 @@ func (p *Publisher) Commit() error {
 	if p.held == 0 || p.k == 0 {
 		return ErrNotReserved
 	}
+	p.commit()
+	return nil
+}
+
+func (p *Publisher) commit() {
 	atomic.StoreUint64(p.tail, p.start+p.k) // the publish; orders the payloads before it
 	p.stats.add(ctrMessages, p.k)
 	p.stats.add(ctrBytes, p.bytes)
 	p.abort() // nothing left to discard: releases the lock
 	p.notify(p.dataEvent(), 0)
-	return nil
 }
 
 // Abort discards the reserved records and releases the topic lock.
@@ -241,31 +260,40 @@ func (p *Publisher) write(ctx context.Context, typ uint32, b []byte) error {
 	if err := p.enter(); err != nil {
 		return err
 	}
+	defer p.leave() // the copy too: a Close meanwhile must not release the lock under it
 	if p.held != 0 {
-		p.leave()
 		return ErrPending
 	}
 	buf, err := p.reserve(ctx, typ, len(b))
-	p.leave()
 	if err != nil {
 		return err
 	}
 	copy(buf, b)
-	return p.Commit()
+	p.commit()
+	return nil
 }
 
 // Ready reports whether a record of n bytes could be reserved now without waiting for
 // subscribers (always, except under Block with the slowest live subscriber a ring behind).
 func (p *Publisher) Ready(n int) bool {
-	if p.policy != Block {
+	if p.policy != Block || n > p.maxMsg || p.enter() != nil {
+		return true // the call fails at once (ErrTooLarge, ErrClosed) or never waits
+	}
+	defer p.leave()
+	t := atomic.LoadUint64(p.tail) + p.k
+	if p.minPosition(t)+p.slots.slots > t {
 		return true
 	}
-	t := atomic.LoadUint64(p.tail) + p.k
-	return p.minPosition(t)+p.slots.slots > t
+	return p.reapEvery() && p.minPosition(t)+p.slots.slots > t
 }
 
 // Arm marks the publisher as waiting for room, for an event loop; see Writer.
-func (p *Publisher) Arm(n int) (Wake, bool, error) { return p.arm(func() bool { return p.Ready(n) }) }
+func (p *Publisher) Arm(n int) (Wake, bool, error) {
+	return p.arm(func() bool {
+		t := atomic.LoadUint64(p.tail) + p.k
+		return p.policy != Block || n > p.maxMsg || p.minPosition(t)+p.slots.slots > t
+	})
+}
 
 // Disarm undoes Arm.
 func (p *Publisher) Disarm() { p.disarm() }

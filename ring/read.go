@@ -58,6 +58,9 @@ func read(b borrower, ctx context.Context, dst []byte) (int, uint32, error) {
 		return 0, 0, err
 	}
 	if len(dst) < len(rec.Data) {
+		if err := b.check(); err != nil {
+			return 0, 0, err // the length came from a record being overwritten
+		}
 		b.unborrow()
 		return 0, 0, fmt.Errorf("%w: record of %d bytes, buffer of %d", ErrShortBuffer, len(rec.Data), len(dst))
 	}

@@ -97,11 +97,11 @@ func (s *Subscriber) join(ctx context.Context, start Start) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
+	s.reapDead() // before the lock, which publishers wait for: it lists the peer table
 	if err := s.lock(ctx); err != nil {
 		return err
 	}
 	defer s.unlock()
-	s.reapDead()
 	tail := atomic.LoadUint64(s.tail)
 	oldest := tail - min(tail, s.slots.slots)
 	me := s.loc.peer.Index()
@@ -143,10 +143,10 @@ func (s *Subscriber) join(ctx context.Context, start Start) error {
 		atomic.StoreUint64(subU64(entry, subPos), pos)
 		atomic.StoreUint64(subU64(entry, subMissed), 0)
 		nw := subWord(w, s.name != "", me, s.pid)
+		atomic.OrUint64(s.used, 1<<uint(i)) // first: a joiner dying between the two leaves no entry unseen
 		if !atomic.CompareAndSwapUint64(s.subState(i), w, nw) {
 			continue
 		}
-		atomic.OrUint64(s.used, 1<<uint(i))
 		s.take(i, nw, pos, oldest)
 		return nil
 	}
@@ -201,11 +201,12 @@ func (s *Subscriber) lap(tail, from uint64) {
 	s.releaseTo(resume, s.validated)
 }
 
-// validate checks, after use, that the records borrowed since the last check are intact:
-// records are overwritten in order, so the oldest of them tells (a sequence lock's read
-// side). When they are not, the subscriber laps.
+// validate checks, after use, that the records borrowed are intact: records are
+// overwritten in order, so the oldest of them tells (a sequence lock's read side), and it
+// is checked every time, as a record checked before may be read again later. When they are
+// not, the subscriber laps.
 func (s *Subscriber) validate() {
-	first := s.released + s.validated
+	first := s.released // the oldest borrowed: if it is intact, so are the later ones
 	if first == s.pos {
 		return
 	}
@@ -376,7 +377,13 @@ func (s *Subscriber) Drain(ctx context.Context, fn func(Record) error, max int) 
 }
 
 // Ready reports whether Next would return at once.
-func (s *Subscriber) Ready() bool { return s.ready() }
+func (s *Subscriber) Ready() bool {
+	if s.enter() != nil {
+		return true // the call fails at once: ErrClosed
+	}
+	defer s.leave()
+	return s.ready()
+}
 
 // Arm marks the subscriber as waiting for records, for an event loop; see Reader.
 func (s *Subscriber) Arm() (Wake, bool, error) { return s.arm(s.ready) }
@@ -411,6 +418,10 @@ func (s *Subscriber) Load(dst []byte) (n int, typ uint32, seq uint64, err error)
 			continue // torn header: the check below fails too, or the next tail differs
 		}
 		if len(dst) < int(rec.n) {
+			fence.LoadLoad()
+			if atomic.LoadUint64(slotSeq(slot)) != topicMark(seq) {
+				continue // the length came from a record being overwritten
+			}
 			return 0, 0, 0, fmt.Errorf("%w: record of %d bytes, buffer of %d", ErrShortBuffer, rec.n, len(dst))
 		}
 		n = copy(dst, slot[slotHeader:slotHeader+rec.n])
@@ -441,6 +452,8 @@ func (s *Subscriber) leaveSub() {
 	if s.name != "" {
 		next = subWord(s.state, true, -1, 0)
 	}
-	atomic.CompareAndSwapUint64(s.subState(s.idx), s.state, next)
+	if atomic.CompareAndSwapUint64(s.subState(s.idx), s.state, next) {
+		s.notify(s.spaceEvent(), 0) // a Block publisher waiting for this subscriber (the CAS was the publish)
+	}
 	s.idx = -1
 }

@@ -58,6 +58,7 @@ type topic struct {
 
 	held      uint64    // the lock word while this endpoint holds the lock, else 0
 	lastCheck time.Time // when the lock's holder was last checked for liveness
+	lastReap  time.Time // when reapEvery last reaped
 }
 
 func (t *topic) attachTopic(seg *shm.Segment, sd side, opts Options, closer func() error) error {
@@ -206,7 +207,25 @@ func (t *topic) reapDead() bool {
 			reaped = true
 		}
 	}
+	if reaped {
+		t.notify(t.spaceEvent(), 0) // Block publishers waiting for the dead one (the CAS was the publish)
+	}
 	return reaped
+}
+
+// reapEvery runs reapDead at most once per livenessInterval (it lists the peer table) and
+// reports whether it freed a subscription; then lock-holding publishers rescan (gen).
+func (t *topic) reapEvery() bool {
+	now := time.Now()
+	if now.Sub(t.lastReap) < livenessInterval {
+		return false
+	}
+	t.lastReap = now
+	if !t.reapDead() {
+		return false
+	}
+	atomic.AddUint64(t.gen, 1)
+	return true
 }
 
 // minPosition is the lowest position of the subscriptions that hold publishers back (those

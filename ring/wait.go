@@ -76,6 +76,10 @@ func (w Wait) String() string {
 	return "adaptive:" + w.duration.String()
 }
 
+// Duration is the strategy's parameter: how long Adaptive spins, how long Sleep sleeps
+// between polls; zero for Spin and Futex.
+func (w Wait) Duration() time.Duration { return w.normalized().duration }
+
 // Name is the strategy without its parameter: "spin", "sleep", "futex" or "adaptive".
 func (w Wait) Name() string { name, _, _ := strings.Cut(w.String(), ":"); return name }
 
