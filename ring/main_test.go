@@ -24,6 +24,10 @@ func TestMain(m *testing.M) {
 	proctest.Register("bench-echo", runBenchEcho)
 	proctest.Register("idle-reader", runIdleReader)
 	proctest.Register("mpmc-attached-reader", runMPMCAttachedReader)
+	proctest.Register("topic-pub", runTopicPub)
+	proctest.Register("topic-sub", runTopicSub)
+	proctest.Register("topic-latest-pub", runTopicLatestPub)
+	proctest.Register("topic-loader", runTopicLoader)
 	proctest.Main(m)
 }
 
