@@ -211,6 +211,9 @@ func (b *bench) runCase(cs caseSpec) (Result, error) {
 	if cs.Scenario == "pingpong" {
 		return b.runPingPong(cs, base, res, timeout)
 	}
+	if isFanout(cs.Transport) {
+		return b.runFanout(cs, base, res, timeout)
+	}
 
 	var writers, readers []*child
 	killAll := func() {

@@ -37,6 +37,8 @@ type childConfig struct {
 	Batch     int // throughput: messages per publish, write or read (--batch)
 	WriterID  uint32
 	CPU       int // pin the hot thread to this CPU; -1: no pinning
+
+	Fanout *fanoutConfig `json:",omitempty"` // pubsub, fanout-spsc (pubsub.go)
 }
 
 // childReport is what a child prints on stdout, as one JSON line.
@@ -48,6 +50,7 @@ type childReport struct {
 	CPU       float64 // CPU seconds (user+system) during the measured phase
 	Latency   *hdrhistogram.Snapshot
 	PerWriter map[uint32]uint64 // reader: messages received per writer
+	Missed    uint64            // pubsub subscriber: records overwritten before it read them
 	Err       string
 }
 
@@ -94,6 +97,9 @@ func runChild(cfg childConfig) (childReport, error) {
 	var rep childReport
 	if err := pin(cfg.CPU); err != nil {
 		return rep, fmt.Errorf("pinning to CPU %d: %w", cfg.CPU, err)
+	}
+	if isFanout(cfg.Transport) {
+		return runFanoutChild(cfg)
 	}
 	wait, err := ring.ParseWait(cfg.Wait)
 	if cfg.Wait == "" {

@@ -59,6 +59,7 @@ type config struct {
 	Quick      bool
 	JSON       string
 	Plot       string
+	Policy     string // pubsub: block or overwrite
 }
 
 // errUsage marks a bad command line: exit status 2.
@@ -67,11 +68,13 @@ var errUsage = errors.New("usage")
 func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("shmbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	transports := fs.String("transports", strings.Join(allTransports, ","), "transports to measure: "+strings.Join(allTransports, ","))
+	transports := fs.String("transports", strings.Join(allTransports, ","), "transports to measure: "+strings.Join(allTransports, ",")+
+		"; also "+strings.Join(fanoutTransports, ",")+" (one publisher, --consumers subscribers)")
 	waits := fs.String("waits", strings.Join(allWaits, ","), "wait strategies of the rings: "+strings.Join(allWaits, ","))
 	sizes := fs.String("sizes", "64", "message sizes, e.g. 64,4KiB,1MiB (at least 24 bytes)")
 	producers := fs.Int("producers", 1, "writer processes (mpmc)")
-	consumers := fs.Int("consumers", 1, "reader processes (mpmc)")
+	consumers := fs.Int("consumers", 1, "reader processes (mpmc), subscriber processes (pubsub, fanout-spsc)")
+	policy := fs.String("policy", "block", "pubsub: the topic's policy, block or overwrite")
 	scenarios := fs.String("scenarios", strings.Join(allScenarios, ","), "scenarios: "+strings.Join(allScenarios, ","))
 	duration := fs.Duration("duration", time.Second, "time per case")
 	rate := fs.Int("rate", 10000, "messages per second in the latency scenario")
@@ -98,7 +101,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	cfg := config{Producers: *producers, Consumers: *consumers, Duration: *duration, Rate: *rate, Batch: *batch, Sleep: *sleep,
 		Codec: *codecFlag, Pin: *pinFlag, Quick: *quick, JSON: *jsonOut, Plot: *plot}
 	var err error
-	if cfg.Transports, err = pickList("transports", *transports, allTransports); err != nil {
+	if cfg.Policy, err = parseBenchPolicy(*policy); err != nil {
+		return cfg, err
+	}
+	if cfg.Transports, err = pickList("transports", *transports, append(allTransports[:len(allTransports):len(allTransports)], fanoutTransports...)); err != nil {
 		return cfg, err
 	}
 	if cfg.Waits, err = pickList("waits", *waits, allWaits); err != nil {
@@ -185,8 +191,11 @@ func (c config) cases() []caseSpec {
 	var out []caseSpec
 	for _, sc := range c.Scenarios {
 		for _, tr := range c.Transports {
+			if isFanout(tr) && sc == "pingpong" {
+				continue // one publisher to many subscribers: nothing to ping-pong
+			}
 			waits := []string{""}
-			if tr == "spsc" || tr == "mpmc" {
+			if tr == "spsc" || tr == "mpmc" || isFanout(tr) {
 				waits = c.Waits
 			}
 			for _, w := range waits {
@@ -195,7 +204,7 @@ func (c config) cases() []caseSpec {
 					if sc == "throughput" {
 						cs.Batch = c.Batch
 					}
-					if tr == "mpmc" && (sc == "throughput" || sc == "latency") {
+					if (tr == "mpmc" && (sc == "throughput" || sc == "latency")) || isFanout(tr) {
 						cs.Producers, cs.Consumers = c.Producers, c.Consumers
 					}
 					out = append(out, cs)

@@ -50,6 +50,8 @@ type Result struct {
 	IdleCPUPercent float64    `json:"idle_cpu_percent"`
 	Lost           uint64     `json:"lost"`
 	Corrupt        uint64     `json:"corrupt"`
+	// Fanout has the publisher's and each subscriber's figures (pubsub, fanout-spsc).
+	Fanout *FanoutResult `json:"fanout,omitempty"`
 }
 
 // Latency percentiles in nanoseconds: one-way (latency) or half round trip (pingpong).
@@ -175,6 +177,7 @@ func printTable(w io.Writer, rep Report) {
 			r.CPUSeconds.Writer, r.CPUSeconds.Reader, cpuMsg, idle, r.Lost, r.Corrupt)
 	}
 	tw.Flush()
+	printFanout(w, rep.Results)
 	if lines := summary(rep.Results, "unix", "floor/spin"); len(lines) > 0 {
 		fmt.Fprintln(w)
 		for _, l := range lines {

@@ -51,3 +51,29 @@ func TestCreateFailures(t *testing.T) {
 	oneLine(t, stderr)
 	assert.Contains(t, stderr, "invalid segment spec")
 }
+
+func TestCreateTopic(t *testing.T) {
+	dir := testDir(t)
+	stdout, stderr, status := shmctl(t, dir, "create", "prices", "--kind", "topic", "--size", "64KiB", "--slot", "100", "--policy", "overwrite")
+	require.Equal(t, 0, status, stderr)
+	assert.Contains(t, stderr, "slot 100 is not a power of two, rounded up to 128B")
+	assert.Contains(t, stdout, "created prices (topic, 64KiB data, 512 slots of 128B, policy overwrite)")
+	stdout, stderr, status = shmctl(t, dir, "create", "events", "--kind", "topic", "--size", "64KiB")
+	require.Equal(t, 0, status, stderr)
+	assert.Contains(t, stdout, "created events (topic, 64KiB data, 256 slots of 256B, policy block)", "block and 256B slots by default")
+
+	for name, want := range map[string]ring.Spec{
+		"prices": {Kind: ring.Topic, Size: 64 << 10, SlotSize: 128, Policy: ring.Overwrite},
+		"events": {Kind: ring.Topic, Size: 64 << 10, SlotSize: 256, Policy: ring.Block},
+	} {
+		s, err := shm.Inspect(name, shm.Options{Dir: dir})
+		require.NoError(t, err)
+		spec, err := ring.SpecOf(s.Descriptor())
+		s.Close()
+		require.NoError(t, err)
+		assert.Equal(t, want, spec, name)
+	}
+	stdout, stderr, status = shmctl(t, dir, "create", "state", "--kind", "topic", "--size", "4KiB", "--slot", "64", "--policy", "latest")
+	require.Equal(t, 0, status, stderr)
+	assert.Contains(t, stdout, "64 slots of 64B, policy latest")
+}

@@ -19,7 +19,8 @@ func newLsCommand() *cobra.Command {
 		Long: "List every file in the directory that has a segment name, with its kind, size,\n" +
 			"live and dead peers and state: ok, corrupt, truncated, version (another layout),\n" +
 			"foreign (not a shmq segment), unsafe (symlink, not a regular file, other owner,\n" +
-			"extra links). Nothing is changed.",
+			"extra links). Topics also show their policy and their live publishers and\n" +
+			"subscribers. Nothing is changed.",
 		Args: exactArgs(0, "no arguments"),
 		RunE: runLs,
 	}
@@ -38,6 +39,11 @@ type listEntry struct {
 	SlotSize   uint32 `json:"slot_size,omitempty"`
 	PeersAlive int    `json:"peers_alive"`
 	PeersDead  int    `json:"peers_dead"`
+	// Topics only: the overflow policy, and the publishers and subscribers attached by live
+	// processes.
+	Policy      string `json:"policy,omitempty"`
+	Publishers  *int   `json:"publishers,omitempty"`
+	Subscribers *int   `json:"subscribers,omitempty"`
 }
 
 func runLs(cmd *cobra.Command, args []string) error {
@@ -53,8 +59,16 @@ func runLs(cmd *cobra.Command, args []string) error {
 	if asJSON, _ := cmd.Flags().GetBool("json"); asJSON {
 		return writeJSON(cmd.OutOrStdout(), entries)
 	}
+	topics := false // the TOPIC column only when there is a topic to show
+	for _, e := range entries {
+		topics = topics || e.Policy != ""
+	}
 	tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tKIND\tSIZE\tPEERS\tSTATE")
+	if topics {
+		fmt.Fprintln(tw, "NAME\tKIND\tSIZE\tPEERS\tSTATE\tTOPIC")
+	} else {
+		fmt.Fprintln(tw, "NAME\tKIND\tSIZE\tPEERS\tSTATE")
+	}
 	for _, e := range entries {
 		kind, size, peers := "-", "-", "-"
 		if e.State == "ok" {
@@ -64,7 +78,15 @@ func runLs(cmd *cobra.Command, args []string) error {
 				peers += fmt.Sprintf(", %d dead", e.PeersDead)
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Name, kind, size, peers, e.State)
+		if !topics {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Name, kind, size, peers, e.State)
+			continue
+		}
+		topic := ""
+		if e.Policy != "" && e.Publishers != nil && e.Subscribers != nil {
+			topic = fmt.Sprintf("%s, %s, %s", e.Policy, plural(*e.Publishers, "publisher"), plural(*e.Subscribers, "subscriber"))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Name, kind, size, peers, e.State, topic)
 	}
 	return tw.Flush()
 }
@@ -80,7 +102,8 @@ func inspectEntry(opts shm.Options, name string) listEntry {
 	defer s.Close()
 	d := s.Descriptor()
 	e.Kind, e.DataSize = d.Kind.String(), d.DataSize
-	if spec, err := ring.SpecOf(d); err == nil {
+	spec, specErr := ring.SpecOf(d)
+	if specErr == nil {
 		e.SlotSize = spec.SlotSize
 	}
 	peers, err := s.Peers()
@@ -96,5 +119,19 @@ func inspectEntry(opts shm.Options, name string) listEntry {
 			e.PeersDead++
 		}
 	}
+	if specErr == nil && spec.Kind == ring.Topic {
+		e.Policy = spec.Policy.String()
+		if st, err := ring.ReadStats(s); err == nil {
+			e.Publishers, e.Subscribers = &st.WritersOpen, &st.ReadersOpen
+		}
+	}
 	return e
+}
+
+// plural writes "1 publisher", "2 publishers".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }

@@ -9,6 +9,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/shmq/shmq/ring"
+	"github.com/shmq/shmq/shm"
 )
 
 // corruptChecksum flips a byte inside the descriptor of a real segment file.
@@ -90,4 +93,51 @@ func TestLsEmptyAndMissingDir(t *testing.T) {
 	_, stderr, status := shmctl(t, filepath.Join(dir, "nope"), "ls")
 	assert.Equal(t, 1, status)
 	oneLine(t, stderr)
+}
+
+// TestLsTopic: a topic shows its policy and its live publishers and subscribers; other
+// kinds have no such fields.
+func TestLsTopic(t *testing.T) {
+	dir := testDir(t)
+	_, stderr, status := shmctl(t, dir, "create", "prices", "--kind", "topic", "--size", "64KiB", "--policy", "overwrite")
+	require.Equal(t, 0, status, stderr)
+	_, stderr, status = shmctl(t, dir, "create", "q", "--kind", "spsc", "--size", "64KiB")
+	require.Equal(t, 0, status, stderr)
+	seg, err := shm.Open("prices", shm.Options{Dir: dir})
+	require.NoError(t, err)
+	defer seg.Close()
+	p, err := ring.NewPublisher(seg, ring.Options{})
+	require.NoError(t, err)
+	defer p.Close()
+	startSubscriber(t, dir, "prices")
+	startSubscriber(t, dir, "prices", "audit")
+
+	stdout, stderr, status := shmctl(t, dir, "ls", "--json")
+	require.Equal(t, 0, status, stderr)
+	var rows []map[string]any
+	require.NoError(t, json.Unmarshal([]byte(stdout), &rows))
+	require.Len(t, rows, 2)
+	byName := map[string]map[string]any{}
+	for _, r := range rows {
+		byName[r["name"].(string)] = r
+	}
+	topic := byName["prices"]
+	assert.Equal(t, "topic", topic["kind"])
+	assert.Equal(t, "overwrite", topic["policy"])
+	assert.EqualValues(t, 1, topic["publishers"])
+	assert.EqualValues(t, 2, topic["subscribers"])
+	assert.EqualValues(t, 3, topic["peers_alive"], "this process and two subscriber processes")
+	assert.EqualValues(t, 256, topic["slot_size"])
+	assert.Equal(t, []string{"data_size", "kind", "name", "path", "peers_alive", "peers_dead", "state"}, keys(byName["q"]), "no topic fields")
+
+	stdout, _, status = shmctl(t, dir, "ls")
+	require.Equal(t, 0, status)
+	assert.Regexp(t, `NAME\s+KIND\s+SIZE\s+PEERS\s+STATE\s+TOPIC`, stdout)
+	assert.Regexp(t, `prices\s+topic\s+64KiB\s+3 alive\s+ok\s+overwrite, 1 publisher, 2 subscribers`, stdout)
+	assert.Regexp(t, `q\s+spsc\s+64KiB\s+0 alive\s+ok\s*\n`, stdout)
+
+	require.NoError(t, p.Close())
+	stdout, _, status = shmctl(t, dir, "ls")
+	require.Equal(t, 0, status)
+	assert.Regexp(t, `prices\s+topic\s+64KiB\s+3 alive\s+ok\s+overwrite, 0 publishers, 2 subscribers`, stdout)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,7 +19,35 @@ import (
 
 func TestMain(m *testing.M) {
 	proctest.Register("holder", runHolder)
+	proctest.Register("subscriber", runSubscriber)
 	proctest.Main(m)
+}
+
+// runSubscriber subscribes to topic Args[1] in Args[0], from the oldest record, durably
+// under the name Args[2] if there is one, reads nothing and waits to be killed.
+func runSubscriber(c *proctest.Child) error {
+	s, err := shm.Open(c.Args[1], shm.Options{Dir: c.Args[0]})
+	if err != nil {
+		return err
+	}
+	opts := ring.SubscribeOptions{Start: ring.FromOldest}
+	if len(c.Args) > 2 {
+		opts.Name = c.Args[2]
+	}
+	if _, err := ring.Subscribe(context.Background(), s, opts); err != nil {
+		return err
+	}
+	c.Point("subscribed")
+	select {}
+}
+
+// startSubscriber runs a subscriber of topic dir/name in another process (args: a durable
+// name, or none) and waits until it has subscribed.
+func startSubscriber(t *testing.T, dir, name string, args ...string) *proctest.Proc {
+	t.Helper()
+	p := proctest.Start(t, "subscriber", proctest.Options{Args: append([]string{dir, name}, args...)})
+	p.WaitPoint("subscribed", 20*time.Second)
+	return p
 }
 
 // runHolder attaches a ring writer to segment Args[1] in Args[0] and waits to be killed.
@@ -87,6 +116,9 @@ func TestUsageErrors(t *testing.T) {
 		{"create", "x", "--kind", "spsc", "--size", "64KB"},
 		{"create", "x", "--kind", "spsc", "--size", "64KiB", "--slot", "64"},
 		{"create", "x", "--kind", "spsc", "--size", "64KiB", "--mode", "rw"},
+		{"create", "x", "--kind", "spsc", "--size", "64KiB", "--policy", "block"},
+		{"create", "x", "--kind", "mpmc", "--size", "64KiB", "--policy", "overwrite"},
+		{"create", "x", "--kind", "topic", "--size", "64KiB", "--policy", "drop"},
 		{"gc", "now"},
 	} {
 		_, stderr, status := shmctl(t, dir, args...)

@@ -15,15 +15,18 @@ import (
 
 func newPeekCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "peek NAME [-n N] [--json]",
+		Use:   "peek NAME [-n N] [--preview BYTES] [--from SEQ] [--json]",
 		Short: "Show the next records without consuming them",
 		Long: "Show the next records of a ring (position, type, length and a preview, as text\n" +
-			"when it is printable and hex otherwise) without consuming them. Read-only.",
+			"when it is printable and hex otherwise) without consuming them. A topic shows the\n" +
+			"records it holds from the oldest (or --from) on, copies validated against\n" +
+			"publishers overwriting them. Read-only.",
 		Args: exactArgs(1, "a segment NAME"),
 		RunE: runPeek,
 	}
 	cmd.Flags().IntP("n", "n", 10, "how many records")
 	cmd.Flags().Int("preview", 32, "payload bytes to show per record")
+	cmd.Flags().Uint64("from", 0, "topics: first sequence to show (default: the oldest the ring holds)")
 	cmd.Flags().Bool("json", false, "print JSON")
 	return cmd
 }
@@ -40,7 +43,14 @@ func runPeek(cmd *cobra.Command, args []string) error {
 		return segmentError("peek", name, err)
 	}
 	defer s.Close()
-	recs, err := ring.Peek(s, n, preview)
+	var recs []ring.PeekedRecord
+	if s.Descriptor().Kind == ring.Topic {
+		recs, err = peekTopic(cmd, s, n, preview)
+	} else if cmd.Flags().Changed("from") {
+		return usagef("--from applies to topics only")
+	} else {
+		recs, err = ring.Peek(s, n, preview)
+	}
 	if err != nil {
 		return segmentError("peek", name, err)
 	}
@@ -73,4 +83,17 @@ func previewOf(b []byte, length int) string {
 		return strconv.Quote(string(b)) + more
 	}
 	return fmt.Sprintf("% x", b) + more
+}
+
+// peekTopic copies up to n records of a topic, from --from or else the oldest it holds.
+func peekTopic(cmd *cobra.Command, s *shm.Segment, n, preview int) ([]ring.PeekedRecord, error) {
+	from, _ := cmd.Flags().GetUint64("from")
+	if !cmd.Flags().Changed("from") {
+		st, err := ring.ReadTopicStats(s)
+		if err != nil {
+			return nil, err
+		}
+		from = st.Oldest
+	}
+	return ring.PeekTopic(s, from, n, preview)
 }

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -105,3 +107,84 @@ func TestWatch(t *testing.T) {
 }
 
 func splitLines(s string) []string { return strings.Split(strings.TrimRight(s, "\n"), "\n") }
+
+// TestPeekTopic: peek shows what a topic holds, from the oldest record or --from, and
+// consumes nothing; --from is for topics only.
+func TestPeekTopic(t *testing.T) {
+	dir := testDir(t)
+	_, stderr, status := shmctl(t, dir, "create", "ticks", "--kind", "topic", "--size", "4KiB", "--slot", "512", "--policy", "overwrite")
+	require.Equal(t, 0, status, stderr)
+	seg, err := shm.Open("ticks", shm.Options{Dir: dir})
+	require.NoError(t, err)
+	defer seg.Close()
+	sub, err := ring.Subscribe(context.Background(), seg, ring.SubscribeOptions{Start: ring.FromOldest})
+	require.NoError(t, err)
+	defer sub.Close()
+	p, err := ring.NewPublisher(seg, ring.Options{})
+	require.NoError(t, err)
+	defer p.Close()
+	for i := range 12 { // 8 slots: 0..3 are overwritten
+		require.NoError(t, p.TryWrite(uint32(100+i), []byte(fmt.Sprintf("tick %d", i))))
+	}
+	before, err := os.ReadFile(filepath.Join(dir, "ticks"))
+	require.NoError(t, err)
+
+	stdout, stderr, status := shmctl(t, dir, "peek", "ticks", "-n", "3")
+	require.Equal(t, 0, status, stderr)
+	assert.Regexp(t, `POSITION\s+TYPE\s+LENGTH\s+PREVIEW`, stdout)
+	assert.Regexp(t, `4\s+104\s+6\s+"tick 4"`, stdout, "from the oldest record held")
+	assert.Regexp(t, `6\s+106\s+6\s+"tick 6"`, stdout)
+	assert.NotContains(t, stdout, "tick 7")
+	assert.NotContains(t, stdout, "tick 3")
+
+	stdout, _, status = shmctl(t, dir, "peek", "ticks", "--from", "10", "--json", "--preview", "4")
+	require.Equal(t, 0, status)
+	var recs []ring.PeekedRecord
+	require.NoError(t, json.Unmarshal([]byte(stdout), &recs))
+	require.Len(t, recs, 2)
+	assert.EqualValues(t, 10, recs[0].Position)
+	assert.EqualValues(t, 111, recs[1].Type)
+	assert.Equal(t, 7, recs[1].Length)
+	assert.Equal(t, "tick", string(recs[1].Data))
+
+	stdout, _, status = shmctl(t, dir, "peek", "ticks", "--from", "12")
+	require.Equal(t, 0, status)
+	assert.Equal(t, "(no records)\n", stdout)
+
+	after, err := os.ReadFile(filepath.Join(dir, "ticks"))
+	require.NoError(t, err)
+	assert.Equal(t, before, after, "peek changed nothing")
+	_, err = sub.TryNext()
+	var lag *ring.LagError
+	require.ErrorAs(t, err, &lag, "the subscriber is where it was: at 0, lapped")
+	assert.EqualValues(t, 4, lag.Missed)
+
+	writeRecords(t, dir, "q", "spsc", "x")
+	_, stderr, status = shmctl(t, dir, "peek", "q", "--from", "1")
+	assert.Equal(t, 2, status, stderr)
+}
+
+// TestWatchTopic: watch runs on a topic; FILL is the slowest subscriber's lag.
+func TestWatchTopic(t *testing.T) {
+	dir := testDir(t)
+	_, stderr, status := shmctl(t, dir, "create", "ticks", "--kind", "topic", "--size", "4KiB", "--slot", "512")
+	require.Equal(t, 0, status, stderr)
+	seg, err := shm.Open("ticks", shm.Options{Dir: dir})
+	require.NoError(t, err)
+	defer seg.Close()
+	sub, err := ring.Subscribe(context.Background(), seg, ring.SubscribeOptions{})
+	require.NoError(t, err)
+	defer sub.Close()
+	p, err := ring.NewPublisher(seg, ring.Options{})
+	require.NoError(t, err)
+	defer p.Close()
+	for range 2 { // 2 of 8 slots behind
+		require.NoError(t, p.TryWrite(0, []byte("x")))
+	}
+	stdout, stderr, status := shmctl(t, dir, "watch", "ticks", "--interval", "20ms", "--count", "2")
+	require.Equal(t, 0, status, stderr)
+	lines := splitLines(stdout)
+	require.Len(t, lines, 3, stdout)
+	assert.Contains(t, lines[2], "25.0%")
+	assert.Contains(t, lines[2], "attached")
+}

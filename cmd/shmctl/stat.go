@@ -19,7 +19,9 @@ func newStatCommand() *cobra.Command {
 		Short: "Show a segment's descriptor, file and peers",
 		Long: "Show a segment's descriptor, file mode and owner, exclusive roles held, its\n" +
 			"peers with pid and liveness, and the ring: positions, fill level, counters and\n" +
-			"sleeping waiters. The segment is mapped read-only: looking changes nothing.",
+			"sleeping waiters. For a topic: its policy, records published, the oldest held, the\n" +
+			"lock's holder and every subscription (durable name, holder, position, lag, missed).\n" +
+			"The segment is mapped read-only: looking changes nothing.",
 		Args: exactArgs(1, "a segment NAME"),
 		RunE: runStat,
 	}
@@ -46,6 +48,9 @@ type statReport struct {
 	Peers      []peerJSON `json:"peers"`
 	Ring       ring.Stats `json:"ring"`
 	RingError  string     `json:"ring_error,omitempty"`
+	// Topic is a topic's publish-subscribe state (omitted for other kinds).
+	Topic      *ring.TopicStats `json:"topic,omitempty"`
+	TopicError string           `json:"topic_error,omitempty"`
 }
 
 type peerJSON struct {
@@ -100,7 +105,11 @@ func buildStat(s *shm.Segment) (statReport, error) {
 		if err != nil {
 			return r, err
 		}
-		r.Peers = append(r.Peers, peerJSON{Index: p.Index, Role: peerRole(w, rd), PID: p.PID, Alive: p.Alive, Attached: p.Attached.UTC(),
+		role := peerRole(w, rd)
+		if d.Kind == ring.Topic {
+			role = topicRole(w, rd)
+		}
+		r.Peers = append(r.Peers, peerJSON{Index: p.Index, Role: role, PID: p.PID, Alive: p.Alive, Attached: p.Attached.UTC(),
 			Writers: w, Readers: rd})
 	}
 	// Impossible positions are reported, not fatal: the rest of stat is still worth seeing.
@@ -111,7 +120,28 @@ func buildStat(s *shm.Segment) (statReport, error) {
 	if r.RolesHeld == nil {
 		r.RolesHeld = []string{}
 	}
+	if d.Kind == ring.Topic {
+		ts, err := ring.ReadTopicStats(s)
+		if err != nil {
+			r.TopicError = err.Error()
+		}
+		r.Topic = &ts
+	}
 	return r, nil
+}
+
+// topicRole is peerRole in a topic's words: "publisher", "subscriber",
+// "publisher+subscriber" or "handle".
+func topicRole(writers, readers int) string {
+	switch {
+	case writers > 0 && readers > 0:
+		return "publisher+subscriber"
+	case writers > 0:
+		return "publisher"
+	case readers > 0:
+		return "subscriber"
+	}
+	return "handle"
 }
 
 // peerRole names what a process does with the ring: "writer", "reader", "writer+reader", or
@@ -152,12 +182,23 @@ func printStat(cmd *cobra.Command, r statReport) {
 	fmt.Fprintf(tw, "peers\t%d alive, %d dead\n", alive, len(r.Peers)-alive)
 	g := r.Ring
 	unit := "bytes"
-	if r.Kind == "mpmc" {
+	if r.SlotCount > 0 {
 		unit = "slots"
 	}
-	fmt.Fprintf(tw, "positions\twrite %d, read %d\n", g.WritePos, g.ReadPos)
-	fmt.Fprintf(tw, "fill\t%d of %d %s (%.1f%%)\n", g.Used, g.Capacity, unit, 100*float64(g.Used)/float64(max(g.Capacity, 1)))
-	fmt.Fprintf(tw, "writer\t%s (%d writers, %d readers attached)\n", g.WriterState, g.WritersOpen, g.ReadersOpen)
+	if tp := r.Topic; tp != nil {
+		fmt.Fprintf(tw, "policy\t%s\n", tp.Policy)
+		fmt.Fprintf(tw, "published\t%d records, oldest held %d\n", tp.Published, tp.Oldest)
+		lock := "free"
+		if tp.LockHolderPID != 0 {
+			lock = fmt.Sprintf("held by pid %d", tp.LockHolderPID)
+		}
+		fmt.Fprintf(tw, "lock\t%s\n", lock)
+		fmt.Fprintf(tw, "publishers\t%s (%d publishers, %d subscribers attached)\n", g.WriterState, g.WritersOpen, g.ReadersOpen)
+	} else {
+		fmt.Fprintf(tw, "positions\twrite %d, read %d\n", g.WritePos, g.ReadPos)
+		fmt.Fprintf(tw, "fill\t%d of %d %s (%.1f%%)\n", g.Used, g.Capacity, unit, 100*float64(g.Used)/float64(max(g.Capacity, 1)))
+		fmt.Fprintf(tw, "writer\t%s (%d writers, %d readers attached)\n", g.WriterState, g.WritersOpen, g.ReadersOpen)
+	}
 	fmt.Fprintf(tw, "asleep\t%d readers, %d writers\n", g.ReadersAsleep, g.WritersAsleep)
 	fmt.Fprintf(tw, "written\t%d messages, %s; full %d times; %d futex waits, %d wakes\n",
 		g.Writers.Messages, units.FormatSize(g.Writers.Bytes), g.Writers.Full, g.Writers.FutexWaits, g.Writers.FutexWakes)
@@ -172,7 +213,13 @@ func printStat(cmd *cobra.Command, r statReport) {
 	if r.RingError != "" {
 		fmt.Fprintf(tw, "ring error\t%s\n", r.RingError)
 	}
+	if r.TopicError != "" {
+		fmt.Fprintf(tw, "topic error\t%s\n", r.TopicError)
+	}
 	tw.Flush()
+	if r.Topic != nil {
+		printSubscriptions(cmd, r.Topic.Subscriptions)
+	}
 	if len(r.Peers) == 0 {
 		return
 	}
@@ -184,6 +231,34 @@ func printStat(cmd *cobra.Command, r statReport) {
 			state = "dead"
 		}
 		fmt.Fprintf(tw, "  %d\t%s\t%d\t%s\t%s\n", p.Index, p.Role, p.PID, state, p.Attached.Format(time.RFC3339))
+	}
+	tw.Flush()
+}
+
+// printSubscriptions prints a topic's subscription table: entry index, durable name or "-",
+// the holder's pid and whether it runs ("-" when a durable subscription has no holder),
+// the next sequence it reads, how many published records it has not released, and how
+// many it missed.
+func printSubscriptions(cmd *cobra.Command, subs []ring.TopicSubscription) {
+	out := cmd.OutOrStdout()
+	if len(subs) == 0 {
+		fmt.Fprintln(out, "subscriptions  none")
+		return
+	}
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  SUB\tNAME\tPID\tALIVE\tPOSITION\tLAG\tMISSED")
+	for _, sub := range subs {
+		name, pid, alive := "-", "-", "-"
+		if sub.Durable {
+			name = sub.Name
+		}
+		if sub.Held {
+			pid, alive = fmt.Sprint(sub.PID), "no"
+			if sub.Alive {
+				alive = "yes"
+			}
+		}
+		fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%d\t%d\t%d\n", sub.Index, name, pid, alive, sub.Position, sub.Lag, sub.Missed)
 	}
 	tw.Flush()
 }

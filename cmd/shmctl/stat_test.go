@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -125,4 +127,91 @@ func TestStatShowsRejected(t *testing.T) {
 	require.Equal(t, 0, status, stderr)
 	assert.Contains(t, stdout, "rejected    1 records refused by readers")
 	assert.Contains(t, stdout, "attached (1 writers, 1 readers attached)")
+}
+
+// TestStatTopic: a topic's policy, published count, oldest record held, lock holder and
+// subscriptions (a durable one in another process, an anonymous one here), in text and
+// JSON, and the counters ReadStats gives.
+func TestStatTopic(t *testing.T) {
+	dir := testDir(t)
+	_, stderr, status := shmctl(t, dir, "create", "events", "--kind", "topic", "--size", "4KiB", "--slot", "256")
+	require.Equal(t, 0, status, stderr)
+	seg, err := shm.Open("events", shm.Options{Dir: dir})
+	require.NoError(t, err)
+	defer seg.Close()
+	durable := startSubscriber(t, dir, "events", "audit")
+	sub, err := ring.Subscribe(context.Background(), seg, ring.SubscribeOptions{})
+	require.NoError(t, err)
+	defer sub.Close()
+	p, err := ring.NewPublisher(seg, ring.Options{})
+	require.NoError(t, err)
+	defer p.Close()
+	for i := range 5 {
+		require.NoError(t, p.TryWrite(uint32(i), []byte("event")))
+	}
+	for range 2 {
+		_, err := sub.TryNext()
+		require.NoError(t, err)
+	}
+	sub.Release()
+	_, err = p.TryReserve(9, 5) // holds the topic lock until Commit
+	require.NoError(t, err)
+
+	stdout, stderr, status := shmctl(t, dir, "stat", "events", "--json")
+	require.Equal(t, 0, status, stderr)
+	var m map[string]any
+	require.NoError(t, json.Unmarshal([]byte(stdout), &m))
+	assert.Equal(t, []string{"lock_holder_pid", "oldest", "policy", "published", "slot_size", "slots", "subscriptions"},
+		keys(m["topic"].(map[string]any)))
+	var r statReport
+	require.NoError(t, json.Unmarshal([]byte(stdout), &r))
+	require.NotNil(t, r.Topic)
+	assert.Equal(t, "topic", r.Kind)
+	assert.Equal(t, "block", r.Topic.Policy)
+	assert.EqualValues(t, 5, r.Topic.Published)
+	assert.EqualValues(t, 0, r.Topic.Oldest)
+	assert.EqualValues(t, 16, r.Topic.Slots)
+	assert.Equal(t, os.Getpid(), r.Topic.LockHolderPID)
+	require.Len(t, r.Topic.Subscriptions, 2)
+	audit, anon := r.Topic.Subscriptions[0], r.Topic.Subscriptions[1]
+	assert.Equal(t, "audit", audit.Name)
+	assert.Equal(t, durable.Pid(), audit.PID)
+	assert.True(t, audit.Alive)
+	assert.EqualValues(t, 0, audit.Position)
+	assert.EqualValues(t, 5, audit.Lag)
+	assert.Empty(t, anon.Name)
+	assert.Equal(t, os.Getpid(), anon.PID)
+	assert.EqualValues(t, 2, anon.Position)
+	assert.EqualValues(t, 3, anon.Lag)
+	assert.Equal(t, 1, r.Ring.WritersOpen)
+	assert.Equal(t, 2, r.Ring.ReadersOpen)
+	assert.EqualValues(t, 5, r.Ring.Writers.Messages)
+	assert.EqualValues(t, 2, r.Ring.Readers.Messages)
+	roles := map[int]string{}
+	for _, peer := range r.Peers {
+		roles[peer.PID] = peer.Role
+	}
+	assert.Equal(t, map[int]string{os.Getpid(): "publisher+subscriber", durable.Pid(): "subscriber"}, roles)
+
+	stdout, _, status = shmctl(t, dir, "stat", "events")
+	require.Equal(t, 0, status)
+	assert.Contains(t, stdout, "policy      block")
+	assert.Contains(t, stdout, "published   5 records, oldest held 0")
+	assert.Contains(t, stdout, fmt.Sprintf("lock        held by pid %d", os.Getpid()))
+	assert.Contains(t, stdout, "attached (1 publishers, 2 subscribers attached)")
+	assert.Contains(t, stdout, "written     5 messages")
+	assert.Contains(t, stdout, "read        2 messages")
+	assert.Regexp(t, `SUB\s+NAME\s+PID\s+ALIVE\s+POSITION\s+LAG\s+MISSED`, stdout)
+	assert.Regexp(t, fmt.Sprintf(`0\s+audit\s+%d\s+yes\s+0\s+5\s+0`, durable.Pid()), stdout)
+	assert.Regexp(t, fmt.Sprintf(`1\s+-\s+%d\s+yes\s+2\s+3\s+0`, os.Getpid()), stdout)
+	assert.NotContains(t, stdout, "fill")
+
+	require.NoError(t, p.Commit())
+	durable.Kill()
+	_ = durable.Wait(20 * time.Second)
+	stdout, _, status = shmctl(t, dir, "stat", "events")
+	require.Equal(t, 0, status)
+	assert.Contains(t, stdout, "lock        free")
+	assert.Contains(t, stdout, "published   6 records")
+	assert.Regexp(t, fmt.Sprintf(`0\s+audit\s+%d\s+no\s+0\s+6\s+0`, durable.Pid()), stdout, "its process died; nobody reaped it yet")
 }

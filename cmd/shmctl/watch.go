@@ -18,7 +18,8 @@ func newWatchCommand() *cobra.Command {
 		Use:   "watch NAME [--interval 1s] [--count N]",
 		Short: "Print a ring's live rates until interrupted",
 		Long: "Print, once per interval, the messages and bytes written and read per second, the\n" +
-			"fill level and the sleeping waiters, until interrupted (or --count lines). Read-only.",
+			"fill level and the sleeping waiters, until interrupted (or --count lines). For a\n" +
+			"topic, FILL is the slowest subscriber's lag over the slots. Read-only.",
 		Args: exactArgs(1, "a segment NAME"),
 		RunE: runWatch,
 	}
@@ -62,15 +63,37 @@ func runWatch(cmd *cobra.Command, args []string) error {
 		if err != nil {
 			return segmentError("watch", name, err)
 		}
+		fill := 100 * float64(cur.Used) / float64(max(cur.Capacity, 1))
+		if s.Descriptor().Kind == ring.Topic {
+			if fill, err = topicFill(s); err != nil {
+				return segmentError("watch", name, err)
+			}
+		}
 		now := time.Now()
 		secs := now.Sub(prevAt).Seconds()
 		rate := func(a, b uint64) string { return fmt.Sprintf("%.0f", float64(a-b)/secs) }
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.1f%%\t%d/%d\t%s\t\n", now.Format("15:04:05"),
 			rate(cur.Writers.Messages, prev.Writers.Messages), rate(cur.Writers.Bytes, prev.Writers.Bytes),
 			rate(cur.Readers.Messages, prev.Readers.Messages), rate(cur.Readers.Bytes, prev.Readers.Bytes),
-			100*float64(cur.Used)/float64(max(cur.Capacity, 1)), cur.ReadersAsleep, cur.WritersAsleep, cur.WriterState)
+			fill, cur.ReadersAsleep, cur.WritersAsleep, cur.WriterState)
 		tw.Flush()
 		prev, prevAt = cur, now
 	}
 	return nil
+}
+
+// topicFill is a topic's fill level in percent: the lag of its slowest live subscriber (at
+// most a ring) over the slots.
+func topicFill(s *shm.Segment) (float64, error) {
+	st, err := ring.ReadTopicStats(s)
+	if err != nil {
+		return 0, err
+	}
+	lag := uint64(0)
+	for _, sub := range st.Subscriptions {
+		if sub.Held && sub.Alive {
+			lag = max(lag, min(sub.Lag, st.Slots))
+		}
+	}
+	return 100 * float64(lag) / float64(max(st.Slots, 1)), nil
 }
