@@ -346,9 +346,14 @@ func (f *fanoutWriter) sendBatch(ctx context.Context, seq0 uint64, n int, writer
 				return err
 			}
 		}
+		// Commit each chunk: a topic's batch holds at most all its slots but one, and the
+		// next ReserveBatch needs room its own uncommitted records would hold.
+		if err := f.ws[0].Commit(); err != nil {
+			return err
+		}
 		i += k
 	}
-	return f.ws[0].Commit()
+	return nil
 }
 
 // close ends the stream: every SPSC writer's Close ends its ring's; a topic has no end of
