@@ -13,6 +13,10 @@ import (
 // A Writer is for one goroutine at a time (the contract of bufio.Writer), except Close,
 // which any goroutine may call, any number of times: it wakes a blocked call, which returns
 // ErrClosed. Blocking calls wait by the endpoint's Wait strategy until ctx ends.
+//
+// A topic's Publisher differs in two ways: its Close never ends a stream (a topic has
+// none), and while it has records reserved it holds the topic lock, which other publishers
+// and joining subscribers wait for.
 type Writer interface {
 	// Reserve returns room for a record of n payload bytes of type typ, to be filled in
 	// place; Commit publishes everything reserved since the last Commit. It waits for room.
@@ -48,6 +52,12 @@ type Writer interface {
 //
 // A Reader is for one goroutine at a time, except Close, which any goroutine may call, any
 // number of times: it wakes a blocked call, which returns ErrClosed.
+//
+// A topic's Subscriber differs: it never sees ErrEndOfStream or ErrPeerDead (a topic
+// outlives its publishers: Next waits for the next one); under Overwrite and Latest it
+// reports missed records as a *LagError, and records it reads in place must be validated
+// after use (Subscriber.Validate); the records an anonymous subscriber borrowed when it
+// closes are not delivered again (a durable subscription's are).
 type Reader interface {
 	// Next borrows the next record in place, waiting for one. The contract every kind keeps:
 	// the record stays valid until Release, Reject, Close or the next Next/TryNext/Read/
