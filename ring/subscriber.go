@@ -2,6 +2,7 @@ package ring
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/bits"
 	"sync/atomic"
@@ -456,4 +457,40 @@ func (s *Subscriber) leaveSub() {
 		s.notify(s.spaceEvent(), 0) // a Block publisher waiting for this subscriber (the CAS was the publish)
 	}
 	s.idx = -1
+}
+
+// ErrNoSubscription is returned by Unsubscribe for a durable name the topic does not have.
+var ErrNoSubscription = errors.New("topic has no durable subscription of that name")
+
+// Unsubscribe deletes the durable subscription name of the topic seg, so that its entry
+// can be reused (a topic has 64). ErrBusy while a live subscriber holds it (a holder that
+// died is let go of first), ErrNoSubscription when there is none. It does not wait.
+func Unsubscribe(seg *shm.Segment, name string) error {
+	var t topic
+	if err := t.attachTopic(seg, readerSide, Options{}, func() error { return t.close(nil) }); err != nil {
+		return err
+	}
+	err := t.unsubscribe(name)
+	_ = t.finishAttach(nil, nil)
+	_ = t.close(nil)
+	return err
+}
+
+func (t *topic) unsubscribe(name string) error {
+	t.reapDead()
+	for mask := t.usedSubs(); mask != 0; mask &= mask - 1 {
+		i := bits.TrailingZeros64(mask)
+		w := atomic.LoadUint64(t.subState(i))
+		if w&subDurable == 0 || readSubName(subEntry(t.hdr, i)) != name {
+			continue
+		}
+		if _, pid, held := subHolder(w); held {
+			return fmt.Errorf("%w: durable subscription %q of %s is held by process %d", ErrBusy, name, t.seg.Name(), pid)
+		}
+		if !atomic.CompareAndSwapUint64(t.subState(i), w, 0) {
+			return fmt.Errorf("%w: durable subscription %q of %s was taken meanwhile", ErrBusy, name, t.seg.Name())
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: %q in %s", ErrNoSubscription, name, t.seg.Name())
 }

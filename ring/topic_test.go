@@ -464,3 +464,20 @@ func TestTopicOneWakeForAllSleepers(t *testing.T) {
 	assert.EqualValues(t, 1, st.Writers.FutexWakes, "no system call while nobody sleeps")
 	assert.Zero(t, st.Readers.LateWakes)
 }
+
+func TestTopicUnsubscribe(t *testing.T) {
+	seg := newTopicSeg(t, ring.Block, 8, 64)
+	s, err := ring.Subscribe(context.Background(), seg, ring.SubscribeOptions{Name: "gone"})
+	require.NoError(t, err)
+	assert.ErrorIs(t, ring.Unsubscribe(seg, "gone"), ring.ErrBusy, "held by a live subscriber")
+	require.NoError(t, s.Close())
+	assert.ErrorIs(t, ring.Unsubscribe(seg, "other"), ring.ErrNoSubscription)
+	require.NoError(t, ring.Unsubscribe(seg, "gone"))
+	assert.ErrorIs(t, ring.Unsubscribe(seg, "gone"), ring.ErrNoSubscription)
+	st, err := ring.ReadTopicStats(seg)
+	require.NoError(t, err)
+	assert.Empty(t, st.Subscriptions)
+	rs, err := ring.ReadStats(seg)
+	require.NoError(t, err)
+	assert.Zero(t, rs.ReadersOpen, "Unsubscribe leaves no endpoint behind")
+}
