@@ -84,6 +84,13 @@ type Reader interface {
 	// sleeps on; false when it is ready already. Disarm undoes it.
 	Arm() (Wake, bool, error)
 	Disarm()
+	// Maintain does, without waiting, what a blocked Next does about every liveness
+	// interval: it looks whether the writers' processes are alive (ErrPeerDead once every
+	// writer died and all was read, ErrEndOfStream once the stream ended and all was read)
+	// and, on an MPMC ring, repairs what dead peers left (a slot a dead writer claimed, a
+	// record a dead reader borrowed). An event loop, which never blocks in Next, calls it
+	// for its idle readers about every 100 ms. It makes system calls; nil when all is well.
+	Maintain() error
 	// Close detaches the reader; records still borrowed are delivered again to the next
 	// reader.
 	Close() error

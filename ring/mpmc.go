@@ -510,25 +510,30 @@ func (r *MPMCReader) borrow(pos uint64) (Record, error) {
 }
 
 func (r *MPMCReader) awaitData(ctx context.Context) error {
-	check := func(expensive bool) error {
-		if r.drainedAndEnded() {
-			return ErrEndOfStream
-		}
-		if !expensive {
-			return nil
-		}
-		r.repair()
-		if r.available() || atomic.LoadUint64(r.writePos) != atomic.LoadUint64(r.readPos) {
-			return nil
-		}
-		dead, err := r.otherSideDead()
-		if err != nil || !dead {
-			return err
-		}
-		return ErrPeerDead
-	}
-	return r.wait.await(ctx, r.dataEvent(), r.available, check)
+	return r.wait.await(ctx, r.dataEvent(), r.available, r.checkPeers)
 }
+
+// checkPeers is awaitData's check (see waiter.await) and, expensive, Maintain's.
+func (r *MPMCReader) checkPeers(expensive bool) error {
+	if r.drainedAndEnded() {
+		return ErrEndOfStream
+	}
+	if !expensive {
+		return nil
+	}
+	r.repair()
+	if r.available() || atomic.LoadUint64(r.writePos) != atomic.LoadUint64(r.readPos) {
+		return nil
+	}
+	dead, err := r.otherSideDead()
+	if err != nil || !dead {
+		return err
+	}
+	return ErrPeerDead
+}
+
+// Maintain runs the liveness check and the repair a blocked Next makes: see Reader.
+func (r *MPMCReader) Maintain() error { return maintain(r.ep(), r.checkPeers) }
 
 // drainedAndEnded reports whether the stream ended and every message was claimed, after
 // adopting any record a dead reader left borrowed (which is then not drained). The repair

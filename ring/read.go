@@ -26,6 +26,16 @@ type borrower interface {
 func (r *SPSCReader) check() error { return nil }
 func (r *MPMCReader) check() error { return nil }
 
+// maintain runs a reader's expensive check (what its blocked Next runs about every
+// livenessInterval) inside the endpoint's guard.
+func maintain(e *endpoint, check func(expensive bool) error) error {
+	if err := e.enter(); err != nil {
+		return err
+	}
+	defer e.leave()
+	return check(true)
+}
+
 // next borrows a record; with a nil ctx it never waits.
 func next(b borrower, ctx context.Context) (Record, error) {
 	if err := b.enter(); err != nil {

@@ -452,24 +452,29 @@ func (r *SPSCReader) borrow(start, n uint64, typ uint32, next uint64) Record {
 }
 
 func (r *SPSCReader) awaitData(ctx context.Context) error {
-	check := func(expensive bool) error {
-		if r.streamEnded() {
-			if r.available() {
-				return nil
-			}
-			return ErrEndOfStream
-		}
-		if !expensive {
+	return r.wait.await(ctx, r.dataEvent(), r.available, r.checkPeers)
+}
+
+// checkPeers is awaitData's check (see waiter.await) and, expensive, Maintain's.
+func (r *SPSCReader) checkPeers(expensive bool) error {
+	if r.streamEnded() {
+		if r.available() {
 			return nil
 		}
-		dead, err := r.otherSideDead()
-		if err != nil || !dead || r.available() {
-			return err
-		}
-		return ErrPeerDead
+		return ErrEndOfStream
 	}
-	return r.wait.await(ctx, r.dataEvent(), r.available, check)
+	if !expensive {
+		return nil
+	}
+	dead, err := r.otherSideDead()
+	if err != nil || !dead || r.available() {
+		return err
+	}
+	return ErrPeerDead
 }
+
+// Maintain runs the liveness check a blocked Next makes: see Reader.
+func (r *SPSCReader) Maintain() error { return maintain(&r.endpoint, r.checkPeers) }
 
 // ready reports whether a call would not find the ring empty: a record, or the end.
 func (r *SPSCReader) ready() bool { return r.available() || r.streamEnded() }

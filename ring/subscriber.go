@@ -305,6 +305,10 @@ func (s *Subscriber) awaitData(ctx context.Context) error {
 	return s.wait.await(ctx, s.dataEvent(), s.ready, func(bool) error { return nil })
 }
 
+// Maintain has nothing to check: a topic outlives its publishers, and subscribers never
+// wait for each other. It returns ErrClosed after Close, else nil.
+func (s *Subscriber) Maintain() error { return maintain(&s.endpoint, func(bool) error { return nil }) }
+
 // check is validate for the operations shared with other kinds (read.go): nil when the
 // records borrowed are intact, else the *LagError.
 func (s *Subscriber) check() error {
