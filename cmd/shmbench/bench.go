@@ -214,6 +214,9 @@ func (b *bench) runCase(cs caseSpec) (Result, error) {
 	if isFanout(cs.Transport) {
 		return b.runFanout(cs, base, res, timeout)
 	}
+	if cs.Transport == loopTransport {
+		return b.runLoop(cs, base, res, timeout)
+	}
 
 	var writers, readers []*child
 	killAll := func() {

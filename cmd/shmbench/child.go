@@ -101,6 +101,9 @@ func runChild(cfg childConfig) (childReport, error) {
 	if isFanout(cfg.Transport) {
 		return runFanoutChild(cfg)
 	}
+	if cfg.Transport == loopTransport {
+		return runLoopChild(cfg)
+	}
 	wait, err := ring.ParseWait(cfg.Wait)
 	if cfg.Wait == "" {
 		wait, err = ring.Adaptive(0), nil

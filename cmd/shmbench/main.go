@@ -69,7 +69,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("shmbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	transports := fs.String("transports", strings.Join(allTransports, ","), "transports to measure: "+strings.Join(allTransports, ",")+
-		"; also "+strings.Join(fanoutTransports, ",")+" (one publisher, --consumers subscribers)")
+		"; also "+strings.Join(fanoutTransports, ",")+" (one publisher, --consumers subscribers) and "+loopTransport+" (one event loop over 1, 10 and 100 rings)")
 	waits := fs.String("waits", strings.Join(allWaits, ","), "wait strategies of the rings: "+strings.Join(allWaits, ","))
 	sizes := fs.String("sizes", "64", "message sizes, e.g. 64,4KiB,1MiB (at least 24 bytes)")
 	producers := fs.Int("producers", 1, "writer processes (mpmc)")
@@ -104,7 +104,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if cfg.Policy, err = parseBenchPolicy(*policy); err != nil {
 		return cfg, err
 	}
-	if cfg.Transports, err = pickList("transports", *transports, append(allTransports[:len(allTransports):len(allTransports)], fanoutTransports...)); err != nil {
+	if cfg.Transports, err = pickList("transports", *transports, append(append(allTransports[:len(allTransports):len(allTransports)], fanoutTransports...), loopTransport)); err != nil {
 		return cfg, err
 	}
 	if cfg.Waits, err = pickList("waits", *waits, allWaits); err != nil {
@@ -191,6 +191,10 @@ func (c config) cases() []caseSpec {
 	var out []caseSpec
 	for _, sc := range c.Scenarios {
 		for _, tr := range c.Transports {
+			if tr == loopTransport {
+				out = append(out, c.loopCases(sc)...)
+				continue
+			}
 			if isFanout(tr) && sc == "pingpong" {
 				continue // one publisher to many subscribers: nothing to ping-pong
 			}
