@@ -52,6 +52,12 @@ type Options struct {
 	// (zero: never). OnSlow runs on the loop's goroutine.
 	Slow   time.Duration
 	OnSlow func(src *Source, took time.Duration, records int)
+	// Check is how often the loop runs Maintain on readers with nothing to read, which is
+	// how it learns that their writers died (ring.ErrPeerDead, two checks in a row) and how
+	// MPMC readers repair what dead peers left. It also bounds a kernel sleep (a wake-up a
+	// ring lost costs at most this). Zero means 250 ms: an idle loop over 100 rings wakes 4
+	// times a second.
+	Check time.Duration
 }
 
 // PanicError is a handler's panic, reported to Options.OnError.
@@ -67,23 +73,30 @@ func (e *PanicError) Error() string { return fmt.Sprintf("handler panicked: %v",
 type Loop struct {
 	opts Options
 
+	mode     string        // the wait strategy's name, taken once
+	waitFor  time.Duration // its parameter
+	waitv    bool          // futex_waitv works here (cleared by its first failure)
+	maintain time.Duration // Options.Check
+
 	mu      sync.Mutex
 	posted  []func()
 	timers  timerHeap
 	sources []*Source
 	changed bool // sources changed since the loop last took them
 	stopped bool
+	state   int // notRun, running, ran
 
 	bell     uint32      // rung (incremented, then woken) by Post, AfterFunc, Add and Stop
 	sleeping atomic.Bool // the loop may be asleep on bell
 
 	// Loop goroutine only.
-	active []*Source
-	tasks  []func()
-	words  []*uint32
-	vals   []uint32
-	armed  []*Source
-	done   context.Context // already cancelled: Drain never waits
+	active       []*Source
+	tasks        []func()
+	words        []*uint32
+	vals         []uint32
+	armed        []*Source
+	done         context.Context // already cancelled: Drain never waits
+	lastMaintain time.Time
 }
 
 // New returns a loop; Run runs it.
@@ -91,9 +104,13 @@ func New(opts Options) *Loop {
 	if opts.Batch <= 0 {
 		opts.Batch = 64
 	}
+	if opts.Check <= 0 {
+		opts.Check = 250 * time.Millisecond
+	}
 	done, cancel := context.WithCancel(context.Background())
 	cancel()
-	return &Loop{opts: opts, done: done}
+	return &Loop{opts: opts, done: done, mode: opts.Wait.Name(), waitFor: opts.Wait.Duration(),
+		waitv: futex.Supported, maintain: opts.Check}
 }
 
 // Source is a reader registered with a loop.
@@ -103,8 +120,11 @@ type Source struct {
 	handler func(ring.Record) error
 	onEnd   func(error)
 	fn      func(ring.Record) error // handler wrapped: errors and panics reported, never returned
-	removed bool                    // under loop.mu
-	ended   bool                    // loop goroutine only
+	removed atomic.Bool
+	gone    chan struct{} // closed once the loop no longer uses the reader (after Remove)
+	goneMu  sync.Once
+	ended   bool // loop goroutine only
+	calls   int  // handler calls, loop goroutine only
 }
 
 // Reader is the source's reader.
@@ -112,10 +132,12 @@ func (s *Source) Reader() ring.Reader { return s.r }
 
 // Add registers r: handler is called on the loop's goroutine for each record, in place.
 // onEnd, if not nil, is called once on the loop's goroutine when the reader ends (its error:
-// io.EOF at the end of a stream, ring.ErrPeerDead, ring.ErrClosed, ring.ErrCorrupt); the
-// source is removed then. To dispatch by message type, pass a codec.Mux's Dispatch.
+// io.EOF at the end of a stream, ring.ErrPeerDead within about two Options.Check intervals
+// of its writers' death, ring.ErrClosed, ring.ErrCorrupt); the source is removed then. To
+// dispatch by message type, pass a codec.Mux's Dispatch. The reader belongs to the loop
+// until Remove's channel is closed.
 func (l *Loop) Add(r ring.Reader, handler func(ring.Record) error, onEnd func(error)) (*Source, error) {
-	s := &Source{loop: l, r: r, handler: handler, onEnd: onEnd}
+	s := &Source{loop: l, r: r, handler: handler, onEnd: onEnd, gone: make(chan struct{})}
 	s.fn = s.call
 	l.mu.Lock()
 	if l.stopped {
@@ -129,21 +151,38 @@ func (l *Loop) Add(r ring.Reader, handler func(ring.Record) error, onEnd func(er
 	return s, nil
 }
 
-// Remove unregisters the source; its handler is not called after the loop's current turn.
-// The reader is not closed.
-func (s *Source) Remove() {
+// Remove unregisters the source: its handler and onEnd are not called once Remove has
+// returned (a batch in progress stops before its next record), and the returned channel is
+// closed once the loop no longer touches the reader, which is then the caller's again (it
+// is not closed). Safe from any goroutine and from a handler, which must not wait on the
+// channel (the loop closes it after the handler's turn).
+func (s *Source) Remove() <-chan struct{} {
 	l := s.loop
 	l.mu.Lock()
-	if !s.removed {
-		s.removed = true
+	if !s.removed.Swap(true) {
 		l.changed = true
+		if l.state != running {
+			s.handBack() // no loop touches it
+		}
 	}
 	l.mu.Unlock()
 	l.ring()
+	return s.gone
 }
+
+// handBack closes the channel Remove returned, once.
+func (s *Source) handBack() { s.goneMu.Do(func() { close(s.gone) }) }
+
+// errRemoved stops a batch of a source removed meanwhile: Drain keeps the record for the
+// reader's next owner.
+var errRemoved = errors.New("loop source removed")
 
 // call runs the handler, turning an error or a panic into a report and a rejected record.
 func (s *Source) call(rec ring.Record) (err error) {
+	if s.removed.Load() {
+		return errRemoved
+	}
+	s.calls++
 	defer func() {
 		if v := recover(); v != nil {
 			err = s.loop.report(s, &PanicError{Value: v, Stack: debug.Stack()})
@@ -155,14 +194,21 @@ func (s *Source) call(rec ring.Record) (err error) {
 	return nil
 }
 
-// report hands err to OnError and returns it as a rejection, so that Drain counts the
-// record and goes on.
+// report hands err to OnError (a panic there is logged, not propagated) and returns it as
+// a rejection, so that Drain counts the record and goes on.
 func (l *Loop) report(s *Source, err error) error {
-	if l.opts.OnError != nil {
-		l.opts.OnError(s, err)
-	} else {
-		log.Printf("shmq loop: %v", err)
-	}
+	func() {
+		defer func() {
+			if v := recover(); v != nil {
+				log.Printf("shmq loop: OnError panicked on %v: %v", err, v)
+			}
+		}()
+		if l.opts.OnError != nil {
+			l.opts.OnError(s, err)
+		} else {
+			log.Printf("shmq loop: %v", err)
+		}
+	}()
 	return ring.Reject(err)
 }
 
@@ -199,9 +245,21 @@ func (l *Loop) Stop() {
 	l.ring()
 }
 
+// ErrRunning is returned by a second Run of a loop.
+var ErrRunning = errors.New("loop is running or has run")
+
 // Run serves the loop on the calling goroutine until Stop (it returns nil) or until ctx
-// ends (ctx's error). Readers are neither closed nor released by it.
+// ends (ctx's error); a loop runs once (ErrRunning), and is stopped when Run returns.
+// Readers are neither closed nor released by it.
 func (l *Loop) Run(ctx context.Context) error {
+	l.mu.Lock()
+	if l.state != notRun {
+		l.mu.Unlock()
+		return ErrRunning
+	}
+	l.state = running
+	l.mu.Unlock()
+	defer l.finish()
 	defer context.AfterFunc(ctx, l.ring)()
 	var spinStart time.Time
 	for {
@@ -216,6 +274,7 @@ func (l *Loop) Run(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		l.maintainIdle()
 		if progress {
 			spinStart = time.Time{}
 			continue
@@ -223,11 +282,32 @@ func (l *Loop) Run(ctx context.Context) error {
 		if spinStart.IsZero() {
 			spinStart = time.Now()
 		}
-		l.idle(spinStart)
+		l.idle(ctx, spinStart)
 	}
 }
 
-// takeChanges picks up added and removed sources and reports whether Stop was called.
+// Run states.
+const (
+	notRun = iota
+	running
+	ran
+)
+
+// finish marks the loop stopped when Run returns, and hands every reader back.
+func (l *Loop) finish() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.stopped, l.state = true, ran
+	for _, s := range l.sources {
+		if s.removed.Load() {
+			s.handBack()
+		}
+	}
+	l.sources, l.active = nil, nil
+}
+
+// takeChanges picks up added and removed sources and reports whether Stop was called. A
+// removed source's channel closes here, at the start of a turn: the loop is done with it.
 func (l *Loop) takeChanges() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -236,12 +316,16 @@ func (l *Loop) takeChanges() bool {
 		l.active = l.active[:0]
 		kept := l.sources[:0]
 		for _, s := range l.sources {
-			if !s.removed && !s.ended {
+			switch {
+			case s.removed.Load():
+				s.handBack()
+			case !s.ended:
 				kept = append(kept, s)
 				l.active = append(l.active, s)
 			}
 		}
 		clear(l.sources[len(kept):])
+		clear(l.active[len(l.active):cap(l.active)])
 		l.sources = kept
 	}
 	return l.stopped
@@ -258,11 +342,14 @@ func (l *Loop) runTasks() bool {
 	return len(l.tasks) > 0
 }
 
-// runTask runs a posted task or timer, reporting a panic.
-func (l *Loop) runTask(fn func()) {
+// runTask runs a posted task or timer, reporting a panic (with a nil source).
+func (l *Loop) runTask(fn func()) { l.runTaskOf(nil, fn) }
+
+// runTaskOf runs fn for source s (an onEnd), reporting a panic with s.
+func (l *Loop) runTaskOf(s *Source, fn func()) {
 	defer func() {
 		if v := recover(); v != nil {
-			_ = l.report(nil, &PanicError{Value: v, Stack: debug.Stack()})
+			_ = l.report(s, &PanicError{Value: v, Stack: debug.Stack()})
 		}
 	}()
 	fn()
@@ -272,23 +359,26 @@ func (l *Loop) runTask(fn func()) {
 func (l *Loop) serve() bool {
 	progress := false
 	for _, s := range l.active {
-		if s.ended || !s.r.Ready() {
+		if s.ended || s.removed.Load() || !s.r.Ready() {
 			continue
 		}
 		var start time.Time
 		if l.opts.Slow > 0 {
 			start = time.Now()
 		}
-		n, err := s.r.Drain(l.done, s.fn, l.opts.Batch)
-		if n > 0 {
-			progress = true
+		calls := s.calls
+		_, err := s.r.Drain(l.done, s.fn, l.opts.Batch)
+		if s.calls > calls {
+			progress = true // rejected records count: the reader is busy
 		}
 		if l.opts.Slow > 0 {
 			if took := time.Since(start); took > l.opts.Slow && l.opts.OnSlow != nil {
-				l.opts.OnSlow(s, took, n)
+				l.runTask(func() { l.opts.OnSlow(s, took, s.calls-calls) })
 			}
 		}
 		switch {
+		case s.removed.Load():
+			// Removed meanwhile (errRemoved, or ErrClosed from a reader closed after Remove).
 		case err == nil || errors.Is(err, context.Canceled):
 			// Canceled: another reader took what was ready (MPMC).
 		case errors.Is(err, ring.ErrLagged):
@@ -308,13 +398,31 @@ func (l *Loop) end(s *Source, err error) {
 	l.mu.Lock()
 	l.changed = true
 	l.mu.Unlock()
-	if s.onEnd != nil {
-		l.runTask(func() { s.onEnd(err) })
+	if s.onEnd != nil && !s.removed.Load() {
+		l.runTaskOf(s, func() { s.onEnd(err) })
+	}
+}
+
+// maintainIdle runs Maintain, about every Options.Check, on the readers with nothing to
+// read: the liveness checks and repairs a reader blocked in Next would make.
+func (l *Loop) maintainIdle() {
+	now := time.Now()
+	if now.Sub(l.lastMaintain) < l.maintain {
+		return
+	}
+	l.lastMaintain = now
+	for _, s := range l.active {
+		if s.ended || s.removed.Load() || s.r.Ready() {
+			continue
+		}
+		if err := s.r.Maintain(); err != nil && !s.removed.Load() {
+			l.end(s, err)
+		}
 	}
 }
 
 // idle waits, by the loop's strategy, for something to do.
-func (l *Loop) idle(spinStart time.Time) {
+func (l *Loop) idle(ctx context.Context, spinStart time.Time) {
 	timeout := time.Duration(-1)
 	l.mu.Lock()
 	if len(l.timers) > 0 {
@@ -324,45 +432,58 @@ func (l *Loop) idle(spinStart time.Time) {
 	if timeout == 0 {
 		return
 	}
-	switch name := l.opts.Wait.Name(); {
-	case name == "spin":
+	switch {
+	case l.mode == "spin":
 		runtime.Gosched()
 		return
-	case name == "sleep":
-		d := l.opts.Wait.Duration()
+	case l.mode == "sleep":
+		d := l.waitFor
 		if timeout >= 0 {
 			d = min(d, timeout)
 		}
-		time.Sleep(d)
+		l.sleep(ctx, d, false) // polling: woken early only by the doorbell
 		return
-	case name == "adaptive" && time.Since(spinStart) < l.opts.Wait.Duration():
+	case l.mode == "adaptive" && time.Since(spinStart) < l.waitFor:
 		runtime.Gosched()
 		return
 	}
-	l.sleep(timeout)
+	l.sleep(ctx, timeout, true)
 }
 
 // pollInterval is how often a sleeping loop polls what it cannot wait on: readers past the
 // 127th, or all of them without futex_waitv.
 const pollInterval = time.Millisecond
 
-// maxSleep bounds a kernel sleep, as the rings' own waits are bounded: a wake-up a ring
-// lost (see ring.Reader.Arm) costs at most this.
-const maxSleep = 100 * time.Millisecond
-
-// sleep arms every reader and waits on their words and the doorbell until one changes or
-// the next timer is due (Run rings the doorbell when its context ends).
-func (l *Loop) sleep(timeout time.Duration) {
-	if timeout < 0 || timeout > maxSleep {
-		timeout = maxSleep
+// sleep waits on the doorbell and, with arm, on every reader's armed word, until one
+// changes, the next timer is due, or Options.Check passes (Run rings the doorbell when its
+// context ends). What rings the doorbell is looked at after the doorbell's value is taken (posted
+// tasks, sources changed, Stop, a timer now due, the context), so a ring in between makes
+// the kernel refuse the sleep or is seen here.
+func (l *Loop) sleep(ctx context.Context, timeout time.Duration, arm bool) {
+	if timeout < 0 || timeout > l.maintain {
+		timeout = l.maintain
 	}
 	l.sleeping.Store(true)
 	defer l.sleeping.Store(false)
 	bell := atomic.LoadUint32(&l.bell)
 	l.mu.Lock()
 	pending := len(l.posted) > 0 || l.changed || l.stopped
+	if len(l.timers) > 0 {
+		due := time.Until(l.timers[0].when)
+		pending = pending || due <= 0
+		timeout = min(timeout, max(due, time.Microsecond))
+	}
 	l.mu.Unlock()
-	if pending {
+	if pending || ctx.Err() != nil {
+		return
+	}
+	if !arm || !l.waitv {
+		if arm {
+			timeout = min(timeout, pollInterval) // no futex_waitv: poll the readers, unarmed (writers pay no wake-up)
+		}
+		if err := futex.Wait(&l.bell, bell, timeout); errors.Is(err, futex.ErrNotSupported) {
+			time.Sleep(timeout)
+		}
 		return
 	}
 	l.words, l.vals, l.armed = append(l.words[:0], &l.bell), append(l.vals[:0], bell), l.armed[:0]
@@ -370,9 +491,10 @@ func (l *Loop) sleep(timeout time.Duration) {
 		for _, s := range l.armed {
 			s.r.Disarm()
 		}
+		clear(l.armed)
 	}()
 	for i, s := range l.active {
-		if s.ended {
+		if s.ended || s.removed.Load() {
 			continue
 		}
 		if i >= futex.MaxWaitV-1 {
@@ -386,8 +508,10 @@ func (l *Loop) sleep(timeout time.Duration) {
 		l.armed = append(l.armed, s)
 		l.words, l.vals = append(l.words, w.Word), append(l.vals, w.Value)
 	}
-	if _, err := futex.WaitV(l.words, l.vals, timeout); errors.Is(err, futex.ErrNotSupported) {
-		time.Sleep(min(timeout, pollInterval))
+	if _, err := futex.WaitV(l.words, l.vals, timeout); err != nil && !errors.Is(err, futex.ErrTimeout) {
+		// Not supported by the kernel, refused by a seccomp policy, or failing otherwise:
+		// poll from now on.
+		l.waitv = false
 	}
 }
 
@@ -435,8 +559,8 @@ func (t *Timer) Stop() {
 // runTimers runs the timers that are due.
 func (l *Loop) runTimers() bool {
 	ran := false
+	now := time.Now() // once: a periodic timer slower than its period waits for the next turn
 	for {
-		now := time.Now()
 		l.mu.Lock()
 		if len(l.timers) == 0 || l.timers[0].when.After(now) {
 			l.mu.Unlock()
