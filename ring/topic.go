@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/shmq/shmq/internal/fence"
 	"github.com/shmq/shmq/shm"
 )
 
@@ -156,10 +155,12 @@ func (t *topic) lock(ctx context.Context) error {
 	}
 }
 
-// unlock releases the lock; the stores made under it happen before.
+// unlock releases the lock; the stores made under it happen before. A CAS, not a store:
+// should a peer ever have taken the lock over (it judged this process dead), releasing
+// must not free the lock under the new holder.
 func (t *topic) unlock() {
 	if t.held != 0 {
-		fence.StoreRelease64(t.lockW, lockFree(t.held))
+		atomic.CompareAndSwapUint64(t.lockW, t.held, lockFree(t.held))
 		t.held = 0
 	}
 }
