@@ -1,0 +1,335 @@
+//go:build linux
+
+package broker_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/shmq/shmq/broker"
+	"github.com/shmq/shmq/ring"
+	"github.com/shmq/shmq/shm"
+)
+
+// testDir returns a private segment directory under /dev/shm, removed after the test.
+func testDir(t testing.TB) string {
+	t.Helper()
+	base := ""
+	if st, err := os.Stat(shm.DefaultDir); err == nil && st.IsDir() {
+		base = shm.DefaultDir
+	}
+	d, err := os.MkdirTemp(base, "broker-test-")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+
+// names lists the segment names in dir.
+func names(t testing.TB, dir string) []string {
+	t.Helper()
+	ns, err := shm.List(shm.Options{Dir: dir})
+	require.NoError(t, err)
+	return ns
+}
+
+// waitNames waits until dir holds exactly want (sorted).
+func waitNames(t testing.TB, dir string, want []string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		got := names(t, dir)
+		if fmt.Sprint(got) == fmt.Sprint(want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("segments in %s: %v, want %v", dir, got, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// pair listens and dials in one process and returns both ends.
+func pair(t *testing.T, opts broker.Options) (*broker.Listener, *broker.Conn, *broker.Conn) {
+	t.Helper()
+	l, err := broker.Listen("svc", opts)
+	require.NoError(t, err)
+	t.Cleanup(func() { l.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	type res struct {
+		c   *broker.Conn
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		c, err := broker.Dial(ctx, "svc", opts)
+		ch <- res{c, err}
+	}()
+	sc, err := l.Accept(ctx)
+	require.NoError(t, err)
+	r := <-ch
+	require.NoError(t, r.err)
+	t.Cleanup(func() { sc.Close(); r.c.Close() })
+	return l, r.c, sc
+}
+
+// TestConnLifecycle: a connection carries records both ways, its rings are named after the
+// server, the client's Close ends the server's stream with io.EOF, and once both sides and
+// the listener closed the directory is empty.
+func TestConnLifecycle(t *testing.T) {
+	dir := testDir(t)
+	opts := broker.Options{Dir: dir}
+	l, cc, sc := pair(t, opts)
+	assert.Equal(t, []string{"svc", cc.Name() + ".c2s", cc.Name() + ".s2c"}, names(t, dir))
+	assert.Equal(t, cc.Name(), sc.Name())
+
+	ctx := context.Background()
+	require.NoError(t, cc.Send(ctx, 7, []byte("ping")))
+	rec, err := sc.Recv(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, uint32(7), rec.Type)
+	assert.Equal(t, "ping", string(rec.Data))
+	sc.Release()
+	require.NoError(t, sc.Send(ctx, 8, []byte("pong")))
+	rec, err = cc.Recv(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, "pong", string(rec.Data))
+	cc.Release()
+
+	require.NoError(t, cc.Send(ctx, 9, []byte("last")))
+	require.NoError(t, cc.Close())
+	assert.Equal(t, []string{"svc"}, names(t, dir), "the first Close removes the connection's names")
+	rec, err = sc.Recv(ctx)
+	require.NoError(t, err, "what was sent before Close is delivered")
+	assert.Equal(t, "last", string(rec.Data))
+	sc.Release()
+	_, err = sc.Recv(ctx)
+	assert.Equal(t, io.EOF, err)
+	require.NoError(t, sc.Close())
+	require.NoError(t, l.Close())
+	assert.Empty(t, names(t, dir))
+	_, err = l.Accept(ctx)
+	assert.ErrorIs(t, err, broker.ErrClosed)
+}
+
+// TestListenInUse: a second server on a live server's name is refused; once the first
+// closes, the name can be bound again.
+func TestListenInUse(t *testing.T) {
+	opts := broker.Options{Dir: testDir(t)}
+	l, err := broker.Listen("svc", opts)
+	require.NoError(t, err)
+	_, err = broker.Listen("svc", opts)
+	assert.ErrorIs(t, err, broker.ErrInUse)
+	assert.ErrorIs(t, err, shm.ErrBusy)
+	require.NoError(t, l.Close())
+	l, err = broker.Listen("svc", opts)
+	require.NoError(t, err)
+	l.Close()
+}
+
+// TestDialNoServer: no server is ErrNoServer (matching shm.ErrNotExist) at once with a
+// context that cannot end, and after the deadline with one that can; a dial that waits is
+// served by a server that comes later.
+func TestDialNoServer(t *testing.T) {
+	dir := testDir(t)
+	opts := broker.Options{Dir: dir}
+	start := time.Now()
+	_, err := broker.Dial(context.Background(), "svc", opts)
+	assert.ErrorIs(t, err, broker.ErrNoServer)
+	assert.ErrorIs(t, err, shm.ErrNotExist)
+	assert.Less(t, time.Since(start), 100*time.Millisecond)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err = broker.Dial(ctx, "svc", opts)
+	assert.ErrorIs(t, err, broker.ErrNoServer)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Empty(t, names(t, dir))
+
+	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		c, err := broker.Dial(ctx, "svc", opts)
+		if err == nil {
+			c.Close()
+		}
+		done <- err
+	}()
+	time.Sleep(30 * time.Millisecond)
+	l, err := broker.Listen("svc", opts)
+	require.NoError(t, err)
+	defer l.Close()
+	sc, err := l.Accept(ctx)
+	require.NoError(t, err)
+	sc.Close()
+	require.NoError(t, <-done)
+}
+
+// TestAcceptSkipsGoneClient: an announcement whose client closed before the server got to
+// it is skipped, its rings removed, and the next client is accepted.
+func TestAcceptSkipsGoneClient(t *testing.T) {
+	dir := testDir(t)
+	opts := broker.Options{Dir: dir}
+	l, err := broker.Listen("svc", opts)
+	require.NoError(t, err)
+	defer l.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// A dial whose context ends before anyone accepts: it announces, then gives up.
+	short, cancelShort := context.WithTimeout(ctx, 150*time.Millisecond)
+	_, err = broker.Dial(short, "svc", opts)
+	cancelShort()
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Equal(t, []string{"svc"}, names(t, dir))
+	go func() {
+		c, err := broker.Dial(ctx, "svc", opts)
+		if err == nil {
+			c.Send(ctx, 1, []byte("hi"))
+			c.Close()
+		}
+	}()
+	sc, err := l.Accept(ctx)
+	require.NoError(t, err)
+	defer sc.Close()
+	rec, err := sc.Recv(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, "hi", string(rec.Data))
+	sc.Release()
+	assert.Equal(t, uint64(1), l.Skipped())
+}
+
+func xorReply(req []byte) []byte {
+	out := make([]byte, len(req))
+	for i, b := range req {
+		out[i] = b ^ 0xFF
+	}
+	return out
+}
+
+// TestCallManyGoroutines: 16 goroutines, 300 calls each, all in flight together on one
+// connection served by 4 workers; every reply is its own call's. Handler errors and panics
+// come back as *RemoteError, and the server goes on.
+func TestCallManyGoroutines(t *testing.T) {
+	_, cc, sc := pair(t, broker.Options{Dir: testDir(t)})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	served := make(chan error, 1)
+	go func() {
+		served <- broker.Serve(ctx, sc, func(req []byte) ([]byte, error) {
+			switch string(req) {
+			case "fail":
+				return nil, errors.New("no such thing")
+			case "panic":
+				panic("boom")
+			}
+			return xorReply(req), nil
+		}, 4)
+	}()
+	cl := broker.NewClient(cc)
+	var wg sync.WaitGroup
+	for g := range 16 {
+		wg.Go(func() {
+			for i := range 300 {
+				req := fmt.Appendf(nil, "g%d-call%d-%s", g, i, make([]byte, i%50))
+				reply, err := cl.Call(ctx, req)
+				if !assert.NoError(t, err) {
+					return
+				}
+				assert.Equal(t, xorReply(req), reply)
+			}
+		})
+	}
+	wg.Wait()
+	_, err := cl.Call(ctx, []byte("fail"))
+	var re *broker.RemoteError
+	require.ErrorAs(t, err, &re)
+	assert.Equal(t, "no such thing", re.Msg)
+	_, err = cl.Call(ctx, []byte("panic"))
+	require.ErrorAs(t, err, &re)
+	assert.Contains(t, re.Msg, "boom")
+	reply, err := cl.Call(ctx, []byte{1})
+	require.NoError(t, err)
+	assert.Equal(t, []byte{0xFE}, reply)
+
+	require.NoError(t, cl.Close())
+	assert.NoError(t, <-served, "Serve returns nil when the client closes")
+	_, err = cl.Call(ctx, []byte{1})
+	assert.ErrorIs(t, err, broker.ErrClientClosed)
+}
+
+// TestCallDeadlineLateReply: a call whose deadline passes returns the context's error; its
+// reply, arriving later, is dropped and counted, and the next call gets its own reply.
+func TestCallDeadlineLateReply(t *testing.T) {
+	_, cc, sc := pair(t, broker.Options{Dir: testDir(t)})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	go broker.Serve(ctx, sc, func(req []byte) ([]byte, error) {
+		if string(req) == "slow" {
+			time.Sleep(200 * time.Millisecond)
+		}
+		return req, nil
+	}, 2)
+	cl := broker.NewClient(cc)
+	defer cl.Close()
+	short, cancelShort := context.WithTimeout(ctx, 20*time.Millisecond)
+	_, err := cl.Call(short, []byte("slow"))
+	cancelShort()
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	// Cancellation works the same way.
+	cctx, cancelCall := context.WithCancel(ctx)
+	time.AfterFunc(20*time.Millisecond, cancelCall)
+	_, err = cl.Call(cctx, []byte("slow"))
+	assert.ErrorIs(t, err, context.Canceled)
+
+	for i := range 20 {
+		req := fmt.Appendf(nil, "after-%d", i)
+		reply, err := cl.Call(ctx, req)
+		require.NoError(t, err)
+		assert.Equal(t, string(req), string(reply))
+	}
+	require.Eventually(t, func() bool { return cl.Late() == 2 }, 5*time.Second, 5*time.Millisecond)
+}
+
+// TestCallAllocs measures allocations per call, client and server in one process, on the
+// append paths (CallAppend into a buffer with room, ServeAppend).
+func TestCallAllocs(t *testing.T) {
+	_, cc, sc := pair(t, broker.Options{Dir: testDir(t)})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go broker.ServeAppend(ctx, sc, func(dst, req []byte) ([]byte, error) { return append(dst, req...), nil }, 1)
+	cl := broker.NewClient(cc)
+	defer cl.Close()
+	req := make([]byte, 64)
+	buf := make([]byte, 0, 64)
+	for range 1000 { // warm the pools and the map
+		_, err := cl.CallAppend(ctx, buf[:0], req)
+		require.NoError(t, err)
+	}
+	allocs := testing.AllocsPerRun(2000, func() {
+		if _, err := cl.CallAppend(ctx, buf[:0], req); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Logf("allocations per call (both sides, one process): %.2f", allocs)
+	assert.Zero(t, allocs)
+}
+
+// TestConnErrorsAreTheRings: the raw ends are exposed, and a Conn's Send after its Close is
+// the ring's ErrClosed.
+func TestConnErrorsAreTheRings(t *testing.T) {
+	_, cc, _ := pair(t, broker.Options{Dir: testDir(t)})
+	assert.NotNil(t, cc.Writer())
+	assert.NotNil(t, cc.Reader())
+	cc.Close()
+	assert.ErrorIs(t, cc.Send(context.Background(), 1, nil), ring.ErrClosed)
+}

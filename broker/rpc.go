@@ -1,0 +1,345 @@
+package broker
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+
+	"github.com/shmq/shmq/ring"
+)
+
+// Record types of request-response. Every record's payload starts with the call's
+// correlation id (8 bytes, little endian); the rest is the request, the reply, or for
+// TypeError the handler's error text.
+const (
+	TypeRequest uint32 = 1
+	TypeReply   uint32 = 2
+	TypeError   uint32 = 3
+)
+
+const idLen = 8
+
+// RemoteError is a handler's error, as the caller receives it.
+type RemoteError struct{ Msg string }
+
+func (e *RemoteError) Error() string { return "broker: remote: " + e.Msg }
+
+// ErrClientClosed is returned by Call after the Client's Close.
+var ErrClientClosed = fmt.Errorf("broker: client closed: %w", ring.ErrClosed)
+
+// Client makes calls on a connection: Call is safe from many goroutines, with many calls
+// in flight. One goroutine reads the replies and hands each to its caller by correlation
+// id. The Client owns the connection from NewClient on (Close closes it).
+type Client struct {
+	conn *Conn
+	sem  chan struct{} // one sender on the ring at a time, waiting with the caller's ctx
+
+	mu      sync.Mutex
+	pending map[uint64]*call
+	nextID  uint64
+	err     error // set once the reader stopped: every later Call gets it
+
+	late atomic.Uint64
+	done chan struct{} // closed when the reader goroutine returns
+}
+
+// call is one call in flight; pooled. The reader goroutine owns it between finding it in
+// pending (and deleting it) and sending on ch; the caller owns it otherwise.
+type call struct {
+	ch    chan struct{}
+	reply []byte // where the reply is appended (the caller's dst)
+	err   error
+}
+
+var callPool = sync.Pool{New: func() any { return &call{ch: make(chan struct{}, 1)} }}
+
+// NewClient starts the reply reader on conn.
+func NewClient(conn *Conn) *Client {
+	c := &Client{conn: conn, sem: make(chan struct{}, 1), pending: map[uint64]*call{}, done: make(chan struct{})}
+	go c.readLoop()
+	return c
+}
+
+// Late counts replies that arrived after their call had given up (deadline, cancellation):
+// dropped, never delivered to another call.
+func (c *Client) Late() uint64 { return c.late.Load() }
+
+// Call sends req and waits for its reply until ctx ends. A handler's error comes back as a
+// *RemoteError; ring.ErrPeerDead (wrapped) when the server died, promptly, whatever ctx's
+// deadline; io.EOF (wrapped) when the server closed the connection.
+func (c *Client) Call(ctx context.Context, req []byte) ([]byte, error) {
+	return c.CallAppend(ctx, nil, req)
+}
+
+// CallAppend is Call appending the reply to dst: with room in dst it allocates nothing.
+func (c *Client) CallAppend(ctx context.Context, dst, req []byte) ([]byte, error) {
+	cl := callPool.Get().(*call)
+	cl.reply, cl.err = dst, nil
+	c.mu.Lock()
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		callPool.Put(cl)
+		return dst, err
+	}
+	c.nextID++
+	id := c.nextID
+	c.pending[id] = cl
+	c.mu.Unlock()
+
+	if err := c.send(ctx, id, req); err != nil {
+		if c.forget(id) {
+			callPool.Put(cl)
+			return dst, err
+		}
+		// The reader failed the call meanwhile (the connection ended): its error says more.
+		<-cl.ch
+		err = cl.err
+		callPool.Put(cl)
+		return dst, err
+	}
+	select {
+	case <-cl.ch:
+	case <-ctx.Done():
+		if c.forget(id) {
+			callPool.Put(cl)
+			return dst, ctx.Err()
+		}
+		<-cl.ch // the reply was being delivered: take it
+	}
+	reply, err := cl.reply, cl.err
+	cl.reply = nil
+	callPool.Put(cl)
+	return reply, err
+}
+
+// forget removes call id from pending; false when the reader already took it.
+func (c *Client) forget(id uint64) bool {
+	c.mu.Lock()
+	_, ok := c.pending[id]
+	delete(c.pending, id)
+	c.mu.Unlock()
+	return ok
+}
+
+func (c *Client) send(ctx context.Context, id uint64, req []byte) error {
+	select {
+	case c.sem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.done:
+		return c.failed()
+	}
+	defer func() { <-c.sem }()
+	p, err := c.conn.w.Reserve(ctx, TypeRequest, idLen+len(req))
+	if err != nil {
+		if errors.Is(err, ring.ErrPeerDead) {
+			c.conn.remove()
+		}
+		return err
+	}
+	binary.LittleEndian.PutUint64(p, id)
+	copy(p[idLen:], req)
+	return c.conn.w.Commit()
+}
+
+func (c *Client) failed() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// readLoop matches replies to calls until the connection ends, then fails every call in
+// flight with the reason.
+func (c *Client) readLoop() {
+	defer close(c.done)
+	ctx := context.Background()
+	var err error
+	for {
+		var rec ring.Record
+		rec, err = c.conn.Recv(ctx)
+		if err != nil {
+			break
+		}
+		if len(rec.Data) < idLen || (rec.Type != TypeReply && rec.Type != TypeError) {
+			c.conn.r.Reject()
+			continue
+		}
+		id := binary.LittleEndian.Uint64(rec.Data)
+		c.mu.Lock()
+		cl, ok := c.pending[id]
+		delete(c.pending, id)
+		c.mu.Unlock()
+		if !ok {
+			c.late.Add(1)
+			c.conn.Release()
+			continue
+		}
+		body := rec.Data[idLen:]
+		if rec.Type == TypeError {
+			cl.err = &RemoteError{Msg: string(body)}
+		} else {
+			cl.reply = append(cl.reply, body...)
+		}
+		c.conn.Release()
+		cl.ch <- struct{}{}
+	}
+	switch {
+	case errors.Is(err, ring.ErrClosed):
+		err = ErrClientClosed
+	case err == io.EOF:
+		err = fmt.Errorf("broker: server closed the connection: %w", io.EOF)
+	default:
+		err = fmt.Errorf("broker: connection lost: %w", err)
+	}
+	c.mu.Lock()
+	c.err = err
+	for id, cl := range c.pending {
+		delete(c.pending, id)
+		cl.err = err
+		cl.ch <- struct{}{}
+	}
+	c.mu.Unlock()
+}
+
+// Close closes the connection; calls in flight and later return ErrClientClosed.
+func (c *Client) Close() error {
+	err := c.conn.Close()
+	<-c.done
+	return err
+}
+
+// Handler serves one request. AppendHandler appends its reply to dst (a buffer Serve reuses)
+// and returns it, allocating nothing when the reply fits.
+type (
+	Handler       func(req []byte) ([]byte, error)
+	AppendHandler func(dst, req []byte) ([]byte, error)
+)
+
+// Serve answers the requests arriving on conn with handler, run on at most workers
+// goroutines at a time (1 if workers < 1), until the client closes (nil), the client dies
+// (an error matching ring.ErrPeerDead; conn's rings are removed) or ctx ends (ctx's
+// error). A handler's error or panic goes back to the caller as a *RemoteError. Serve
+// waits for running handlers before it returns. It closes conn when ctx ends or a reply
+// cannot be written (its blocked read waits with no context, which costs no allocation
+// per wait, and is woken by the Close); otherwise closing conn is the caller's.
+func Serve(ctx context.Context, conn *Conn, handler Handler, workers int) error {
+	return ServeAppend(ctx, conn, func(dst, req []byte) ([]byte, error) {
+		reply, err := handler(req)
+		return append(dst, reply...), err
+	}, workers)
+}
+
+type job struct {
+	req, reply []byte
+}
+
+// ServeAppend is Serve with an AppendHandler.
+func ServeAppend(ctx context.Context, conn *Conn, handler AppendHandler, workers int) error {
+	workers = max(workers, 1)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	free := make(chan *job, workers)
+	for range workers {
+		free <- &job{}
+	}
+	jobs := make(chan *job)
+	sem := make(chan struct{}, 1)
+	var wg sync.WaitGroup
+	var writeErr atomic.Pointer[error]
+	for range workers {
+		wg.Go(func() {
+			for j := range jobs {
+				if err := serveOne(ctx, conn, handler, j, sem); err != nil && ctx.Err() == nil {
+					e := err
+					writeErr.CompareAndSwap(nil, &e)
+					cancel()
+				}
+				free <- j
+			}
+		})
+	}
+	// Wake the read below, which waits without ctx, when ctx ends (or a write failed).
+	stopClose := context.AfterFunc(ctx, func() { conn.Close() })
+	var err error
+	for {
+		var j *job
+		select {
+		case j = <-free:
+		case <-ctx.Done():
+		}
+		if j == nil {
+			err = ctx.Err()
+			break
+		}
+		var rec ring.Record
+		rec, err = conn.Recv(context.Background())
+		if err != nil {
+			break
+		}
+		if rec.Type != TypeRequest || len(rec.Data) < idLen {
+			conn.r.Reject()
+			free <- j
+			continue
+		}
+		j.req = append(j.req[:0], rec.Data...)
+		conn.Release()
+		jobs <- j
+	}
+	if !stopClose() || ctx.Err() != nil {
+		err = ctx.Err() // the Close above woke the read
+	}
+	// The client is gone or we stop: replies still being written would wait for a reader
+	// that will never come.
+	cancel()
+	close(jobs)
+	wg.Wait()
+	if p := writeErr.Load(); p != nil {
+		err = *p
+	}
+	if err == io.EOF {
+		return nil
+	}
+	return err
+}
+
+// serveOne runs the handler on one request and writes its reply.
+func serveOne(ctx context.Context, conn *Conn, handler AppendHandler, j *job, sem chan struct{}) error {
+	id := j.req[:idLen]
+	typ := TypeReply
+	reply, err := runHandler(handler, j.reply[:0], j.req[idLen:])
+	if err != nil {
+		typ = TypeError
+		reply = append(reply[:0], err.Error()...)
+	}
+	j.reply = reply
+	select {
+	case sem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-sem }()
+	p, err := conn.w.Reserve(ctx, typ, idLen+len(reply))
+	if err != nil {
+		if errors.Is(err, ring.ErrPeerDead) {
+			conn.remove()
+		}
+		return err
+	}
+	copy(p, id)
+	copy(p[idLen:], reply)
+	return conn.w.Commit()
+}
+
+func runHandler(handler AppendHandler, dst, req []byte) (reply []byte, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			reply, err = dst, fmt.Errorf("handler panicked: %v", r)
+		}
+	}()
+	return handler(dst, req)
+}
