@@ -223,8 +223,11 @@ type (
 // Serve answers the requests arriving on conn with handler, run on at most workers
 // goroutines at a time (1 if workers < 1), until the client closes (nil), the client dies
 // (an error matching ring.ErrPeerDead; conn's rings are removed) or ctx ends (ctx's
-// error). A handler's error or panic goes back to the caller as a *RemoteError. Serve
-// waits for running handlers before it returns. It closes conn when ctx ends or a reply
+// error). A handler's error or panic goes back to the caller as a *RemoteError. When the
+// client closed, Serve waits for running handlers before it returns; when the client died
+// or ctx ended it returns at once, and handlers still running finish on their own (their
+// replies are dropped): a handler that should stop then needs its own way to learn of it.
+// It closes conn when ctx ends or a reply
 // cannot be written (its blocked read waits with no context, which costs no allocation
 // per wait, and is woken by the Close); otherwise closing conn is the caller's.
 func Serve(ctx context.Context, conn *Conn, handler Handler, workers int) error {
@@ -297,7 +300,9 @@ func ServeAppend(ctx context.Context, conn *Conn, handler AppendHandler, workers
 	// that will never come.
 	cancel()
 	close(jobs)
-	wg.Wait()
+	if err == io.EOF {
+		wg.Wait() // the client closed: let running handlers finish (their replies are dropped)
+	}
 	if p := writeErr.Load(); p != nil {
 		err = *p
 	}
