@@ -58,7 +58,7 @@ func waitNames(t testing.TB, dir string, want []string, timeout time.Duration) {
 }
 
 // pair listens and dials in one process and returns both ends.
-func pair(t *testing.T, opts broker.Options) (*broker.Listener, *broker.Conn, *broker.Conn) {
+func pair(t testing.TB, opts broker.Options) (*broker.Listener, *broker.Conn, *broker.Conn) {
 	t.Helper()
 	l, err := broker.Listen("svc", opts)
 	require.NoError(t, err)

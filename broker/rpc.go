@@ -254,7 +254,13 @@ func ServeAppend(ctx context.Context, conn *Conn, handler AppendHandler, workers
 	sem := make(chan struct{}, 1)
 	var wg sync.WaitGroup
 	var writeErr atomic.Pointer[error]
+	// One worker runs on the reading goroutine itself, on the request in place: no copy,
+	// no hand-off between goroutines.
+	inline := workers == 1
 	for range workers {
+		if inline {
+			break
+		}
 		wg.Go(func() {
 			for j := range jobs {
 				if err := serveOne(ctx, conn, handler, j, sem); err != nil && ctx.Err() == nil {
@@ -287,6 +293,17 @@ func ServeAppend(ctx context.Context, conn *Conn, handler AppendHandler, workers
 		if rec.Type != TypeRequest || len(rec.Data) < idLen {
 			conn.r.Reject()
 			free <- j
+			continue
+		}
+		if inline {
+			j.req = rec.Data
+			err = serveOne(ctx, conn, handler, j, sem)
+			j.req = nil
+			conn.Release()
+			free <- j
+			if err != nil {
+				break
+			}
 			continue
 		}
 		j.req = append(j.req[:0], rec.Data...)
