@@ -34,6 +34,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/shmq/shmq/loop"
 	"github.com/shmq/shmq/ring"
 	"github.com/shmq/shmq/shm"
 )
@@ -175,10 +176,9 @@ func (l *Listener) Accept(ctx context.Context) (*Conn, error) {
 			}
 			return nil, err
 		}
-		base := string(rec.Data)
-		typ := rec.Type
+		base, ok := l.announced(rec)
 		l.r.Release()
-		if typ != typeDial || !strings.HasPrefix(base, l.name+".") || shm.ValidateName(base+".c2s") != nil {
+		if !ok {
 			l.skipped.Add(1)
 			continue
 		}
@@ -192,6 +192,39 @@ func (l *Listener) Accept(ctx context.Context) (*Conn, error) {
 		}
 		return c, nil
 	}
+}
+
+// announced returns the connection a dial record names, if it is one of ours.
+func (l *Listener) announced(rec ring.Record) (string, bool) {
+	base := string(rec.Data)
+	if rec.Type != typeDial || !strings.HasPrefix(base, l.name+".") || shm.ValidateName(base+".c2s") != nil {
+		return "", false
+	}
+	return base, true
+}
+
+// AddTo is Accept's non-blocking form: it registers the listener's accept ring with an event
+// loop, which calls onAccept on its goroutine with each new connection, attached (clients
+// that went away are skipped, as by Accept). onEnd, if not nil, gets the accept ring's end:
+// ring.ErrClosed after Close. Attaching takes a few system calls on the loop's goroutine.
+// Accept must not be called while the listener is on a loop; Remove on the returned source
+// takes it off.
+func (l *Listener) AddTo(lp *loop.Loop, onAccept func(*Conn), onEnd func(error)) (*loop.Source, error) {
+	return lp.Add(l.r, func(rec ring.Record) error {
+		base, ok := l.announced(rec)
+		if !ok {
+			l.skipped.Add(1)
+			return nil
+		}
+		// A new connection's s2c ring is empty: writing the hello never waits.
+		c, err := l.attach(context.Background(), base)
+		if err != nil {
+			l.skipped.Add(1)
+			return nil
+		}
+		onAccept(c)
+		return nil
+	}, onEnd)
 }
 
 // attach opens the server's ends of connection base and tells the client.

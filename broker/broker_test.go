@@ -3,11 +3,13 @@
 package broker_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/shmq/shmq/broker"
+	"github.com/shmq/shmq/loop"
 	"github.com/shmq/shmq/ring"
 	"github.com/shmq/shmq/shm"
 )
@@ -332,4 +335,58 @@ func TestConnErrorsAreTheRings(t *testing.T) {
 	assert.NotNil(t, cc.Reader())
 	cc.Close()
 	assert.ErrorIs(t, cc.Send(context.Background(), 1, nil), ring.ErrClosed)
+}
+
+// TestAcceptOnLoop: a server driven by an event loop: the listener's accept ring and every
+// accepted connection's reader on one loop goroutine; each client gets its reply, every
+// connection's end (io.EOF) reaches its onEnd after its accept, and the listener's
+// Close ends the accept source.
+func TestAcceptOnLoop(t *testing.T) {
+	dir := testDir(t)
+	opts := broker.Options{Dir: dir}
+	l, err := broker.Listen("svc", opts)
+	require.NoError(t, err)
+	lp := loop.New(loop.Options{Wait: ring.Futex()})
+	var events []string // loop goroutine only, read after Run returned
+	acceptEnded := make(chan error, 1)
+	_, err = l.AddTo(lp, func(c *broker.Conn) {
+		events = append(events, "accepted "+c.Name())
+		_, err := lp.Add(c.Reader(), func(rec ring.Record) error {
+			return c.Send(context.Background(), rec.Type, bytes.ToUpper(rec.Data))
+		}, func(err error) {
+			events = append(events, fmt.Sprintf("ended %s: %v", c.Name(), err))
+			c.Close()
+		})
+		require.NoError(t, err)
+	}, func(err error) { acceptEnded <- err })
+	require.NoError(t, err)
+	ran := make(chan error, 1)
+	go func() { ran <- lp.Run(context.Background()) }()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var want []string
+	for i := range 3 {
+		c, err := broker.Dial(ctx, "svc", opts)
+		require.NoError(t, err)
+		require.NoError(t, c.Send(ctx, uint32(i), fmt.Appendf(nil, "hi %d", i)))
+		rec, err := c.Recv(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, fmt.Sprintf("HI %d", i), string(rec.Data))
+		c.Release()
+		require.NoError(t, c.Close())
+		want = append(want, "accepted "+c.Name(), "ended "+c.Name()+": EOF")
+	}
+	require.Eventually(t, func() bool { return len(names(t, dir)) == 1 }, 5*time.Second, 5*time.Millisecond)
+	require.NoError(t, l.Close())
+	assert.ErrorIs(t, <-acceptEnded, ring.ErrClosed)
+	lp.Stop()
+	require.NoError(t, <-ran)
+	// Per connection in order; the loop may see one's end and the next one's accept in
+	// either order.
+	assert.ElementsMatch(t, want, events)
+	for i := 0; i < len(want); i += 2 {
+		assert.Less(t, slices.Index(events, want[i]), slices.Index(events, want[i+1]))
+	}
+	assert.Empty(t, names(t, dir))
 }
