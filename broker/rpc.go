@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"sync"
 	"sync/atomic"
 
@@ -187,6 +188,10 @@ func (c *Client) readLoop() {
 		}
 		c.conn.Release()
 		cl.ch <- struct{}{}
+		// The caller is now runnable, queued on this P to run next, where nothing steals it
+		// for a while; this goroutine would go straight back to spinning in Recv. Yield:
+		// without it a call across processes took 160 µs instead of 16-19 µs.
+		runtime.Gosched()
 	}
 	switch {
 	case errors.Is(err, ring.ErrClosed):
@@ -242,88 +247,78 @@ type job struct {
 }
 
 // ServeAppend is Serve with an AppendHandler.
+//
+// The workers take turns reading (leader and followers): one reads a request, copies it,
+// hands the reading turn on and runs the handler itself, so that no request waits for a
+// hand-off between goroutines. With one worker the handler runs on the request in place.
 func ServeAppend(ctx context.Context, conn *Conn, handler AppendHandler, workers int) error {
 	workers = max(workers, 1)
+	inline := workers == 1
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	free := make(chan *job, workers)
+	// Reads wait without ctx (a cancellable context costs the ring an allocation per
+	// sleep): ctx's end, or a failed write, wakes them by closing conn.
+	stopClose := context.AfterFunc(ctx, func() { conn.Close() })
+	var (
+		readMu  sync.Mutex // the reading turn
+		stopped atomic.Bool
+		wg      sync.WaitGroup
+	)
+	sem := make(chan struct{}, 1) // one writer on the reply ring at a time
+	result := make(chan error, workers)
 	for range workers {
-		free <- &job{}
-	}
-	jobs := make(chan *job)
-	sem := make(chan struct{}, 1)
-	var wg sync.WaitGroup
-	var writeErr atomic.Pointer[error]
-	// One worker runs on the reading goroutine itself, on the request in place: no copy,
-	// no hand-off between goroutines.
-	inline := workers == 1
-	for range workers {
-		if inline {
-			break
-		}
 		wg.Go(func() {
-			for j := range jobs {
-				if err := serveOne(ctx, conn, handler, j, sem); err != nil && ctx.Err() == nil {
-					e := err
-					writeErr.CompareAndSwap(nil, &e)
-					cancel()
+			var j job
+			for {
+				readMu.Lock()
+				if stopped.Load() {
+					readMu.Unlock()
+					return
 				}
-				free <- j
+				rec, err := conn.Recv(context.Background())
+				if err != nil {
+					stopped.Store(true)
+					readMu.Unlock()
+					result <- err
+					return
+				}
+				if rec.Type != TypeRequest || len(rec.Data) < idLen {
+					conn.r.Reject()
+					readMu.Unlock()
+					continue
+				}
+				if inline {
+					j.req = rec.Data
+				} else {
+					j.req = append(j.req[:0], rec.Data...)
+					conn.Release()
+					readMu.Unlock()
+				}
+				err = serveOne(ctx, conn, handler, &j, sem)
+				if inline {
+					j.req = nil
+					conn.Release()
+					readMu.Unlock()
+				}
+				if err != nil && ctx.Err() == nil {
+					stopped.Store(true)
+					result <- err
+					cancel() // closes conn: wakes the worker reading
+					return
+				}
 			}
 		})
 	}
-	// Wake the read below, which waits without ctx, when ctx ends (or a write failed).
-	stopClose := context.AfterFunc(ctx, func() { conn.Close() })
-	var err error
-	for {
-		var j *job
-		select {
-		case j = <-free:
-		case <-ctx.Done():
-		}
-		if j == nil {
-			err = ctx.Err()
-			break
-		}
-		var rec ring.Record
-		rec, err = conn.Recv(context.Background())
-		if err != nil {
-			break
-		}
-		if rec.Type != TypeRequest || len(rec.Data) < idLen {
-			conn.r.Reject()
-			free <- j
-			continue
-		}
-		if inline {
-			j.req = rec.Data
-			err = serveOne(ctx, conn, handler, j, sem)
-			j.req = nil
-			conn.Release()
-			free <- j
-			if err != nil {
-				break
-			}
-			continue
-		}
-		j.req = append(j.req[:0], rec.Data...)
-		conn.Release()
-		jobs <- j
+	// The first to stop says why. A failed write reports before it closes conn, so an
+	// ErrClosed read with ctx ended means ctx ended (or the caller closed conn).
+	err := <-result
+	if errors.Is(err, ring.ErrClosed) && ctx.Err() != nil {
+		err = ctx.Err()
 	}
-	if !stopClose() || ctx.Err() != nil {
-		err = ctx.Err() // the Close above woke the read
-	}
-	// The client is gone or we stop: replies still being written would wait for a reader
-	// that will never come.
-	cancel()
-	close(jobs)
+	stopClose()
+	cancel() // replies still being written would wait for a reader that will never come
 	if err == io.EOF {
 		wg.Wait() // the client closed: let running handlers finish (their replies are dropped)
-	}
-	if p := writeErr.Load(); p != nil {
-		err = *p
-	}
-	if err == io.EOF {
 		return nil
 	}
 	return err
