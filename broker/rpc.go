@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"runtime"
 	"sync"
 	"sync/atomic"
 
@@ -33,23 +32,26 @@ func (e *RemoteError) Error() string { return "broker: remote: " + e.Msg }
 var ErrClientClosed = fmt.Errorf("broker: client closed: %w", ring.ErrClosed)
 
 // Client makes calls on a connection: Call is safe from many goroutines, with many calls
-// in flight. One goroutine reads the replies and hands each to its caller by correlation
-// id. The Client owns the connection from NewClient on (Close closes it).
+// in flight. The callers take turns reading the replies (leader and followers): the one
+// whose turn it is reads, hands each reply to its caller by correlation id, and gives the
+// turn up once its own reply came. A lone caller reads its own reply, with no hand-off
+// between goroutines; with no call in flight nobody reads. The Client owns the connection
+// from NewClient on (Close closes it).
 type Client struct {
 	conn *Conn
-	sem  chan struct{} // one sender on the ring at a time, waiting with the caller's ctx
+	sem  chan struct{} // the sending turn: one writer on the ring, waiting with its ctx
+	turn chan struct{} // the reading turn
 
 	mu      sync.Mutex
 	pending map[uint64]*call
 	nextID  uint64
-	err     error // set once the reader stopped: every later Call gets it
+	err     error // set once the connection failed or was closed: every later Call gets it
 
 	late atomic.Uint64
-	done chan struct{} // closed when the reader goroutine returns
 }
 
-// call is one call in flight; pooled. The reader goroutine owns it between finding it in
-// pending (and deleting it) and sending on ch; the caller owns it otherwise.
+// call is one call in flight; pooled. Whoever deletes it from pending owns it: a reader
+// then fills it and sends on ch; a caller that gave up just takes it back.
 type call struct {
 	ch    chan struct{}
 	reply []byte // where the reply is appended (the caller's dst)
@@ -58,11 +60,9 @@ type call struct {
 
 var callPool = sync.Pool{New: func() any { return &call{ch: make(chan struct{}, 1)} }}
 
-// NewClient starts the reply reader on conn.
+// NewClient makes calls on conn.
 func NewClient(conn *Conn) *Client {
-	c := &Client{conn: conn, sem: make(chan struct{}, 1), pending: map[uint64]*call{}, done: make(chan struct{})}
-	go c.readLoop()
-	return c
+	return &Client{conn: conn, sem: make(chan struct{}, 1), turn: make(chan struct{}, 1), pending: map[uint64]*call{}}
 }
 
 // Late counts replies that arrived after their call had given up (deadline, cancellation):
@@ -70,13 +70,15 @@ func NewClient(conn *Conn) *Client {
 func (c *Client) Late() uint64 { return c.late.Load() }
 
 // Call sends req and waits for its reply until ctx ends. A handler's error comes back as a
-// *RemoteError; ring.ErrPeerDead (wrapped) when the server died, promptly, whatever ctx's
-// deadline; io.EOF (wrapped) when the server closed the connection.
+// *RemoteError; ring.ErrPeerDead (wrapped) when the server died, within the rings' liveness
+// checks (about 200 ms) whatever ctx's deadline; io.EOF (wrapped) when the server closed the
+// connection; ErrClientClosed after Close.
 func (c *Client) Call(ctx context.Context, req []byte) ([]byte, error) {
 	return c.CallAppend(ctx, nil, req)
 }
 
-// CallAppend is Call appending the reply to dst: with room in dst it allocates nothing.
+// CallAppend is Call appending the reply to dst: with room in dst it allocates nothing
+// (while it waits for a reply with a ctx that can end, the ring's wait may allocate).
 func (c *Client) CallAppend(ctx context.Context, dst, req []byte) ([]byte, error) {
 	cl := callPool.Get().(*call)
 	cl.reply, cl.err = dst, nil
@@ -97,28 +99,42 @@ func (c *Client) CallAppend(ctx context.Context, dst, req []byte) ([]byte, error
 			callPool.Put(cl)
 			return dst, err
 		}
-		// The reader failed the call meanwhile (the connection ended): its error says more.
-		<-cl.ch
-		err = cl.err
-		callPool.Put(cl)
-		return dst, err
+		<-cl.ch // the connection failed meanwhile and failed the call: its error says more
+		return c.finish(cl)
 	}
-	select {
-	case <-cl.ch:
-	case <-ctx.Done():
-		if c.forget(id) {
-			callPool.Put(cl)
-			return dst, ctx.Err()
+	for {
+		if ctx.Err() != nil {
+			break
 		}
-		<-cl.ch // the reply was being delivered: take it
+		select {
+		case <-cl.ch:
+			return c.finish(cl)
+		case c.turn <- struct{}{}:
+			c.read(ctx, cl)
+			<-c.turn
+		case <-ctx.Done():
+		}
+		if len(cl.ch) > 0 {
+			<-cl.ch
+			return c.finish(cl)
+		}
 	}
+	if c.forget(id) {
+		callPool.Put(cl)
+		return dst, ctx.Err()
+	}
+	<-cl.ch // the reply was being delivered: take it
+	return c.finish(cl)
+}
+
+func (c *Client) finish(cl *call) ([]byte, error) {
 	reply, err := cl.reply, cl.err
-	cl.reply = nil
+	cl.reply, cl.err = nil, nil
 	callPool.Put(cl)
 	return reply, err
 }
 
-// forget removes call id from pending; false when the reader already took it.
+// forget removes call id from pending; false when a reader already took it.
 func (c *Client) forget(id uint64) bool {
 	c.mu.Lock()
 	_, ok := c.pending[id]
@@ -132,14 +148,16 @@ func (c *Client) send(ctx context.Context, id uint64, req []byte) error {
 	case c.sem <- struct{}{}:
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-c.done:
-		return c.failed()
 	}
 	defer func() { <-c.sem }()
 	p, err := c.conn.w.Reserve(ctx, TypeRequest, idLen+len(req))
 	if err != nil {
-		if errors.Is(err, ring.ErrPeerDead) {
+		switch {
+		case errors.Is(err, ring.ErrPeerDead):
 			c.conn.remove()
+			err = fmt.Errorf("broker: connection lost: %w", err)
+		case errors.Is(err, ring.ErrClosed):
+			err = ErrClientClosed
 		}
 		return err
 	}
@@ -148,23 +166,17 @@ func (c *Client) send(ctx context.Context, id uint64, req []byte) error {
 	return c.conn.w.Commit()
 }
 
-func (c *Client) failed() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.err
-}
-
-// readLoop matches replies to calls until the connection ends, then fails every call in
-// flight with the reason.
-func (c *Client) readLoop() {
-	defer close(c.done)
-	ctx := context.Background()
-	var err error
-	for {
-		var rec ring.Record
-		rec, err = c.conn.Recv(ctx)
+// read is a reading turn: it hands replies to their callers until me's has come, ctx ends
+// or the connection fails (then it fails every call in flight).
+func (c *Client) read(ctx context.Context, me *call) {
+	for len(me.ch) == 0 {
+		rec, err := c.conn.Recv(ctx)
 		if err != nil {
-			break
+			if ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+				return // our wait ended, not the connection
+			}
+			c.fail(err)
+			return
 		}
 		if len(rec.Data) < idLen || (rec.Type != TypeReply && rec.Type != TypeError) {
 			c.conn.r.Reject()
@@ -188,11 +200,12 @@ func (c *Client) readLoop() {
 		}
 		c.conn.Release()
 		cl.ch <- struct{}{}
-		// The caller is now runnable, queued on this P to run next, where nothing steals it
-		// for a while; this goroutine would go straight back to spinning in Recv. Yield:
-		// without it a call across processes took 160 µs instead of 16-19 µs.
-		runtime.Gosched()
 	}
+}
+
+// fail ends the client with the connection's error: every call in flight and every later
+// one returns it.
+func (c *Client) fail(err error) {
 	switch {
 	case errors.Is(err, ring.ErrClosed):
 		err = ErrClientClosed
@@ -202,10 +215,12 @@ func (c *Client) readLoop() {
 		err = fmt.Errorf("broker: connection lost: %w", err)
 	}
 	c.mu.Lock()
-	c.err = err
+	if c.err == nil {
+		c.err = err
+	}
 	for id, cl := range c.pending {
 		delete(c.pending, id)
-		cl.err = err
+		cl.err = c.err
 		cl.ch <- struct{}{}
 	}
 	c.mu.Unlock()
@@ -213,8 +228,12 @@ func (c *Client) readLoop() {
 
 // Close closes the connection; calls in flight and later return ErrClientClosed.
 func (c *Client) Close() error {
-	err := c.conn.Close()
-	<-c.done
+	err := c.conn.Close() // wakes a reading turn, which fails the calls in flight
+	c.mu.Lock()
+	if c.err == nil {
+		c.err = ErrClientClosed
+	}
+	c.mu.Unlock()
 	return err
 }
 
