@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/shmq/shmq/internal/deathwatch"
 	"github.com/shmq/shmq/internal/fence"
 	"github.com/shmq/shmq/internal/layout"
 	"github.com/shmq/shmq/shm"
@@ -92,6 +93,9 @@ type endpoint struct {
 	closer     func() error // the kind's Close, run when the segment closes
 	unhook     func()
 	armed      bool // an event loop armed this endpoint's wake-up word (Arm)
+	// watches are the death watches of the other side's processes (watchOtherSide), by pid:
+	// the endpoint's goroutine sets them up, close cancels them.
+	watches map[int]func()
 }
 
 // attach checks the segment, takes the exclusive role if there is one and counts the
@@ -134,7 +138,7 @@ func (e *endpoint) attach(seg *shm.Segment, kind shm.Kind, sd side, role shm.Rol
 	} else {
 		e.stats = newCounters(e.hdr, e.retiredBlock(), true)
 	}
-	e.wait = waiter{strategy: opts.Wait.normalized(), loc: loc, closed: &e.closed, stats: &e.stats}
+	e.wait = waiter{strategy: opts.Wait.normalized(), loc: loc, closed: &e.closed, stats: &e.stats, watched: e.watchOtherSide}
 	if role != 0 {
 		l, err := seg.AcquireRole(role)
 		if err != nil {
@@ -188,6 +192,7 @@ func (e *endpoint) finishAttach(err error, open func()) error {
 	e.forgetDeadPeers()
 	atomic.AddUint32(layout.Uint32(e.pw, e.side.countWord()), 1)
 	e.counted = true
+	e.otherEvent().wakeAll() // idle sleepers of the other side start watching this process
 	if open != nil {
 		open()
 	}
@@ -252,6 +257,10 @@ func (e *endpoint) close(finish func()) error {
 			e.spaceEvent().wakeAll()
 			time.Sleep(20 * time.Microsecond)
 		}
+		for pid, cancel := range e.watches {
+			cancel() // returns once a death callback running now is done with the mapping
+			delete(e.watches, pid)
+		}
 		held = e.holds() // records handed out stay mapped until given back (afterClose)
 		if e.armed {
 			e.armed = false
@@ -299,6 +308,98 @@ func (e *endpoint) u32(off int) *uint32 { return layout.Uint32(e.hdr, off) }
 func (e *endpoint) dataEvent() event { return e.events[evData] }
 
 func (e *endpoint) spaceEvent() event { return e.events[evSpace] }
+
+// otherEvent is the event the other side waits on.
+func (e *endpoint) otherEvent() event {
+	if e.side == readerSide {
+		return e.spaceEvent()
+	}
+	return e.dataEvent()
+}
+
+// watchOtherSide makes sure that the death of every process with an endpoint on the other
+// side wakes this endpoint's sleep (internal/deathwatch), and reports whether it does. It
+// lists the peer table, so it runs only before long sleeps. False while a dead peer is
+// suspected (the checks must run every livenessInterval then), when a process on the
+// other side is already dead, and where deaths cannot be watched.
+func (e *endpoint) watchOtherSide() bool {
+	if e.suspect {
+		return false
+	}
+	other := readerSide
+	if e.side == readerSide {
+		other = writerSide
+	}
+	listed := func() (map[int]int, bool) { // pid by entry index of the other side's live processes
+		pids := map[int]int{}
+		ok := true
+		err := e.sideCounts(other, func(alive bool, index int, count *uint32) {
+			if atomic.LoadUint32(count) == 0 {
+				return
+			}
+			if !alive {
+				ok = false
+			}
+			pids[index] = -1
+		})
+		if err != nil || !ok {
+			return nil, false
+		}
+		peers, err := e.seg.Peers()
+		if err != nil {
+			return nil, false
+		}
+		for _, p := range peers {
+			if _, ok := pids[p.Index]; ok && p.Alive {
+				pids[p.Index] = p.PID
+			}
+		}
+		for _, pid := range pids {
+			if pid <= 0 {
+				return nil, false
+			}
+		}
+		return pids, true
+	}
+	before, ok := listed()
+	if !ok {
+		return false
+	}
+	if e.watches == nil {
+		e.watches = map[int]func(){}
+	}
+	want := map[int]bool{}
+	own := e.ownEvent()
+	for _, pid := range before {
+		want[pid] = true
+		if _, ok := e.watches[pid]; ok {
+			continue
+		}
+		cancel, err := deathwatch.Watch(pid, own.wakeAll)
+		if err != nil {
+			return false
+		}
+		e.watches[pid] = cancel
+	}
+	for pid, cancel := range e.watches {
+		if !want[pid] {
+			cancel()
+			delete(e.watches, pid)
+		}
+	}
+	// A pid names the process only while it runs: listed again after the watches began,
+	// each entry still held by the same pid means each watch is on the right process.
+	after, ok := listed()
+	if !ok || len(after) != len(before) {
+		return false
+	}
+	for i, pid := range before {
+		if after[i] != pid {
+			return false
+		}
+	}
+	return true
+}
 
 // ownEvent is the event this endpoint waits on: data for a reader, room for a writer.
 func (e *endpoint) ownEvent() event {

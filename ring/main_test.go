@@ -23,6 +23,7 @@ func TestMain(m *testing.M) {
 	proctest.Register("bench-drain", runBenchDrain)
 	proctest.Register("bench-echo", runBenchEcho)
 	proctest.Register("idle-reader", runIdleReader)
+	proctest.Register("idle-writer", runIdleWriter)
 	proctest.Register("mpmc-attached-reader", runMPMCAttachedReader)
 	proctest.Register("topic-pub", runTopicPub)
 	proctest.Register("topic-sub", runTopicSub)

@@ -205,7 +205,20 @@ type waiter struct {
 	loc      *local       // marks this process asleep on an event
 	closed   *atomic.Bool // the endpoint's own Close
 	stats    *counters
+	// watched, if set, is asked before a kernel sleep once the wait has been idle for
+	// idleAfter: true means every process on the other side is watched for its death
+	// (endpoint.watchOtherSide), so the sleep may last idleSleep instead of
+	// livenessInterval: a death, a new peer and a publish each wake the sleeper.
+	watched func() bool
 }
+
+// An idle waiter whose peers' deaths are watched sleeps idleSleep at a time rather than
+// livenessInterval: an idle reader costs no periodic wake-up. idleSleep still bounds a
+// sleep, as a safety net for a wake-up lost to a peer entry reused in between.
+const (
+	idleAfter = 2 * livenessInterval
+	idleSleep = 10 * time.Second
+)
 
 // await returns nil once ready() holds. It returns ErrClosed after the endpoint's Close,
 // ctx's error when ctx ends, and whatever check returns: check(false) is called on every
@@ -251,6 +264,9 @@ func (w *waiter) await(ctx context.Context, ev event, ready func() bool, check f
 			nextCheck = now.Add(livenessInterval)
 		}
 		timeout := livenessInterval
+		if w.watched != nil && w.strategy.mode != modeSleep && now.Sub(start) >= idleAfter && w.watched() {
+			timeout = idleSleep
+		}
 		if dl, ok := ctx.Deadline(); ok {
 			timeout = min(timeout, max(time.Until(dl), time.Microsecond))
 		}
