@@ -118,6 +118,34 @@ func BenchmarkCallCrossProcess(b *testing.B) {
 	}
 }
 
+// BenchmarkCallCrossProcessParallel: 8 callers per CPU in this process, calls in flight
+// together, the server's 4 workers in a child; ns/op is per call (calls/s = 1e9/ns).
+func BenchmarkCallCrossProcessParallel(b *testing.B) {
+	dir := testDir(b)
+	srv := proctest.Start(b, "broker-bench-server", proctest.Options{Args: jsonArgs(serverConfig{Dir: dir, Name: "svc", Workers: 4})})
+	srv.WaitPoint("listening", procTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), procTimeout)
+	defer cancel()
+	conn, err := broker.Dial(ctx, "svc", broker.Options{Dir: dir})
+	if err != nil {
+		b.Fatal(err)
+	}
+	cl := broker.NewClient(conn)
+	defer cl.Close()
+	b.ReportAllocs()
+	b.SetParallelism(8)
+	b.RunParallel(func(pb *testing.PB) {
+		req := make([]byte, 64)
+		buf := make([]byte, 0, 64)
+		for pb.Next() {
+			if _, err := cl.CallAppend(context.Background(), buf[:0], req); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
 // BenchmarkCallInProcess: caller and server in this process, on their own goroutines.
 func BenchmarkCallInProcess(b *testing.B) {
 	_, cc, sc := pair(b, broker.Options{Dir: testDir(b)})

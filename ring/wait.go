@@ -30,8 +30,10 @@ const (
 // DefaultSpin is how long Adaptive spins before sleeping.
 const DefaultSpin = 50 * time.Microsecond
 
-// livenessInterval bounds every kernel sleep and paces the liveness checks of the other
-// side (a syscall each), so that a dead peer is noticed within about this long.
+// livenessInterval paces the liveness checks of the other side (a syscall each), so that a
+// dead peer is noticed within about this long, and bounds a kernel sleep until the wait
+// has been idle for idleAfter; then the other side's processes are watched for their death
+// and a sleep lasts up to idleSleep.
 const livenessInterval = 100 * time.Millisecond
 
 // Spin polls the ring without pause: the lowest latency, and one core at 100% while it waits.
