@@ -77,6 +77,11 @@ func (t *topic) tryLock() bool {
 	if _, _, held := lockHolder(w); held {
 		return false
 	}
+	return t.lockFrom(w)
+}
+
+// lockFrom takes the lock with a CAS from w, the value last seen.
+func (t *topic) lockFrom(w uint64) bool {
 	nw := lockWord(w, t.loc.peer.Index(), t.pid)
 	if atomic.CompareAndSwapUint64(t.lockW, w, nw) {
 		t.held = nw
@@ -85,25 +90,29 @@ func (t *topic) tryLock() bool {
 	return false
 }
 
+// due reports whether livenessInterval has passed since *last, and if so restarts it: the
+// pace of the checks that list the peer table.
+func due(last *time.Time) bool {
+	now := time.Now()
+	if now.Sub(*last) < livenessInterval {
+		return false
+	}
+	*last = now
+	return true
+}
+
 // takeDeadLock takes the lock over if its holder's process is dead, looking at most once
 // per livenessInterval (it lists the peer table).
 func (t *topic) takeDeadLock() bool {
-	now := time.Now()
-	if now.Sub(t.lastCheck) < livenessInterval {
+	if !due(&t.lastCheck) {
 		return false
 	}
-	t.lastCheck = now
 	w := atomic.LoadUint64(t.lockW)
 	peer, pid, held := lockHolder(w)
 	if !held || t.processAlive(peer, pid) {
 		return false
 	}
-	nw := lockWord(w, t.loc.peer.Index(), t.pid)
-	if atomic.CompareAndSwapUint64(t.lockW, w, nw) {
-		t.held = nw
-		return true
-	}
-	return false
+	return t.lockFrom(w)
 }
 
 // processAlive reports whether peer entry i is held by the running process pid. An error
@@ -217,12 +226,7 @@ func (t *topic) reapDead() bool {
 // reapEvery runs reapDead at most once per livenessInterval (it lists the peer table) and
 // reports whether it freed a subscription; then lock-holding publishers rescan (gen).
 func (t *topic) reapEvery() bool {
-	now := time.Now()
-	if now.Sub(t.lastReap) < livenessInterval {
-		return false
-	}
-	t.lastReap = now
-	if !t.reapDead() {
+	if !due(&t.lastReap) || !t.reapDead() {
 		return false
 	}
 	atomic.AddUint64(t.gen, 1)
