@@ -341,14 +341,7 @@ func (b *bench) runCase(cs caseSpec) (Result, error) {
 	if sent > received {
 		res.Lost = sent - received
 	}
-	switch cs.Scenario {
-	case "idle":
-		res.Seconds = b.cfg.Duration.Seconds()
-		res.IdleCPUPercent = 100 * res.CPUSeconds.Reader / res.Seconds
-	case "latency":
-		res.Latency = latencyOf(hist)
-	}
-	res.finish()
+	res.conclude(cs.Scenario, b.cfg.Duration, hist)
 	return res, nil
 }
 
@@ -447,6 +440,19 @@ func (b *bench) runPingPong(cs caseSpec, base childConfig, res Result, timeout t
 	}
 	res.finish()
 	return res, nil
+}
+
+// conclude fills what a case's scenario reports besides counts (the idle CPU, the latency
+// percentiles) and finishes the result.
+func (r *Result) conclude(scenario string, d time.Duration, hist *hdrhistogram.Histogram) {
+	switch scenario {
+	case "idle":
+		r.Seconds = d.Seconds()
+		r.IdleCPUPercent = 100 * r.CPUSeconds.Reader / r.Seconds
+	case "latency":
+		r.Latency = latencyOf(hist)
+	}
+	r.finish()
 }
 
 func latencyOf(h *hdrhistogram.Histogram) *Latency {

@@ -169,14 +169,7 @@ func (b *bench) runFanout(cs caseSpec, base childConfig, res Result, timeout tim
 		return res, firstErr
 	}
 	res.Fanout = fr
-	switch cs.Scenario {
-	case "idle":
-		res.Seconds = b.cfg.Duration.Seconds()
-		res.IdleCPUPercent = 100 * res.CPUSeconds.Reader / res.Seconds
-	case "latency":
-		res.Latency = latencyOf(hist)
-	}
-	res.finish()
+	res.conclude(cs.Scenario, b.cfg.Duration, hist)
 	return res, nil
 }
 
