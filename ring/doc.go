@@ -1,6 +1,9 @@
 // Package ring provides lock-free message rings inside shm segments, shared between
-// processes: SPSC (one writer, one reader, variable-length records) and MPMC (any number of
-// writers and readers, fixed slots), behind one contract, Writer and Reader.
+// processes: SPSC (one writer, one reader, variable-length records), MPMC (any number of
+// writers and readers, fixed slots, each record read once) and Topic (publish-subscribe:
+// any number of publishers, each record read in place by every subscriber at its own
+// position, with a Block, Overwrite or Latest policy), behind one contract, Writer and
+// Reader. Package topic opens topics by name.
 //
 // Create a ring segment with Create or OpenOrCreate (a Spec names the kind and sizes), or
 // wait for another process to create it with shm.WaitOpen; attach endpoints with NewWriter
@@ -18,17 +21,26 @@
 // drain what was committed and then get io.EOF (ErrEndOfStream). A writer that attaches
 // later starts a new stream. If every writer's process died instead, readers drain and then
 // get ErrPeerDead, until a writer attaches again. A reader that cannot take a record rejects
-// it (Reject, or ring.Reject from a Drain callback) and goes on.
+// it (Reject, or ring.Reject from a Drain callback) and goes on. Topics differ: they have no
+// end of stream, and under Overwrite a lapped subscriber gets a *LagError with the count it
+// missed.
 //
 // An endpoint belongs to one goroutine at a time; Close may come from any goroutine, any
 // number of times, and so may the Close of its segment, which closes the endpoint first.
-// Neither takes a lock on the per-message path. Ready, Arm and Disarm let an event loop
-// wait on many endpoints with one kernel wait.
+// Neither takes a lock on the per-message path. Ready, Arm, Disarm and Maintain let an
+// event loop (package loop) wait on many endpoints with one kernel wait.
+//
+// A waiter sleeps in the kernel (Futex, Adaptive) at most 100 ms at a time at first, to
+// check that the other side's processes live; after 200 ms idle it watches their deaths
+// instead (a pidfd each) and sleeps up to 10 s, woken by a publish, a new peer or a death.
 //
 // # Caveats
 //
 // A borrowed Record's Data is shared memory: valid until Release (or the reader's next
-// Next), and only as trustworthy as the writing process. Records still borrowed when their
+// Next), and only as trustworthy as the writing process. Under a topic's Overwrite and
+// Latest policies a publisher may overwrite it while it is read: validate after use
+// (Subscriber.Validate) or copy (Read). A segment truncated by another process still kills
+// a process that touches the lost pages (SIGBUS). Records still borrowed when their
 // endpoint or segment closes stay mapped until they are released; Segment.Close then
 // returns shm.ErrBorrowed instead of waiting.
 //
