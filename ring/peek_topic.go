@@ -16,7 +16,8 @@ import (
 // record a publisher overwrites while PeekTopic copies it is passed over, never returned
 // torn. ErrKind for a segment that is not a topic; ErrCorrupt, with the records before it,
 // for a published slot whose sequence word or header no publisher writes.
-func PeekTopic(seg *shm.Segment, from uint64, n, preview int) ([]PeekedRecord, error) {
+func PeekTopic(seg *shm.Segment, from uint64, n, preview int) (_ []PeekedRecord, err error) {
+	defer viewFaults(seg, &err)()
 	v, err := newView(seg)
 	if err != nil {
 		return nil, err

@@ -84,7 +84,8 @@ func (v view) load(off int) uint64 { return atomic.LoadUint64(layout.Uint64(v.hd
 // ReadStats reads the ring statistics of seg. It returns ErrKind or ErrVersion for a segment
 // that is not a ring this code reads, and ErrCorrupt if the positions are impossible, with
 // the snapshot filled as far as it could be.
-func ReadStats(seg *shm.Segment) (Stats, error) {
+func ReadStats(seg *shm.Segment) (_ Stats, err error) {
+	defer viewFaults(seg, &err)()
 	v, err := newView(seg)
 	if err != nil {
 		return Stats{}, err
@@ -184,7 +185,8 @@ type PeekedRecord struct {
 // (it works on a segment from shm.Inspect). Records the writer overwrites while Peek copies
 // them may come out torn; Peek stops at the first header that does not make sense
 // (ErrCorrupt), with the records before it.
-func Peek(seg *shm.Segment, n, preview int) ([]PeekedRecord, error) {
+func Peek(seg *shm.Segment, n, preview int) (_ []PeekedRecord, err error) {
+	defer viewFaults(seg, &err)()
 	v, err := newView(seg)
 	if err != nil {
 		return nil, err

@@ -281,7 +281,8 @@ type TopicStats struct {
 
 // ReadTopicStats reads the publish-subscribe state of a topic segment: ErrKind for another
 // kind; like ReadStats otherwise (ReadStats gives a topic's counters and endpoint counts).
-func ReadTopicStats(seg *shm.Segment) (TopicStats, error) {
+func ReadTopicStats(seg *shm.Segment) (_ TopicStats, err error) {
+	defer viewFaults(seg, &err)()
 	v, err := newView(seg)
 	if err != nil {
 		return TopicStats{}, err

@@ -12,6 +12,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"runtime/debug"
 
 	"github.com/spf13/cobra"
 
@@ -30,11 +31,19 @@ func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(fo
 // run executes one shmctl command line and returns its exit status. It is main without the
 // process: tests call it directly.
 func run(args []string, stdout, stderr io.Writer) (status int) {
+	// A segment another process truncates while shmctl reads it faults (SIGBUS): with
+	// panic-on-fault that is a panic on this goroutine, reported below, not a crash.
+	old := debug.SetPanicOnFault(true)
 	defer func() {
+		debug.SetPanicOnFault(old)
 		// Nothing in a segment file should reach a panic; if a bug lets one through, the
 		// user still gets one line and a failure status, not a stack trace.
 		if r := recover(); r != nil {
-			fmt.Fprintf(stderr, "shmctl: internal error: %v\n", r)
+			if _, fault := r.(interface{ Addr() uintptr }); fault {
+				fmt.Fprintf(stderr, "shmctl: a segment shrank while it was read (%v): %v\n", shm.ErrTruncated, r)
+			} else {
+				fmt.Fprintf(stderr, "shmctl: internal error: %v\n", r)
+			}
 			status = 1
 		}
 	}()
