@@ -401,3 +401,38 @@ func TestAcceptOnLoop(t *testing.T) {
 	}
 	assert.Empty(t, names(t, dir))
 }
+
+// gaveUp is a context whose deadline has passed but whose Done channel never says so: a
+// caller with it sends its request and gives up before reading anything, as one whose
+// deadline ends between the two would.
+type gaveUp struct{ context.Context }
+
+func (gaveUp) Err() error { return context.DeadlineExceeded }
+
+// TestLateRepliesDoNotWedge: callers that give up right after sending leave their replies
+// in the reply ring; with small rings those fill it, the server stops reading, the request
+// ring fills, and a new caller's send waits: it must read the late replies meanwhile, or
+// nobody would and it would wait until its deadline.
+func TestLateRepliesDoNotWedge(t *testing.T) {
+	_, cc, sc := pair(t, broker.Options{Dir: testDir(t), RingSize: 4096})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	go broker.Serve(ctx, sc, func(req []byte) ([]byte, error) { return req, nil }, 1)
+	cl := broker.NewClient(cc)
+	defer cl.Close()
+	req := make([]byte, 1000)
+	for range 20 {
+		_, err := cl.Call(gaveUp{context.Background()}, req)
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+		time.Sleep(2 * time.Millisecond) // the server takes it and replies
+	}
+	time.Sleep(100 * time.Millisecond) // the server fills the reply ring and stops
+	call, cancelCall := context.WithTimeout(ctx, 2*time.Second)
+	defer cancelCall()
+	start := time.Now()
+	reply, err := cl.Call(call, req)
+	t.Logf("late %d, call took %v", cl.Late(), time.Since(start))
+	require.NoError(t, err)
+	assert.Equal(t, req, reply)
+	assert.Positive(t, cl.Late())
+}

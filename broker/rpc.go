@@ -8,6 +8,7 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/shmq/shmq/ring"
 )
@@ -150,7 +151,7 @@ func (c *Client) send(ctx context.Context, id uint64, req []byte) error {
 		return ctx.Err()
 	}
 	defer func() { <-c.sem }()
-	p, err := c.conn.w.Reserve(ctx, TypeRequest, idLen+len(req))
+	p, err := c.reserve(ctx, idLen+len(req))
 	if err != nil {
 		switch {
 		case errors.Is(err, ring.ErrPeerDead):
@@ -166,6 +167,45 @@ func (c *Client) send(ctx context.Context, id uint64, req []byte) error {
 	return c.conn.w.Commit()
 }
 
+// reserve waits for room for a request. While the ring is full it also reads replies when
+// nobody else does: replies that came after their callers gave up could otherwise fill the
+// reply ring, stop the server, fill the request ring, and leave every new caller waiting
+// here with nobody reading.
+func (c *Client) reserve(ctx context.Context, n int) ([]byte, error) {
+	for {
+		p, err := c.conn.w.TryReserve(TypeRequest, n)
+		if err != ring.ErrFull {
+			return p, err
+		}
+		select {
+		case c.turn <- struct{}{}:
+			c.drain()
+			<-c.turn
+		default:
+		}
+		wait, cancel := context.WithTimeout(ctx, time.Millisecond)
+		p, err = c.conn.w.Reserve(wait, TypeRequest, n)
+		cancel()
+		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return p, err
+		}
+	}
+}
+
+// drain hands the replies that have arrived to their callers, without waiting.
+func (c *Client) drain() {
+	for {
+		rec, err := c.conn.r.TryNext()
+		if err != nil {
+			if err != ring.ErrEmpty {
+				c.fail(err)
+			}
+			return
+		}
+		c.deliver(rec)
+	}
+}
+
 // read is a reading turn: it hands replies to their callers until me's has come, ctx ends
 // or the connection fails (then it fails every call in flight).
 func (c *Client) read(ctx context.Context, me *call) {
@@ -178,29 +218,34 @@ func (c *Client) read(ctx context.Context, me *call) {
 			c.fail(err)
 			return
 		}
-		if len(rec.Data) < idLen || (rec.Type != TypeReply && rec.Type != TypeError) {
-			c.conn.r.Reject()
-			continue
-		}
-		id := binary.LittleEndian.Uint64(rec.Data)
-		c.mu.Lock()
-		cl, ok := c.pending[id]
-		delete(c.pending, id)
-		c.mu.Unlock()
-		if !ok {
-			c.late.Add(1)
-			c.conn.Release()
-			continue
-		}
-		body := rec.Data[idLen:]
-		if rec.Type == TypeError {
-			cl.err = &RemoteError{Msg: string(body)}
-		} else {
-			cl.reply = append(cl.reply, body...)
-		}
-		c.conn.Release()
-		cl.ch <- struct{}{}
+		c.deliver(rec)
 	}
+}
+
+// deliver hands one reply record to its caller (or counts it late) and releases it.
+func (c *Client) deliver(rec ring.Record) {
+	if len(rec.Data) < idLen || (rec.Type != TypeReply && rec.Type != TypeError) {
+		c.conn.r.Reject()
+		return
+	}
+	id := binary.LittleEndian.Uint64(rec.Data)
+	c.mu.Lock()
+	cl, ok := c.pending[id]
+	delete(c.pending, id)
+	c.mu.Unlock()
+	if !ok {
+		c.late.Add(1)
+		c.conn.Release()
+		return
+	}
+	body := rec.Data[idLen:]
+	if rec.Type == TypeError {
+		cl.err = &RemoteError{Msg: string(body)}
+	} else {
+		cl.reply = append(cl.reply, body...)
+	}
+	c.conn.Release()
+	cl.ch <- struct{}{}
 }
 
 // fail ends the client with the connection's error: every call in flight and every later
