@@ -186,7 +186,27 @@ func (t *topic) usedSubs() uint64 { return atomic.LoadUint64(t.used) }
 // free, a durable one keeps its name and position with no holder. It lists the peer table
 // once, so it runs on slow paths only (attach, and about every livenessInterval while a
 // Block publisher waits). It reports whether it freed any.
+//
+// The subscription words are loaded before the peer table is listed: a subscriber attaches
+// its peer entry before it takes a subscription, so every holder loaded here is in the
+// listing if it lives. (Listed first, a subscriber attaching and joining in between would
+// be missing from the listing and reaped alive.)
 func (t *topic) reapDead() bool {
+	type holding struct {
+		i, peer, pid int
+		w            uint64
+	}
+	var held []holding
+	for mask := t.usedSubs(); mask != 0; mask &= mask - 1 {
+		i := bits.TrailingZeros64(mask)
+		w := atomic.LoadUint64(t.subState(i))
+		if peer, pid, ok := subHolder(w); ok {
+			held = append(held, holding{i, peer, pid, w})
+		}
+	}
+	if len(held) == 0 {
+		return false
+	}
 	peers, err := t.seg.Peers()
 	if err != nil {
 		return false
@@ -198,22 +218,15 @@ func (t *topic) reapDead() bool {
 		}
 	}
 	reaped := false
-	for mask := t.usedSubs(); mask != 0; mask &= mask - 1 {
-		i := bits.TrailingZeros64(mask)
-		st := t.subState(i)
-		w := atomic.LoadUint64(st)
-		peer, pid, held := subHolder(w)
-		if !held {
-			continue
-		}
-		if livePID, ok := alive[peer]; ok && livePID == pid {
+	for _, h := range held {
+		if livePID, ok := alive[h.peer]; ok && livePID == h.pid {
 			continue
 		}
 		next := uint64(0)
-		if w&subDurable != 0 {
-			next = subWord(w, true, -1, 0)
+		if h.w&subDurable != 0 {
+			next = subWord(h.w, true, -1, 0)
 		}
-		if atomic.CompareAndSwapUint64(st, w, next) {
+		if atomic.CompareAndSwapUint64(t.subState(h.i), h.w, next) {
 			reaped = true
 		}
 	}
