@@ -11,6 +11,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -402,12 +403,23 @@ func TestAcceptOnLoop(t *testing.T) {
 	assert.Empty(t, names(t, dir))
 }
 
-// gaveUp is a context whose deadline has passed but whose Done channel never says so: a
-// caller with it sends its request and gives up before reading anything, as one whose
+// gaveUp is a context whose deadline passes right after Call's check before sending (its
+// first Err is nil, every later one DeadlineExceeded) and whose Done channel never says so:
+// a caller with it sends its request and gives up before reading anything, as one whose
 // deadline ends between the two would.
-type gaveUp struct{ context.Context }
+type gaveUp struct {
+	context.Context
+	checked *atomic.Bool
+}
 
-func (gaveUp) Err() error { return context.DeadlineExceeded }
+func newGaveUp() gaveUp { return gaveUp{context.Background(), new(atomic.Bool)} }
+
+func (g gaveUp) Err() error {
+	if !g.checked.Swap(true) {
+		return nil
+	}
+	return context.DeadlineExceeded
+}
 
 // TestLateRepliesDoNotWedge: callers that give up right after sending leave their replies
 // in the reply ring; with small rings those fill it, the server stops reading, the request
@@ -422,7 +434,7 @@ func TestLateRepliesDoNotWedge(t *testing.T) {
 	defer cl.Close()
 	req := make([]byte, 1000)
 	for range 20 {
-		_, err := cl.Call(gaveUp{context.Background()}, req)
+		_, err := cl.Call(newGaveUp(), req)
 		require.ErrorIs(t, err, context.DeadlineExceeded)
 		time.Sleep(2 * time.Millisecond) // the server takes it and replies
 	}

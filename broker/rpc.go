@@ -145,6 +145,9 @@ func (c *Client) forget(id uint64) bool {
 }
 
 func (c *Client) send(ctx context.Context, id uint64, req []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err // select below could pick a free sending turn over ctx's end
+	}
 	select {
 	case c.sem <- struct{}{}:
 	case <-ctx.Done():
@@ -156,6 +159,7 @@ func (c *Client) send(ctx context.Context, id uint64, req []byte) error {
 		switch {
 		case errors.Is(err, ring.ErrPeerDead):
 			c.conn.remove()
+			c.fail(err) // every call in flight and later ends with it
 			err = fmt.Errorf("broker: connection lost: %w", err)
 		case errors.Is(err, ring.ErrClosed):
 			err = ErrClientClosed
@@ -164,7 +168,13 @@ func (c *Client) send(ctx context.Context, id uint64, req []byte) error {
 	}
 	binary.LittleEndian.PutUint64(p, id)
 	copy(p[idLen:], req)
-	return c.conn.w.Commit()
+	if err := c.conn.w.Commit(); err != nil {
+		if errors.Is(err, ring.ErrClosed) {
+			return ErrClientClosed // Close came between Reserve and Commit
+		}
+		return err
+	}
+	return nil
 }
 
 // reserve waits for room for a request. While the ring is full it also reads replies when
@@ -290,9 +300,11 @@ type (
 )
 
 // Serve answers the requests arriving on conn with handler, run on at most workers
-// goroutines at a time (1 if workers < 1), until the client closes (nil), the client dies
+// goroutines at a time (1 if workers < 1), until the client closes (nil, also when it closed
+// while replies were backed up in a full reply ring), the client dies
 // (an error matching ring.ErrPeerDead; conn's rings are removed) or ctx ends (ctx's
-// error). A handler's error or panic goes back to the caller as a *RemoteError. When the
+// error). A handler's error or panic goes back to the caller as a *RemoteError, and so does
+// a reply too large for the reply ring ("reply too large"; error texts are cut to fit). When the
 // client closed, Serve waits for running handlers before it returns; when the client died
 // or ctx ended it returns at once, and handlers still running finish on their own (their
 // replies are dropped): a handler that should stop then needs its own way to learn of it.
@@ -375,11 +387,25 @@ func ServeAppend(ctx context.Context, conn *Conn, handler AppendHandler, workers
 	}
 	// The first to stop says why. A failed write reports before it closes conn, so an
 	// ErrClosed read with ctx ended means ctx ended (or the caller closed conn).
-	err := <-result
+	var err error
+	select {
+	case err = <-result:
+	case <-ctx.Done():
+		// ctx ended while no worker was reading (all of them in handlers, say): return at
+		// once. A worker that failed reports before it cancels, so its error comes first.
+		select {
+		case err = <-result:
+		default:
+			err = ctx.Err()
+		}
+	}
 	if errors.Is(err, ring.ErrClosed) && ctx.Err() != nil {
 		err = ctx.Err()
 	}
-	stopClose()
+	stopped.Store(true)
+	if !stopClose() && err != io.EOF {
+		conn.Close() // make sure a worker blocked reading wakes up
+	}
 	cancel() // replies still being written would wait for a reader that will never come
 	if err == io.EOF {
 		wg.Wait() // the client closed: let running handlers finish (their replies are dropped)
@@ -398,13 +424,21 @@ func serveOne(ctx context.Context, conn *Conn, handler AppendHandler, j *job, se
 		reply = append(reply[:0], err.Error()...)
 	}
 	j.reply = reply
+	if limit := conn.w.MaxMessage() - idLen; len(reply) > limit {
+		// One reply that cannot fit must not end the connection: the caller gets an error.
+		if typ == TypeReply {
+			reply = fmt.Appendf(reply[:0], "reply too large (%d bytes, at most %d)", len(reply), limit)
+			typ = TypeError
+		}
+		reply = reply[:min(len(reply), limit)]
+	}
 	select {
 	case sem <- struct{}{}:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 	defer func() { <-sem }()
-	p, err := conn.w.Reserve(ctx, typ, idLen+len(reply))
+	p, err := reserveReply(ctx, conn, typ, idLen+len(reply))
 	if err != nil {
 		if errors.Is(err, ring.ErrPeerDead) {
 			conn.remove()
@@ -414,6 +448,28 @@ func serveOne(ctx context.Context, conn *Conn, handler AppendHandler, j *job, se
 	copy(p, id)
 	copy(p[idLen:], reply)
 	return conn.w.Commit()
+}
+
+// reserveReply waits for room for a reply. A writer waits as long as the ring has no reader,
+// and nobody may be reading the requests to see the client's end of stream: so while the
+// reply ring is full it looks every few milliseconds whether the client's reader is still
+// attached, and returns io.EOF (the client closed) once it is not.
+func reserveReply(ctx context.Context, conn *Conn, typ uint32, n int) ([]byte, error) {
+	for {
+		p, err := conn.w.TryReserve(typ, n)
+		if err != ring.ErrFull {
+			return p, err
+		}
+		wait, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
+		p, err = conn.w.Reserve(wait, typ, n)
+		cancel()
+		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return p, err
+		}
+		if st, err := ring.ReadStats(conn.wseg); err == nil && st.ReadersOpen == 0 {
+			return nil, io.EOF
+		}
+	}
 }
 
 func runHandler(handler AppendHandler, dst, req []byte) (reply []byte, err error) {

@@ -1,0 +1,419 @@
+//go:build linux
+
+package broker
+
+// Review tests. Internal (package broker) so that they can play a misbehaving peer or stop a
+// server between two steps of Accept.
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/shmq/shmq/internal/proctest"
+	"github.com/shmq/shmq/ring"
+	"github.com/shmq/shmq/shm"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func reviewDir(t testing.TB) string {
+	t.Helper()
+	base := ""
+	if st, err := os.Stat(shm.DefaultDir); err == nil && st.IsDir() {
+		base = shm.DefaultDir
+	}
+	d, err := os.MkdirTemp(base, "broker-review-")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+
+func reviewNames(t testing.TB, dir string) []string {
+	t.Helper()
+	ns, err := shm.List(shm.Options{Dir: dir})
+	require.NoError(t, err)
+	return ns
+}
+
+// announce writes a dial record naming base into server name's accept ring, as any local
+// process that can open the accept ring can.
+func announce(t testing.TB, name, base string, opts Options) {
+	t.Helper()
+	seg, err := shm.Open(name, opts.shm())
+	require.NoError(t, err)
+	defer seg.Close()
+	w, err := ring.NewMPMCWriter(seg, ring.Options{})
+	require.NoError(t, err)
+	defer w.Close()
+	require.NoError(t, w.Write(context.Background(), typeDial, []byte(base)))
+}
+
+func reviewPair(t testing.TB, opts Options) (*Listener, *Conn, *Conn) {
+	t.Helper()
+	l, err := Listen("svc", opts)
+	require.NoError(t, err)
+	t.Cleanup(func() { l.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ch := make(chan *Conn, 1)
+	go func() {
+		c, err := Dial(ctx, "svc", opts)
+		assert.NoError(t, err)
+		ch <- c
+	}()
+	sc, err := l.Accept(ctx)
+	require.NoError(t, err)
+	cc := <-ch
+	require.NotNil(t, cc)
+	t.Cleanup(func() { sc.Close(); cc.Close() })
+	return l, cc, sc
+}
+
+// TestReviewOversizeReplyKillsConnection: one handler reply larger than the reply ring's
+// MaxMessage (or a long error text) makes serveOne fail with ErrTooLarge, and Serve ends and
+// closes the connection: every call in flight and every later call on it fails, instead of
+// only the offending call getting a *RemoteError.
+func TestReviewOversizeReplyKillsConnection(t *testing.T) {
+	_, cc, sc := reviewPair(t, Options{Dir: reviewDir(t), RingSize: 4096})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	served := make(chan error, 1)
+	go func() {
+		served <- Serve(ctx, sc, func(req []byte) ([]byte, error) {
+			if string(req) == "big" {
+				return make([]byte, 8192), nil
+			}
+			return req, nil
+		}, 2)
+	}()
+	cl := NewClient(cc)
+	defer cl.Close()
+	_, err := cl.Call(ctx, []byte("big"))
+	t.Logf("oversize reply: %v", err)
+	var re *RemoteError
+	assert.ErrorAs(t, err, &re, "the offending call should get a RemoteError")
+	reply, err := cl.Call(ctx, []byte("small"))
+	assert.NoError(t, err, "the connection should survive one oversize reply")
+	assert.Equal(t, "small", string(reply))
+	select {
+	case err := <-served:
+		t.Logf("Serve returned: %v", err)
+		assert.NotErrorIs(t, err, ring.ErrTooLarge)
+	default:
+	}
+}
+
+// TestReviewExpiredContextStillSends: a Call whose context has already ended should not
+// send; send's select between the free sending turn and ctx.Done picks either, so about
+// half the time the request goes out, the server runs it, and the reply is counted late.
+func TestReviewExpiredContextStillSends(t *testing.T) {
+	_, cc, sc := reviewPair(t, Options{Dir: reviewDir(t)})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var handled atomic.Int64
+	go Serve(ctx, sc, func(req []byte) ([]byte, error) { handled.Add(1); return req, nil }, 1)
+	cl := NewClient(cc)
+	defer cl.Close()
+	done, cancelDone := context.WithCancel(ctx)
+	cancelDone()
+	for range 50 {
+		_, err := cl.Call(done, []byte("x"))
+		require.ErrorIs(t, err, context.Canceled)
+	}
+	_, err := cl.Call(ctx, []byte("sync"))
+	require.NoError(t, err)
+	t.Logf("requests handled for 50 calls with an ended context: %d, late %d", handled.Load()-1, cl.Late())
+	assert.Zero(t, handled.Load()-1, "requests of calls whose context had ended were sent")
+}
+
+// TestReviewClientCloseServeHangs: Client.Close from another goroutine while many calls wait
+// with context.Background() (in flight, in the handler, and queued for the sending turn
+// on a full request ring): every call returns ErrClientClosed promptly; Serve returns; no
+// goroutine is left behind; no names are left.
+func TestReviewClientCloseServeHangs(t *testing.T) {
+	for round := range 5 {
+		dir := reviewDir(t)
+		l, cc, sc := reviewPair(t, Options{Dir: dir, RingSize: 4096})
+		ctx, cancel := context.WithCancel(context.Background())
+		release := make(chan struct{})
+		served := make(chan error, 1)
+		go func() {
+			served <- Serve(ctx, sc, func(req []byte) ([]byte, error) { <-release; return req, nil }, 2)
+		}()
+		cl := NewClient(cc)
+		errs := make(chan error, 32)
+		for range 32 {
+			go func() {
+				_, err := cl.Call(context.Background(), make([]byte, 500))
+				errs <- err
+			}()
+		}
+		time.Sleep(time.Duration(round*20) * time.Millisecond)
+		require.NoError(t, cl.Close())
+		timeout := time.After(5 * time.Second)
+		for i := range 32 {
+			select {
+			case err := <-errs:
+				assert.ErrorIs(t, err, ErrClientClosed, "call %d", i)
+			case <-timeout:
+				buf := make([]byte, 1<<20)
+				t.Fatalf("round %d: %d calls still waiting 5 s after Close\n%s", round, 32-i, buf[:runtime.Stack(buf, true)])
+			}
+		}
+		close(release)
+		select {
+		case err := <-served:
+			assert.NoError(t, err)
+		case <-time.After(5 * time.Second):
+			buf := make([]byte, 1<<20)
+			t.Fatalf("round %d: Serve did not return after the client closed\n%s", round, filterStacks(buf[:runtime.Stack(buf, true)]))
+		}
+		cancel()
+		sc.Close()
+		l.Close()
+		assert.Empty(t, reviewNames(t, dir))
+	}
+}
+
+// TestReviewCloseDuringAcceptAndDial: Listener.Close from another goroutine while Accept
+// waits and while a Dial waits for the hello: Accept returns ErrClosed, the Dial returns
+// ErrNoServer within ~100 ms, and the dialler's rings are removed.
+func TestReviewCloseDuringAcceptAndDial(t *testing.T) {
+	dir := reviewDir(t)
+	opts := Options{Dir: dir}
+	l, err := Listen("svc", opts)
+	require.NoError(t, err)
+	acc := make(chan error, 1)
+	go func() { _, err := l.Accept(context.Background()); acc <- err }()
+	time.Sleep(20 * time.Millisecond)
+	l.Close()
+	select {
+	case err := <-acc:
+		assert.ErrorIs(t, err, ErrClosed)
+	case <-time.After(3 * time.Second):
+		t.Fatal("Accept did not return after Close")
+	}
+
+	l, err = Listen("svc", opts)
+	require.NoError(t, err)
+	dialed := make(chan error, 1)
+	go func() {
+		_, err := Dial(context.Background(), "svc", opts)
+		dialed <- err
+	}()
+	require.Eventually(t, func() bool { return len(reviewNames(t, dir)) == 3 }, 3*time.Second, time.Millisecond)
+	time.Sleep(20 * time.Millisecond)
+	l.Close()
+	select {
+	case err := <-dialed:
+		assert.ErrorIs(t, err, ErrNoServer)
+	case <-time.After(3 * time.Second):
+		t.Fatal("Dial did not return after the server closed")
+	}
+	assert.Empty(t, reviewNames(t, dir))
+}
+
+// TestReviewManyCallersWithDeadlines: calls with short random deadlines mixed with calls
+// that wait: no reply goes to the wrong caller, waiting callers all finish, and late + on
+// time replies add up to the requests the server answered.
+func TestReviewManyCallersWithDeadlines(t *testing.T) {
+	_, cc, sc := reviewPair(t, Options{Dir: reviewDir(t), RingSize: 4096})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var answered atomic.Int64
+	go Serve(ctx, sc, func(req []byte) ([]byte, error) {
+		if strings.HasPrefix(string(req), "slow") {
+			time.Sleep(time.Millisecond)
+		}
+		answered.Add(1)
+		return req, nil
+	}, 3)
+	cl := NewClient(cc)
+	defer cl.Close()
+	var ok, timedOut atomic.Int64
+	var wg sync.WaitGroup
+	for g := range 12 {
+		wg.Go(func() {
+			for i := range 300 {
+				req := fmt.Appendf(nil, "%sg%d-%d", map[bool]string{true: "slow", false: "fast"}[i%3 == 0], g, i)
+				cctx, ccancel := ctx, context.CancelFunc(func() {})
+				if g%2 == 0 {
+					cctx, ccancel = context.WithTimeout(ctx, time.Duration(i%5)*200*time.Microsecond)
+				}
+				reply, err := cl.Call(cctx, req)
+				ccancel()
+				if err != nil {
+					if !assert.ErrorIs(t, err, context.DeadlineExceeded) {
+						return
+					}
+					timedOut.Add(1)
+					continue
+				}
+				ok.Add(1)
+				if string(reply) != string(req) {
+					t.Errorf("reply %q to request %q", reply, req)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	// Flush: one more call after everything was answered reads the remaining late replies.
+	time.Sleep(100 * time.Millisecond)
+	_, err := cl.Call(ctx, []byte("flush"))
+	require.NoError(t, err)
+	t.Logf("ok %d, timed out %d, late %d, answered %d", ok.Load(), timedOut.Load(), cl.Late(), answered.Load())
+	assert.Equal(t, answered.Load(), ok.Load()+1+int64(cl.Late()))
+	assert.LessOrEqual(t, cl.Late(), uint64(timedOut.Load()))
+
+}
+
+// filterStacks keeps the goroutines that run broker code.
+func filterStacks(b []byte) string {
+	var out []string
+	for _, g := range strings.Split(string(b), "\n\n") {
+		if strings.Contains(g, "broker.ServeAppend") || strings.Contains(g, "broker.serveOne") {
+			out = append(out, g)
+		}
+	}
+	return strings.Join(out, "\n\n")
+}
+
+// Process-level: a server child stopped (SIGKILL) between two steps of Accept.
+
+func init() {
+	proctest.Register("review-server-steps", runReviewServerSteps)
+}
+
+// runReviewServerSteps listens on Args[1] in dir Args[0], takes one dial record and
+// releases it (as Accept does before attach), reports "consumed"; with Args[2] == "half"
+// it then opens the connection's rings and attaches both ends without writing the hello,
+// and reports "half". The parent kills it at one of the points.
+func runReviewServerSteps(c *proctest.Child) error {
+	opts := Options{Dir: c.Args[0]}
+	l, err := Listen(c.Args[1], opts)
+	if err != nil {
+		return err
+	}
+	c.Point("listening")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	rec, err := l.r.Next(ctx)
+	if err != nil {
+		return err
+	}
+	base, ok := l.announced(rec)
+	l.r.Release()
+	if !ok {
+		return fmt.Errorf("bad record")
+	}
+	c.Point("consumed")
+	if c.Args[2] == "half" {
+		rseg, err := shm.Open(base+".c2s", opts.shm())
+		if err != nil {
+			return err
+		}
+		wseg, err := shm.Open(base+".s2c", opts.shm())
+		if err != nil {
+			return err
+		}
+		if _, err := ring.NewSPSCReader(rseg, ring.Options{}); err != nil {
+			return err
+		}
+		if _, err := ring.NewSPSCWriter(wseg, ring.Options{}); err != nil {
+			return err
+		}
+		c.Point("half")
+	}
+	time.Sleep(time.Minute)
+	return nil
+}
+
+// TestReviewProcServerDiesMidHandshake: the server process attaches both ends of the
+// connection and is SIGKILLed before the hello. Dial should fail with ErrNoServer (doc: "A
+// server that dies before it accepted gives ErrNoServer too") and leave no rings behind.
+func TestReviewProcServerDiesMidHandshake(t *testing.T) {
+	dir := reviewDir(t)
+	opts := Options{Dir: dir}
+	srv := proctest.Start(t, "review-server-steps", proctest.Options{Args: []string{dir, "svc", "half"}, KillAt: "half"})
+	srv.WaitPoint("listening", 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := Dial(ctx, "svc", opts)
+	t.Logf("Dial returned after %v: %v", time.Since(start), err)
+	assert.ErrorIs(t, err, ErrNoServer)
+	assert.Less(t, time.Since(start), 2*time.Second)
+	srv.Wait(30 * time.Second)
+	assert.Equal(t, []string{"svc"}, reviewNames(t, dir), "the connection's rings are removed")
+}
+
+// TestReviewPrefilledReplyRingWedgesAccept: a client whose s2c ring is already full (it
+// wrote into it itself before announcing) makes attach's hello Write wait for room that
+// never comes: Accept (and, on a loop, the loop goroutine, with context.Background()) is
+// stuck; a later honest client is never accepted.
+func TestReviewPrefilledReplyRingWedgesAccept(t *testing.T) {
+	dir := reviewDir(t)
+	opts := Options{Dir: dir}
+	l, err := Listen("svc", opts)
+	require.NoError(t, err)
+	defer l.Close()
+	spec := ring.Spec{Kind: ring.SPSC, Size: 4096}
+	base := "svc.evil.1"
+	c2s, err := ring.Create(base+".c2s", spec, opts.shm())
+	require.NoError(t, err)
+	defer c2s.Close()
+	s2c, err := ring.Create(base+".s2c", spec, opts.shm())
+	require.NoError(t, err)
+	defer s2c.Close()
+	w, err := ring.NewSPSCWriter(s2c, ring.Options{})
+	require.NoError(t, err)
+	for w.TryWrite(1, make([]byte, 1000)) == nil {
+	}
+	w.Close()
+	r, err := ring.NewSPSCReader(s2c, ring.Options{}) // attached, never reads
+	require.NoError(t, err)
+	defer r.Close()
+	cw, err := ring.NewSPSCWriter(c2s, ring.Options{})
+	require.NoError(t, err)
+	defer cw.Close()
+	announce(t, "svc", base, opts)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	honest := make(chan error, 1)
+	go func() {
+		c, err := Dial(ctx, "svc", opts)
+		if err == nil {
+			c.Close()
+		}
+		honest <- err
+	}()
+	actx, acancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer acancel()
+	accepted := make(chan error, 1)
+	go func() {
+		for {
+			c, err := l.Accept(actx)
+			if err != nil {
+				accepted <- err
+				return
+			}
+			if c.Name() != base {
+				c.Close()
+				accepted <- nil
+				return
+			}
+			c.Close()
+		}
+	}()
+	err = <-accepted
+	t.Logf("skipped %d", l.Skipped())
+	assert.NoError(t, err, "the honest client behind a client with a full s2c ring is never accepted")
+}
