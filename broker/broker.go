@@ -160,8 +160,9 @@ func Listen(name string, opts Options) (*Listener, error) {
 // Name is the bound name.
 func (l *Listener) Name() string { return l.name }
 
-// Skipped counts announcements Accept dropped because the client had gone (closed, died or
-// removed its rings) before the server attached.
+// Skipped counts announcements Accept dropped: the client had gone (closed, died or removed
+// its rings) before the server attached, the record was not a valid announcement, or it
+// named a connection already attached (a client announces again when the server changed).
 func (l *Listener) Skipped() uint64 { return l.skipped.Load() }
 
 // Accept waits for the next client and returns its connection, attached. Announcements of
@@ -177,12 +178,15 @@ func (l *Listener) Accept(ctx context.Context) (*Conn, error) {
 			return nil, err
 		}
 		base, ok := l.announced(rec)
-		l.r.Release()
 		if !ok {
+			l.r.Release()
 			l.skipped.Add(1)
 			continue
 		}
+		// The record is given back only once attach is done: a server that dies in between
+		// leaves it borrowed, and the ring hands it to the next server's reader.
 		c, err := l.attach(ctx, base)
+		l.r.Release()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
@@ -194,13 +198,36 @@ func (l *Listener) Accept(ctx context.Context) (*Conn, error) {
 	}
 }
 
-// announced returns the connection a dial record names, if it is one of ours.
+// announced returns the connection a dial record names, if it is one of ours: NAME.PID.N,
+// as Dial makes them. Any local process that can open the accept ring can write a record, so
+// the name is checked before anything is opened with it.
 func (l *Listener) announced(rec ring.Record) (string, bool) {
+	if rec.Type != typeDial {
+		return "", false
+	}
 	base := string(rec.Data)
-	if rec.Type != typeDial || !strings.HasPrefix(base, l.name+".") || shm.ValidateName(base+".c2s") != nil {
+	rest, ok := strings.CutPrefix(base, l.name+".")
+	if !ok {
+		return "", false
+	}
+	pid, n, ok := strings.Cut(rest, ".")
+	if !ok || !isDecimal(pid) || !isDecimal(n) || shm.ValidateName(base+".c2s") != nil {
 		return "", false
 	}
 	return base, true
+}
+
+// isDecimal reports whether s is a non-empty string of ASCII digits.
+func isDecimal(s string) bool {
+	if s == "" || len(s) > 20 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // AddTo is Accept's non-blocking form: it registers the listener's accept ring with an event
@@ -227,31 +254,28 @@ func (l *Listener) AddTo(lp *loop.Loop, onAccept func(*Conn), onEnd func(error))
 	}, onEnd)
 }
 
-// attach opens the server's ends of connection base and tells the client.
+// attach opens the server's ends of connection base and tells the client. The rings' names
+// are removed on failure only once this side attached both ends (so they are a
+// connection's rings, the reader and writer roles were free, and this side took part): a
+// record naming rings that are not SPSC, or whose roles are held (a live connection
+// announced twice), is skipped and nothing is removed.
 func (l *Listener) attach(ctx context.Context, base string) (_ *Conn, err error) {
 	c := &Conn{name: base, server: true}
+	tookPart := false
 	defer func() {
 		if err != nil {
-			c.Close() // removes the names: the client is gone or broke the protocol
-			if c.rseg == nil || c.wseg == nil {
-				// Not opened: remove what is there only if nobody lives on it.
-				removeIfAbandoned(base+".c2s", l.opts.shm())
-				removeIfAbandoned(base+".s2c", l.opts.shm())
+			if !tookPart {
+				c.removed.Store(true) // not ours to remove
 			}
+			c.Close()
 		}
 	}()
-	if c.rseg, err = shm.Open(base+".c2s", l.opts.shm()); err != nil {
+	sopts := shm.Options{Dir: l.opts.Dir, Kind: ring.SPSC}
+	if c.rseg, err = shm.Open(base+".c2s", sopts); err != nil {
 		return nil, err
 	}
-	if c.wseg, err = shm.Open(base+".s2c", l.opts.shm()); err != nil {
+	if c.wseg, err = shm.Open(base+".s2c", sopts); err != nil {
 		return nil, err
-	}
-	st, err := ring.ReadStats(c.rseg)
-	if err != nil {
-		return nil, err
-	}
-	if st.WritersOpen == 0 {
-		return nil, fmt.Errorf("broker: client of %s is gone", base)
 	}
 	if c.r, err = ring.NewSPSCReader(c.rseg, l.opts.ring()); err != nil {
 		return nil, err
@@ -259,24 +283,20 @@ func (l *Listener) attach(ctx context.Context, base string) (_ *Conn, err error)
 	if c.w, err = ring.NewSPSCWriter(c.wseg, l.opts.ring()); err != nil {
 		return nil, err
 	}
+	tookPart = true
+	st, err := ring.ReadStats(c.rseg)
+	if err != nil {
+		return nil, err
+	}
+	if st.WritersOpen == 0 {
+		return nil, fmt.Errorf("broker: client of %s is gone", base)
+	}
 	var hello [8]byte
 	binary.LittleEndian.PutUint64(hello[:], uint64(os.Getpid()))
 	if err := c.w.Write(ctx, typeAccepted, hello[:]); err != nil {
 		return nil, err
 	}
 	return c, nil
-}
-
-// removeIfAbandoned removes segment name if no live process has it open.
-func removeIfAbandoned(name string, opts shm.Options) {
-	seg, err := shm.Open(name, opts)
-	if err != nil {
-		return
-	}
-	defer seg.Close()
-	if n, err := seg.LivePeers(); err == nil && n <= 1 { // ourselves
-		seg.Remove()
-	}
 }
 
 // Close unbinds the name: the accept ring is removed (announcements not yet accepted are
@@ -346,16 +366,22 @@ func Dial(ctx context.Context, name string, opts Options) (*Conn, error) {
 	if c.r, err = ring.NewSPSCReader(c.rseg, opts.ring()); err != nil {
 		return nil, err
 	}
-	aw, err := ring.NewMPMCWriter(acc, ring.Options{Wait: ring.Futex()})
-	if err != nil {
+	announce := func() error {
+		aw, err := ring.NewMPMCWriter(acc, ring.Options{Wait: ring.Futex()})
+		if err != nil {
+			return err
+		}
+		err = aw.Write(ctx, typeDial, []byte(c.name))
+		aw.Close()
+		return err
+	}
+	server := acceptReader(acc)
+	if err := announce(); err != nil {
 		return nil, err
 	}
-	err = aw.Write(ctx, typeDial, []byte(c.name))
-	aw.Close()
-	if err != nil {
-		return nil, err
-	}
-	// Wait for the server's first record, looking every 100 ms whether it still lives.
+	// Wait for the server's first record, looking every 100 ms whether it still lives, and
+	// whether another server took the name over: the one that died may have taken the
+	// announcement with it, so it is made again (a duplicate is skipped by the server).
 	for {
 		sub, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 		rec, err := c.r.Next(sub)
@@ -378,7 +404,32 @@ func Dial(ctx context.Context, name string, opts Options) (*Conn, error) {
 		if held, err := acc.RoleHeld(serverRole); err != nil || !held {
 			return nil, &fs.PathError{Op: "dial", Path: name, Err: fmt.Errorf("%w (it died or closed before accepting)", ErrNoServer)}
 		}
+		if now := acceptReader(acc); now != server {
+			server = now
+			if err := announce(); err != nil {
+				return nil, err
+			}
+		}
 	}
+}
+
+// acceptReader identifies the server reading the accept ring of seg: the live peers with a
+// reader attached (only a server reads it), by entry, pid and attach time.
+func acceptReader(seg *shm.Segment) string {
+	peers, err := seg.Peers()
+	if err != nil {
+		return ""
+	}
+	var b strings.Builder
+	for _, p := range peers {
+		if !p.Alive {
+			continue
+		}
+		if _, readers, err := ring.PeerEndpoints(seg, p.Index); err == nil && readers > 0 {
+			fmt.Fprintf(&b, "%d/%d/%d/%d;", p.Index, p.PID, p.StartTicks, p.Attached.UnixNano())
+		}
+	}
+	return b.String()
 }
 
 // openServer opens name's accept segment once a live server holds it.

@@ -75,6 +75,128 @@ func reviewPair(t testing.TB, opts Options) (*Listener, *Conn, *Conn) {
 	return l, cc, sc
 }
 
+// TestReviewBogusAnnouncementRemovesOtherServer: a dial record naming "svc.a" makes server
+// "svc" open "svc.a.c2s", which is the accept ring of another live server named
+// "svc.a.c2s". attach fails (no "svc.a.s2c"), and its deferred c.Close() removes the
+// opened c2s segment unconditionally: the other server's name is unlinked while it lives.
+func TestReviewBogusAnnouncementRemovesOtherServer(t *testing.T) {
+	dir := reviewDir(t)
+	opts := Options{Dir: dir}
+	l, err := Listen("svc", opts)
+	require.NoError(t, err)
+	defer l.Close()
+	other, err := Listen("svc.a.c2s", opts)
+	require.NoError(t, err)
+	defer other.Close()
+
+	announce(t, "svc", "svc.a", opts)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err = l.Accept(ctx)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Equal(t, uint64(1), l.Skipped())
+
+	assert.Contains(t, reviewNames(t, dir), "svc.a.c2s", "a bogus announcement to svc removed the live server svc.a.c2s's accept ring")
+	// The other server never accepts: a dial to it waits (with context.Background() it
+	// would wait forever), and must not find it gone.
+	dctx, dcancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer dcancel()
+	_, err = Dial(dctx, "svc.a.c2s", opts)
+	assert.NotErrorIs(t, err, ErrNoServer, "clients of the live server svc.a.c2s now get ErrNoServer")
+}
+
+// TestReviewDuplicateAnnouncementRemovesLiveConn: a second dial record for an accepted,
+// live connection (a stale record of a dead process whose pid was reused, or any local
+// writer) makes attach fail on the reader role (ErrBusy) and remove the live connection's
+// ring names.
+func TestReviewDuplicateAnnouncementRemovesLiveConn(t *testing.T) {
+	dir := reviewDir(t)
+	opts := Options{Dir: dir}
+	l, cc, _ := reviewPair(t, opts)
+	before := reviewNames(t, dir)
+	require.Contains(t, before, cc.Name()+".c2s")
+
+	announce(t, "svc", cc.Name(), opts)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err := l.Accept(ctx)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Equal(t, before, reviewNames(t, dir), "the live connection's rings were removed")
+}
+
+// TestReviewAnnouncementRemovesIdleSegment: a dial record naming a base whose .c2s does
+// not exist makes the server remove any idle "svc.*.s2c" segment (removeIfAbandoned opens
+// it by name, of any kind, and removes it when no live process has it open).
+func TestReviewAnnouncementRemovesIdleSegment(t *testing.T) {
+	dir := reviewDir(t)
+	opts := Options{Dir: dir}
+	l, err := Listen("svc", opts)
+	require.NoError(t, err)
+	defer l.Close()
+	// Some other application's durable ring, nobody attached right now.
+	seg, err := ring.Create("svc.data.s2c", ring.Spec{Kind: ring.SPSC, Size: 4096}, opts.shm())
+	require.NoError(t, err)
+	require.NoError(t, seg.Close())
+
+	announce(t, "svc", "svc.data", opts)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err = l.Accept(ctx)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Contains(t, reviewNames(t, dir), "svc.data.s2c", "an idle segment named by a bogus announcement was removed")
+}
+
+// TestReviewRestartLosesConsumedDial: server 1 takes a dial record and releases it (Accept
+// releases before attach) and "dies" before attaching (here: it stops and its role lock
+// goes, as the kernel drops it at death). Server 2 takes the accept ring over. The dialling
+// client sees a live server (RoleHeld) every 100 ms and waits, but nobody will ever attach:
+// it waits until its deadline (forever with context.Background()), although the doc says a
+// restarted server takes over pending dials.
+func TestReviewRestartLosesConsumedDial(t *testing.T) {
+	dir := reviewDir(t)
+	opts := Options{Dir: dir}
+	l1, err := Listen("svc", opts)
+	require.NoError(t, err)
+
+	dctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	dialed := make(chan error, 1)
+	go func() {
+		c, err := Dial(dctx, "svc", opts)
+		if err == nil {
+			c.Close()
+		}
+		dialed <- err
+	}()
+	// Accept's first steps: take the record and release it.
+	rec, err := l1.r.Next(dctx)
+	require.NoError(t, err)
+	base, ok := l1.announced(rec)
+	require.True(t, ok)
+	l1.r.Release()
+	t.Logf("server 1 consumed %s and dies before attach", base)
+	// "Death": the endpoints go away and the role lock is dropped, the name stays.
+	l1.r.Close()
+	l1.w.Close()
+	l1.role.Release()
+	defer l1.seg.Close()
+
+	l2, err := Listen("svc", opts)
+	require.NoError(t, err, "server 2 takes the name over")
+	defer l2.Close()
+	actx, acancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer acancel()
+	go func() {
+		if c, err := l2.Accept(actx); err == nil {
+			c.Close()
+		}
+	}()
+	start := time.Now()
+	err = <-dialed
+	t.Logf("Dial returned after %v: %v", time.Since(start), err)
+	assert.NoError(t, err, "a pending dial should be served by the restarted server (or fail fast), not wait for its deadline")
+}
+
 // TestReviewOversizeReplyKillsConnection: one handler reply larger than the reply ring's
 // MaxMessage (or a long error text) makes serveOne fail with ErrTooLarge, and Serve ends and
 // closes the connection: every call in flight and every later call on it fails, instead of
@@ -333,6 +455,41 @@ func runReviewServerSteps(c *proctest.Child) error {
 	}
 	time.Sleep(time.Minute)
 	return nil
+}
+
+// TestReviewProcRestartLosesConsumedDial: the server process is SIGKILLed after it took a
+// dial record and before it attached; a new server takes the name over and accepts. The
+// client's Dial (5 s deadline) never completes: every 100 ms it sees a live server holding
+// the role and goes on waiting for a hello nobody will write. With context.Background()
+// it would wait forever.
+func TestReviewProcRestartLosesConsumedDial(t *testing.T) {
+	dir := reviewDir(t)
+	opts := Options{Dir: dir}
+	srv := proctest.Start(t, "review-server-steps", proctest.Options{Args: []string{dir, "svc", "consume"}, KillAt: "consumed"})
+	srv.WaitPoint("listening", 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	dialed := make(chan error, 1)
+	go func() {
+		c, err := Dial(ctx, "svc", opts)
+		if err == nil {
+			c.Close()
+		}
+		dialed <- err
+	}()
+	require.Error(t, srv.Wait(30*time.Second))
+	l, err := Listen("svc", opts)
+	require.NoError(t, err, "the restarted server takes the name over")
+	defer l.Close()
+	go func() {
+		if c, err := l.Accept(ctx); err == nil {
+			c.Close()
+		}
+	}()
+	start := time.Now()
+	err = <-dialed
+	t.Logf("Dial returned %v after the restart: %v; names: %v", time.Since(start), err, reviewNames(t, dir))
+	assert.NoError(t, err, "the pending dial should be accepted by the restarted server, or fail at once")
 }
 
 // TestReviewProcServerDiesMidHandshake: the server process attaches both ends of the
