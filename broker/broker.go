@@ -76,6 +76,9 @@ var (
 	// ErrNoServer is returned by Dial when no live server holds the name. It wraps
 	// shm.ErrNotExist.
 	ErrNoServer = fmt.Errorf("broker: no server: %w", shm.ErrNotExist)
+	// ErrForeign is returned by Listen when name is a segment that is not an accept ring
+	// and that a live process has open: it is left alone (it wraps shm.ErrExist).
+	ErrForeign = fmt.Errorf("broker: name held by a segment that is not an accept ring, in use: %w", shm.ErrExist)
 	// ErrClosed is returned by Accept after the Listener's Close (it matches os.ErrClosed).
 	ErrClosed = fmt.Errorf("broker: closed: %w", os.ErrClosed)
 )
@@ -113,7 +116,8 @@ type Listener struct {
 
 // Listen binds name: it creates the accept ring, or takes over the one a dead (or closed)
 // server left, holding the server role on it. Errors: ErrInUse when a live server holds
-// name, shm's errors otherwise (an invalid name, a file that is not a ring).
+// name, ErrForeign when name is another kind of segment that a live process has open, shm's
+// errors otherwise (an invalid name, a file that is not a ring).
 func Listen(name string, opts Options) (*Listener, error) {
 	if err := checkServerName(name); err != nil {
 		return nil, err
@@ -134,7 +138,13 @@ func Listen(name string, opts Options) (*Listener, error) {
 		return nil, err
 	}
 	if spec, err := ring.SpecOf(seg.Descriptor()); err != nil || spec.Kind != ring.MPMC || spec.SlotSize < acceptSpec.SlotSize {
-		// Not an accept ring of ours, and no live server holds it: start afresh.
+		// Not an accept ring of ours, and no live server holds it: start afresh, unless
+		// someone else lives on it (another application's segment of the same name).
+		if n, err := seg.LivePeers(); err != nil || n > 1 {
+			role.Release()
+			seg.Close()
+			return nil, &fs.PathError{Op: "listen", Path: name, Err: ErrForeign}
+		}
 		role.Release()
 		seg.Remove()
 		seg.Close()

@@ -197,6 +197,30 @@ func TestReviewRestartLosesConsumedDial(t *testing.T) {
 	assert.NoError(t, err, "a pending dial should be served by the restarted server (or fail fast), not wait for its deadline")
 }
 
+// TestReviewListenRemovesForeignSegment: a name held by another application's live SPSC
+// ring (a writer attached) is "not an accept ring of ours, and no live server holds it":
+// Listen removes it and creates its own, instead of failing.
+func TestReviewListenRemovesForeignSegment(t *testing.T) {
+	dir := reviewDir(t)
+	opts := Options{Dir: dir}
+	seg, err := ring.Create("svc", ring.Spec{Kind: ring.SPSC, Size: 4096}, opts.shm())
+	require.NoError(t, err)
+	defer seg.Close()
+	w, err := ring.NewSPSCWriter(seg, ring.Options{})
+	require.NoError(t, err)
+	defer w.Close()
+
+	l, err := Listen("svc", opts)
+	if err == nil {
+		defer l.Close()
+	}
+	assert.Error(t, err, "Listen on a live foreign segment's name should fail")
+	reopened, err := shm.Open("svc", opts.shm())
+	require.NoError(t, err)
+	defer reopened.Close()
+	assert.Equal(t, ring.SPSC, reopened.Descriptor().Kind, "the live SPSC ring was removed and replaced by an accept ring")
+}
+
 // TestReviewOversizeReplyKillsConnection: one handler reply larger than the reply ring's
 // MaxMessage (or a long error text) makes serveOne fail with ErrTooLarge, and Serve ends and
 // closes the connection: every call in flight and every later call on it fails, instead of
