@@ -122,9 +122,22 @@ func Listen(name string, opts Options) (*Listener, error) {
 	if err := checkServerName(name); err != nil {
 		return nil, err
 	}
+	for tries := 0; ; tries++ {
+		l, err := listen(name, opts, tries)
+		if l != nil || err != nil {
+			return l, err
+		}
+	}
+}
+
+// listen is one attempt of Listen: nil, nil means try again.
+func listen(name string, opts Options, tries int) (*Listener, error) {
 	seg, err := ring.Create(name, acceptSpec, opts.shm())
 	if errors.Is(err, shm.ErrExist) {
 		seg, err = shm.Open(name, opts.shm())
+		if (errors.Is(err, shm.ErrNotExist) || errors.Is(err, shm.ErrUnsafe)) && tries < 100 {
+			return nil, nil // removed in between (an unlinked file has no link): create it
+		}
 	}
 	if err != nil {
 		return nil, err
@@ -136,6 +149,16 @@ func Listen(name string, opts Options) (*Listener, error) {
 			return nil, &fs.PathError{Op: "listen", Path: name, Err: ErrInUse}
 		}
 		return nil, err
+	}
+	if !namesSegment(seg, name, opts) {
+		// A server closing meanwhile removed the name before it gave the role up: ours is
+		// an unlinked file nobody could reach. Start again.
+		role.Release()
+		seg.Close()
+		if tries < 100 {
+			return nil, nil
+		}
+		return nil, &fs.PathError{Op: "listen", Path: name, Err: ErrInUse}
 	}
 	if spec, err := ring.SpecOf(seg.Descriptor()); err != nil || spec.Kind != ring.MPMC || spec.SlotSize < acceptSpec.SlotSize {
 		// Not an accept ring of ours, and no live server holds it: start afresh, unless
@@ -165,6 +188,36 @@ func Listen(name string, opts Options) (*Listener, error) {
 		return nil, err
 	}
 	return l, nil
+}
+
+// namesSegment reports whether name (still) refers to the file seg has open: the file now
+// under the name lists seg's own peer entry, with the same attach time.
+func namesSegment(seg *shm.Segment, name string, opts Options) bool {
+	now, err := shm.Open(name, opts.shm())
+	if err != nil {
+		return false
+	}
+	defer now.Close()
+	mine, err := seg.Peers()
+	if err != nil {
+		return false
+	}
+	theirs, err := now.Peers()
+	if err != nil {
+		return false
+	}
+	me := seg.Peer().Index()
+	for _, p := range mine {
+		if p.Index != me {
+			continue
+		}
+		for _, q := range theirs {
+			if q.Index == me && q.PID == p.PID && q.Attached.Equal(p.Attached) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Name is the bound name.

@@ -197,6 +197,48 @@ func TestReviewRestartLosesConsumedDial(t *testing.T) {
 	assert.NoError(t, err, "a pending dial should be served by the restarted server (or fail fast), not wait for its deadline")
 }
 
+// TestReviewListenCloseRace: B's Listen opens A's accept ring (Create: ErrExist), A's
+// Close removes the name and releases the role, B acquires the role on the unlinked file
+// and returns a Listener nobody can ever reach (Dial: ErrNoServer).
+func TestReviewListenCloseRace(t *testing.T) {
+	dir := reviewDir(t)
+	opts := Options{Dir: dir}
+	var orphans, ok, inUse int
+	for i := 0; i < 3000 && orphans == 0; i++ {
+		a, err := Listen("svc", opts)
+		require.NoError(t, err)
+		var wg sync.WaitGroup
+		wg.Go(func() { a.Close() })
+		b, err := Listen("svc", opts)
+		wg.Wait()
+		if err != nil {
+			require.ErrorIs(t, err, ErrInUse)
+			inUse++
+			continue
+		}
+		ok++
+		// b holds the role; is the name b's file?
+		seg, oerr := shm.Open("svc", opts.shm())
+		reachable := false
+		if oerr == nil {
+			held, _ := seg.RoleHeld(serverRole)
+			reachable = held
+			seg.Close()
+		}
+		if !reachable {
+			orphans++
+			_, derr := Dial(context.Background(), "svc", opts)
+			t.Logf("iteration %d: Listen succeeded on an unlinked accept ring; Dial: %v", i, derr)
+		}
+		b.Close()
+		for _, n := range reviewNames(t, dir) {
+			shm.Remove(n, opts.shm())
+		}
+	}
+	t.Logf("listen ok %d, in use %d, orphaned %d", ok, inUse, orphans)
+	assert.Zero(t, orphans, "Listen returned a listener on an accept ring whose name was removed")
+}
+
 // TestReviewListenRemovesForeignSegment: a name held by another application's live SPSC
 // ring (a writer attached) is "not an accept ring of ours, and no live server holds it":
 // Listen removes it and creates its own, instead of failing.
