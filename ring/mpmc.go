@@ -510,7 +510,7 @@ func (r *MPMCReader) borrow(pos uint64) (Record, error) {
 }
 
 func (r *MPMCReader) awaitData(ctx context.Context) error {
-	return r.wait.await(ctx, r.dataEvent(), r.available, r.checkPeers)
+	return r.wait.await(ctx, r.dataEvent(), r.ready, r.checkPeers)
 }
 
 // checkPeers is awaitData's check (see waiter.await) and, expensive, Maintain's.

@@ -452,7 +452,7 @@ func (r *SPSCReader) borrow(start, n uint64, typ uint32, next uint64) Record {
 }
 
 func (r *SPSCReader) awaitData(ctx context.Context) error {
-	return r.wait.await(ctx, r.dataEvent(), r.available, r.checkPeers)
+	return r.wait.await(ctx, r.dataEvent(), r.ready, r.checkPeers)
 }
 
 // checkPeers is awaitData's check (see waiter.await) and, expensive, Maintain's.
