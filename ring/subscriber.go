@@ -238,7 +238,9 @@ func (s *Subscriber) releaseTo(pos, read uint64) {
 }
 
 func (s *Subscriber) tryNext() (Record, error) {
-	s.validate()
+	if s.validated != s.pos-s.released {
+		s.validate() // records borrowed since the last check (Drain checks each after use)
+	}
 	if err := s.takeLag(); err != nil {
 		return Record{}, err
 	}
