@@ -78,12 +78,23 @@ func TestWakeAcrossProcesses(t *testing.T) {
 	child := proctest.Start(t, "sleeper", proctest.Options{Files: []*os.File{f}})
 	child.WaitPoint("ready", 10*time.Second)
 
-	// Wake only counts a sleeper, so looping until it reports one proves the child was
-	// asleep in the kernel on the same word and that our wake reached it.
+	wakeSleeper(t, word, 7)
+	var got uint32
+	require.NoError(t, child.Result(0, &got, 10*time.Second))
+	require.EqualValues(t, 7, got)
+	require.NoError(t, child.Wait(10*time.Second))
+}
+
+// wakeSleeper stores v into word and wakes it until Wake reports a sleeper. Wake only counts
+// a sleeper, so looping until it reports one proves the child was asleep in the kernel on
+// the same word and that the wake reached it.
+func wakeSleeper(t *testing.T, word *uint32, v uint32) {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	woken := 0
 	for woken == 0 && time.Now().Before(deadline) {
-		atomic.StoreUint32(word, 7)
+		atomic.StoreUint32(word, v)
+		var err error
 		woken, err = futex.Wake(word, 1)
 		require.NoError(t, err)
 		if woken == 0 {
@@ -92,10 +103,6 @@ func TestWakeAcrossProcesses(t *testing.T) {
 		}
 	}
 	require.Equal(t, 1, woken, "no sleeper was ever woken")
-	var got uint32
-	require.NoError(t, child.Result(0, &got, 10*time.Second))
-	require.EqualValues(t, 7, got)
-	require.NoError(t, child.Wait(10*time.Second))
 }
 
 func TestWaitTimeout(t *testing.T) {

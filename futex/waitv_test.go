@@ -66,19 +66,7 @@ func TestWaitVAcrossProcesses(t *testing.T) {
 	defer unmap()
 	child := proctest.Start(t, "waitv-sleeper", proctest.Options{Files: []*os.File{f}})
 	child.WaitPoint("ready", 10*time.Second)
-	word := layout.Uint32(m, 64*3)
-	deadline := time.Now().Add(10 * time.Second)
-	woken := 0
-	for woken == 0 && time.Now().Before(deadline) {
-		atomic.StoreUint32(word, 9)
-		woken, err = futex.Wake(word, 1)
-		require.NoError(t, err)
-		if woken == 0 {
-			atomic.StoreUint32(word, 0)
-			time.Sleep(time.Millisecond)
-		}
-	}
-	require.Equal(t, 1, woken, "no sleeper was ever woken")
+	wakeSleeper(t, layout.Uint32(m, 64*3), 9)
 	var got int
 	require.NoError(t, child.Result(0, &got, 10*time.Second))
 	assert.Equal(t, 3, got)
