@@ -257,6 +257,7 @@ func (e *endpoint) close(finish func()) error {
 			e.spaceEvent().wakeAll()
 			time.Sleep(20 * time.Microsecond)
 		}
+		e.wait.release() // a context's wake-up never touches the mapping again
 		for pid, cancel := range e.watches {
 			cancel() // returns once a death callback running now is done with the mapping
 			delete(e.watches, pid)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/bits"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -212,6 +213,87 @@ type waiter struct {
 	// (endpoint.watchOtherSide), so the sleep may last idleSleep instead of
 	// livenessInterval: a death, a new peer and a publish each wake the sleeper.
 	watched func() bool
+	// ctxWake wakes this endpoint's sleeps when a context ends; made on the first wait with
+	// a context that can end, and kept registered while later waits use the same context.
+	// Atomic: the endpoint's Close (release) may run on another goroutine.
+	ctxWake atomic.Pointer[ctxWake]
+}
+
+// ctxWake is the context wake-up of a waiter: a context.AfterFunc registration that wakes
+// the event a sleep of this endpoint waits on. context.AfterFunc allocates, so the
+// registration is kept from one wait to the next as long as the context stays the same
+// (a worker's, a server's, a connection's context): waits with one long-lived context
+// allocate nothing. A wait with another context replaces it.
+//
+// The wake-up runs on its own goroutine, possibly after the wait that armed it returned:
+// it touches shared memory only while a wait is armed (mu), and never after release
+// (the endpoint's Close), so it cannot write into a segment that was unmapped.
+type ctxWake struct {
+	fire func() // c.wake, made once: a method value allocates
+
+	mu       sync.Mutex
+	done     <-chan struct{} // the registered context's Done
+	stop     func() bool
+	ev       event
+	armed    bool // a wait of the endpoint may be asleep on ev
+	released bool // the endpoint closed: never touch shared memory again
+}
+
+func (c *ctxWake) wake() {
+	c.mu.Lock()
+	if c.armed && !c.released {
+		c.ev.wakeAll()
+	}
+	c.mu.Unlock()
+}
+
+// armCtx makes sure that ctx's end wakes a sleep on ev until disarm. It reports false after
+// release (the endpoint is closing; the caller does not sleep).
+func (w *waiter) armCtx(ctx context.Context, ev event) bool {
+	c := w.ctxWake.Load()
+	if c == nil {
+		c = &ctxWake{}
+		c.fire = c.wake
+		w.ctxWake.Store(c)
+	}
+	done := ctx.Done()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.released {
+		return false
+	}
+	if c.done != done {
+		if c.stop != nil {
+			c.stop() // a wake-up of the old context that already started finds armed false or wakes spuriously
+		}
+		c.done, c.stop = done, context.AfterFunc(ctx, c.fire)
+	}
+	c.ev, c.armed = ev, true
+	return true
+}
+
+// disarmCtx ends what armCtx began; once it returns, a wake-up that was running is done.
+func (w *waiter) disarmCtx() {
+	c := w.ctxWake.Load()
+	c.mu.Lock()
+	c.armed = false
+	c.mu.Unlock()
+}
+
+// release unregisters the context wake-up for good (the endpoint's Close). Called after the
+// endpoint's operations stopped; a wake-up running now finishes first.
+func (w *waiter) release() {
+	c := w.ctxWake.Load()
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	c.released, c.armed = true, false
+	if c.stop != nil {
+		c.stop()
+		c.stop, c.done = nil, nil
+	}
+	c.mu.Unlock()
 }
 
 // An idle waiter whose peers' deaths are watched sleeps idleSleep at a time rather than
@@ -233,12 +315,11 @@ func (w *waiter) await(ctx context.Context, ev event, ready func() bool, check f
 	start := time.Now()
 	nextCheck := start.Add(livenessInterval)
 	// The context's wake-up touches shared memory: once await returns, the caller may close
-	// the segment, so a wake-up that already started is waited for.
-	var stopWake func() bool
-	var woke chan struct{}
+	// the segment, so it is disarmed (and a wake-up running now waited for) on the way out.
+	armed := false
 	defer func() {
-		if stopWake != nil && !stopWake() {
-			<-woke
+		if armed {
+			w.disarmCtx()
 		}
 	}()
 	for i := 0; ; i++ {
@@ -280,22 +361,25 @@ func (w *waiter) await(ctx context.Context, ev event, ready func() bool, check f
 		case !futex.Supported:
 			time.Sleep(min(time.Millisecond, timeout))
 		default:
-			if stopWake == nil && ctx.Done() != nil {
-				done := make(chan struct{}) // captured by the AfterFunc, not woke: woke stays on the stack
-				woke = done
-				stopWake = context.AfterFunc(ctx, func() { ev.wakeAll(); close(done) })
+			if !armed && ctx.Done() != nil {
+				if !w.armCtx(ctx, ev) {
+					return ErrClosed
+				}
+				armed = true
 			}
-			w.sleep(ev, ready, timeout)
+			w.sleep(ctx, ev, ready, timeout)
 		}
 	}
 }
 
-// sleep is one round of the eventcount protocol (see event).
-func (w *waiter) sleep(ev event, ready func() bool, timeout time.Duration) {
+// sleep is one round of the eventcount protocol (see event). ctx is looked at after the
+// word is loaded: its wake-up (armCtx) changes the word after ctx's end is visible, so an
+// end that comes after this look makes the futex wait return.
+func (w *waiter) sleep(ctx context.Context, ev event, ready func() bool, timeout time.Duration) {
 	v := atomic.LoadUint32(ev.seq)
 	w.loc.mark(ev)
 	atomic.AddUint64(ev.rounds, 1) // after the mark, before ready(): pairs with notify's load
-	if !ready() && !w.closed.Load() {
+	if !ready() && !w.closed.Load() && ctx.Err() == nil {
 		w.stats.add(ctrFutexWaits, 1)
 		if err := futex.Wait(ev.seq, v, timeout); err == futex.ErrTimeout && ready() {
 			// The condition held when the timeout fired: unless it turned true in the
