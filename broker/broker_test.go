@@ -311,32 +311,50 @@ func TestCallDeadlineLateReply(t *testing.T) {
 
 // TestCallAllocs measures allocations per call, client and server in one process, on the
 // append paths (CallAppend into a buffer with room, ServeAppend): none with a context that
-// cannot end. With one that can, the ring's wait allocates when it goes to sleep in the
-// kernel (context.AfterFunc); that figure is logged.
+// cannot end, and none with a long-lived one that can, also when every wait sleeps in the
+// kernel (futex waits on both sides: the ring's context wake-up stays registered).
 func TestCallAllocs(t *testing.T) {
-	_, cc, sc := pair(t, broker.Options{Dir: testDir(t)})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go broker.ServeAppend(ctx, sc, func(dst, req []byte) ([]byte, error) { return append(dst, req...), nil }, 1)
-	cl := broker.NewClient(cc)
-	defer cl.Close()
-	req := make([]byte, 64)
-	buf := make([]byte, 0, 64)
-	measure := func(ctx context.Context) float64 {
-		for range 1000 { // warm the pools and the map
-			_, err := cl.CallAppend(ctx, buf[:0], req)
+	for _, wait := range []ring.Wait{ring.Adaptive(0), ring.Futex()} {
+		t.Run(wait.Name(), func(t *testing.T) {
+			dir := testDir(t)
+			_, cc, sc := pair(t, broker.Options{Dir: dir, Wait: wait})
+			replies, err := shm.Open(cc.Name()+".s2c", shm.Options{Dir: dir}) // to read its counters
 			require.NoError(t, err)
-		}
-		return testing.AllocsPerRun(2000, func() {
-			if _, err := cl.CallAppend(ctx, buf[:0], req); err != nil {
-				t.Fatal(err)
+			defer replies.Close()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			go broker.ServeAppend(ctx, sc, func(dst, req []byte) ([]byte, error) { return append(dst, req...), nil }, 1)
+			cl := broker.NewClient(cc)
+			defer cl.Close()
+			req := make([]byte, 64)
+			buf := make([]byte, 0, 64)
+			measure := func(ctx context.Context) float64 {
+				for range 1000 { // warm the pools and the map
+					_, err := cl.CallAppend(ctx, buf[:0], req)
+					require.NoError(t, err)
+				}
+				return testing.AllocsPerRun(2000, func() {
+					if _, err := cl.CallAppend(ctx, buf[:0], req); err != nil {
+						t.Fatal(err)
+					}
+				})
+			}
+			allocs := measure(context.Background())
+			t.Logf("allocations per call (both sides, one process), context.Background: %.2f", allocs)
+			assert.Zero(t, allocs)
+			before, err := ring.ReadStats(replies)
+			require.NoError(t, err)
+			allocs = measure(ctx)
+			after, err := ring.ReadStats(replies)
+			require.NoError(t, err)
+			t.Logf("allocations per call, a long-lived cancellable context: %.2f (the caller slept in the kernel %d times in 3000 calls)",
+				allocs, after.Readers.FutexWaits-before.Readers.FutexWaits)
+			assert.Zero(t, allocs)
+			if wait.Name() == "futex" {
+				assert.Greater(t, after.Readers.FutexWaits-before.Readers.FutexWaits, uint64(300), "futex waits must sleep")
 			}
 		})
 	}
-	allocs := measure(context.Background())
-	t.Logf("allocations per call (both sides, one process), context.Background: %.2f", allocs)
-	assert.Zero(t, allocs)
-	t.Logf("allocations per call, a cancellable context: %.2f", measure(ctx))
 }
 
 // TestConnErrorsAreTheRings: the raw ends are exposed, and a Conn's Send after its Close is

@@ -78,8 +78,10 @@ func (c *Client) Call(ctx context.Context, req []byte) ([]byte, error) {
 	return c.CallAppend(ctx, nil, req)
 }
 
-// CallAppend is Call appending the reply to dst: with room in dst it allocates nothing
-// (while it waits for a reply with a ctx that can end, the ring's wait may allocate).
+// CallAppend is Call appending the reply to dst: with room in dst it allocates nothing,
+// with context.Background or with a long-lived context that can end (the ring keeps its
+// wake-up registered). Callers with contexts of their own cost context.AfterFunc's
+// allocations when the reading turn passes between them and the reader sleeps.
 func (c *Client) CallAppend(ctx context.Context, dst, req []byte) ([]byte, error) {
 	cl := callPool.Get().(*call)
 	cl.reply, cl.err = dst, nil
@@ -308,9 +310,8 @@ type (
 // client closed, Serve waits for running handlers before it returns; when the client died
 // or ctx ended it returns at once, and handlers still running finish on their own (their
 // replies are dropped): a handler that should stop then needs its own way to learn of it.
-// It closes conn when ctx ends or a reply
-// cannot be written (its blocked read waits with no context, which costs no allocation
-// per wait, and is woken by the Close); otherwise closing conn is the caller's.
+// It closes conn when ctx ends or a reply cannot be written (its blocked read waits with
+// no context and is woken by the Close); otherwise closing conn is the caller's.
 func Serve(ctx context.Context, conn *Conn, handler Handler, workers int) error {
 	return ServeAppend(ctx, conn, func(dst, req []byte) ([]byte, error) {
 		reply, err := handler(req)
@@ -332,8 +333,7 @@ func ServeAppend(ctx context.Context, conn *Conn, handler AppendHandler, workers
 	inline := workers == 1
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	// Reads wait without ctx (a cancellable context costs the ring an allocation per
-	// sleep): ctx's end, or a failed write, wakes them by closing conn.
+	// Reads wait without ctx: ctx's end, or a failed write, wakes them by closing conn.
 	stopClose := context.AfterFunc(ctx, func() { conn.Close() })
 	var (
 		readMu  sync.Mutex // the reading turn
