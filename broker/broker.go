@@ -48,6 +48,11 @@ type Options struct {
 	RingSize uint64
 	// Wait is the wait strategy of the connection's ring ends (ring.Adaptive by default).
 	Wait ring.Wait
+	// Poison is a debugging mode for tests: Conn.Reserve hands out private buffers, and a
+	// buffer written after its send is reported as ErrBufferReused (see Conn.Reserve). It
+	// costs an allocation and a copy per reserved record. Building with the tag shmqpoison
+	// turns it on for every connection (go test -tags shmqpoison).
+	Poison bool
 }
 
 // DefaultRingSize is the data size of a connection's rings when Options.RingSize is 0.
@@ -86,6 +91,14 @@ var (
 func (o Options) shm() shm.Options { return shm.Options{Dir: o.Dir} }
 
 func (o Options) ring() ring.Options { return ring.Options{Wait: o.Wait} }
+
+// poisoner returns the Poison mode's state for a new connection, nil when it is off.
+func (o Options) poisoner() *poisoner {
+	if o.Poison || poisonAlways {
+		return &poisoner{}
+	}
+	return nil
+}
 
 func checkServerName(name string) error {
 	if err := shm.ValidateName(name); err != nil {
@@ -323,7 +336,7 @@ func (l *Listener) AddTo(lp *loop.Loop, onAccept func(*Conn), onEnd func(error))
 // record naming rings that are not SPSC, or whose roles are held (a live connection
 // announced twice), is skipped and nothing is removed.
 func (l *Listener) attach(ctx context.Context, base string) (_ *Conn, err error) {
-	c := &Conn{name: base, server: true}
+	c := &Conn{name: base, server: true, poison: l.opts.poisoner()}
 	tookPart := false
 	defer func() {
 		if err != nil {
@@ -402,7 +415,7 @@ func Dial(ctx context.Context, name string, opts Options) (*Conn, error) {
 		size = DefaultRingSize
 	}
 	spec := ring.Spec{Kind: ring.SPSC, Size: size}
-	c := &Conn{}
+	c := &Conn{poison: opts.poisoner()}
 	ok := false
 	defer func() {
 		if !ok {
@@ -534,22 +547,26 @@ type Conn struct {
 	wseg, rseg *shm.Segment
 	w          *ring.SPSCWriter
 	r          *ring.SPSCReader
+	poison     *poisoner // Options.Poison; nil when off
 
 	removed   atomic.Bool
 	closeOnce sync.Once
+	closeErr  error
 }
 
 // Name is the connection's name, NAME.PID.N: its rings are NAME.PID.N.c2s and .s2c.
 func (c *Conn) Name() string { return c.name }
 
 // Send copies p into one record of type typ on the ring to the peer, waiting for room
-// until ctx ends. ring.ErrPeerDead when the peer died (the rings' names are then removed).
+// until ctx ends. ring.ErrPeerDead when the peer died (the rings' names are then removed),
+// ring.ErrPending while records are reserved (Reserve), ErrBufferReused (Options.Poison).
 func (c *Conn) Send(ctx context.Context, typ uint32, p []byte) error {
-	err := c.w.Write(ctx, typ, p)
-	if err != nil && errors.Is(err, ring.ErrPeerDead) {
-		c.remove()
+	if c.poison != nil {
+		if err := c.poison.checkSend(); err != nil {
+			return err
+		}
 	}
-	return err
+	return c.sendErr(c.w.Write(ctx, typ, p))
 }
 
 // Recv borrows the next record from the peer, waiting until ctx ends; it stays valid until
@@ -586,9 +603,14 @@ func (c *Conn) remove() {
 
 // Close detaches this side: the peer's Recv drains what was sent and then gets io.EOF. The
 // rings' names are removed (if the peer has not done so already); the peer keeps its
-// mapping until it closes too.
+// mapping until it closes too. Records reserved and not committed are dropped. With
+// Options.Poison the first Close returns ErrBufferReused if a sent buffer was written
+// since the last check; otherwise nil.
 func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
+		if c.poison != nil {
+			c.closeErr = c.poison.checkClose()
+		}
 		if c.w != nil {
 			c.w.Close()
 		}
@@ -602,5 +624,5 @@ func (c *Conn) Close() error {
 			}
 		}
 	})
-	return nil
+	return c.closeErr
 }
