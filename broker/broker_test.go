@@ -466,3 +466,47 @@ func TestLateRepliesDoNotWedge(t *testing.T) {
 	assert.Equal(t, req, reply)
 	assert.Positive(t, cl.Late())
 }
+
+// TestDialToEdges: DialTo refuses an invalid name at once; a dial whose loop stopped before
+// the outcome arrived closes its connection (the server's end sees io.EOF) and calls no
+// listener; a dial whose context ends while no server exists reports ErrNoServer and the
+// context's error.
+func TestDialToEdges(t *testing.T) {
+	dir := testDir(t)
+	opts := broker.Options{Dir: dir}
+	lp := loop.New(loop.Options{})
+	assert.ErrorIs(t, broker.DialTo(context.Background(), lp, "bad/name", opts, nil), shm.ErrInvalidName)
+
+	l, err := broker.Listen("svc", opts)
+	require.NoError(t, err)
+	defer l.Close()
+	lp.Stop()
+	called := make(chan struct{}, 1)
+	require.NoError(t, broker.DialTo(context.Background(), lp, "svc", opts, func(*broker.Conn, error) { called <- struct{}{} }))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sc, err := l.Accept(ctx)
+	require.NoError(t, err)
+	defer sc.Close()
+	_, err = sc.Recv(ctx)
+	assert.Equal(t, io.EOF, err, "the dial's connection was closed")
+	select {
+	case <-called:
+		t.Fatal("onConnect ran on a stopped loop")
+	default:
+	}
+
+	lp2 := loop.New(loop.Options{})
+	got := make(chan error, 1)
+	wait, cancelWait := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancelWait()
+	require.NoError(t, broker.DialTo(wait, lp2, "nobody", opts, func(c *broker.Conn, err error) {
+		assert.Nil(t, c)
+		got <- err
+		lp2.Stop()
+	}))
+	require.NoError(t, lp2.Run(ctx))
+	err = <-got
+	assert.ErrorIs(t, err, broker.ErrNoServer)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+}
