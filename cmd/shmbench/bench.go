@@ -208,6 +208,9 @@ func (b *bench) runCase(cs caseSpec) (Result, error) {
 	}
 	res.Codec = base.Codec
 	timeout := b.cfg.Duration + 60*time.Second
+	if cs.Scenario == rpcScenario {
+		return b.runRPC(cs, res)
+	}
 	if cs.Scenario == "pingpong" {
 		return b.runPingPong(cs, base, res, timeout)
 	}

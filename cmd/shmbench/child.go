@@ -15,6 +15,7 @@ import (
 	"github.com/HdrHistogram/hdrhistogram-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/shmq/shmq/internal/rpcbench"
 	"github.com/shmq/shmq/ring"
 )
 
@@ -56,6 +57,9 @@ type childReport struct {
 
 // childMain runs a child role if this process is one, and reports whether it was.
 func childMain() bool {
+	if rpcbench.ChildMain(rpcbench.Builtin()...) { // an rpc scenario's server or caller
+		return true
+	}
 	raw, ok := os.LookupEnv(envChild)
 	if !ok {
 		return false

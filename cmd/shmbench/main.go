@@ -40,6 +40,8 @@ var (
 	allTransports = []string{"floor", "spsc", "mpmc", "pipe", "unix", "tcp"}
 	allWaits      = []string{"spin", "sleep", "futex", "adaptive"}
 	allScenarios  = []string{"throughput", "latency", "pingpong", "idle"}
+	// knownScenarios are those --scenarios accepts; rpc runs only when asked for.
+	knownScenarios = append(allScenarios[:len(allScenarios):len(allScenarios)], rpcScenario)
 )
 
 // config is the parsed command line.
@@ -60,6 +62,7 @@ type config struct {
 	JSON       string
 	Plot       string
 	Policy     string // pubsub: block or overwrite
+	Callers    []int  // rpc: callers at once
 }
 
 // errUsage marks a bad command line: exit status 2.
@@ -75,7 +78,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	producers := fs.Int("producers", 1, "writer processes (mpmc)")
 	consumers := fs.Int("consumers", 1, "reader processes (mpmc), subscriber processes (pubsub, fanout-spsc)")
 	policy := fs.String("policy", "block", "pubsub: the topic's policy, block or overwrite")
-	scenarios := fs.String("scenarios", strings.Join(allScenarios, ","), "scenarios: "+strings.Join(allScenarios, ","))
+	scenarios := fs.String("scenarios", strings.Join(allScenarios, ","), "scenarios: "+strings.Join(allScenarios, ",")+
+		"; also "+rpcScenario+" (request-response over shmq and a Unix socket: --transports spsc or shmq, unix)")
+	callers := fs.String("callers", "1,8", "rpc: callers calling at once, e.g. 1,8")
 	duration := fs.Duration("duration", time.Second, "time per case")
 	rate := fs.Int("rate", 10000, "messages per second in the latency scenario")
 	batch := fs.Int("batch", 1, "throughput: messages per commit/drain (rings), per write/read (kernel), per publish (floor)")
@@ -104,13 +109,16 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if cfg.Policy, err = parseBenchPolicy(*policy); err != nil {
 		return cfg, err
 	}
-	if cfg.Transports, err = pickList("transports", *transports, append(append(allTransports[:len(allTransports):len(allTransports)], fanoutTransports...), loopTransport)); err != nil {
+	if cfg.Transports, err = pickList("transports", *transports, append(append(allTransports[:len(allTransports):len(allTransports)], fanoutTransports...), loopTransport, shmqTranport)); err != nil {
 		return cfg, err
 	}
 	if cfg.Waits, err = pickList("waits", *waits, allWaits); err != nil {
 		return cfg, err
 	}
-	if cfg.Scenarios, err = pickList("scenarios", *scenarios, allScenarios); err != nil {
+	if cfg.Scenarios, err = pickList("scenarios", *scenarios, knownScenarios); err != nil {
+		return cfg, err
+	}
+	if cfg.Callers, err = parseCallers(*callers); err != nil {
 		return cfg, err
 	}
 	for _, s := range strings.Split(*sizes, ",") {
@@ -190,7 +198,14 @@ func (c config) waitFor(name string) ring.Wait {
 func (c config) cases() []caseSpec {
 	var out []caseSpec
 	for _, sc := range c.Scenarios {
+		if sc == rpcScenario {
+			out = append(out, c.rpcCases()...)
+			continue
+		}
 		for _, tr := range c.Transports {
+			if tr == shmqTranport {
+				continue // shmq stands for the broker, in the rpc scenario only
+			}
 			if tr == loopTransport {
 				out = append(out, c.loopCases(sc)...)
 				continue

@@ -178,6 +178,7 @@ func printTable(w io.Writer, rep Report) {
 	}
 	tw.Flush()
 	printFanout(w, rep.Results)
+	printRPCSummary(w, rep.Results)
 	if lines := summary(rep.Results, "unix", "floor/spin"); len(lines) > 0 {
 		fmt.Fprintln(w)
 		for _, l := range lines {
