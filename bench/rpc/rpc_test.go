@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/shmq/shmq/bench/rpc"
 	"github.com/shmq/shmq/broker"
 	"github.com/shmq/shmq/internal/proctest"
 )
@@ -45,7 +46,6 @@ const (
 	msgSize     = 64
 	procTimeout = 60 * time.Second
 	brokerName  = "bench"
-	grpcMethod  = "/shmq.bench.Echo/Echo"
 )
 
 func TestMain(m *testing.M) {
@@ -90,8 +90,8 @@ func runServer(c *proctest.Child) error {
 		if err != nil {
 			return err
 		}
-		srv := grpc.NewServer(grpc.ForceServerCodec(rawCodec{}))
-		srv.RegisterService(&echoDesc, struct{}{})
+		srv := grpc.NewServer(grpc.ForceServerCodec(rpc.RawCodec{}))
+		srv.RegisterService(&rpc.EchoDesc, struct{}{})
 		c.Point("listening")
 		return srv.Serve(ln)
 	case "uds":
@@ -109,46 +109,6 @@ func runServer(c *proctest.Child) error {
 		}
 	}
 	return fmt.Errorf("unknown transport %q", transport)
-}
-
-// rawCodec lets gRPC carry *[]byte messages as they are: no protobuf, no protoc.
-type rawCodec struct{}
-
-func (rawCodec) Name() string { return "raw" }
-
-func (rawCodec) Marshal(v any) ([]byte, error) {
-	p, ok := v.(*[]byte)
-	if !ok {
-		return nil, fmt.Errorf("raw codec: cannot marshal %T", v)
-	}
-	return *p, nil
-}
-
-func (rawCodec) Unmarshal(data []byte, v any) error {
-	p, ok := v.(*[]byte)
-	if !ok {
-		return fmt.Errorf("raw codec: cannot unmarshal into %T", v)
-	}
-	*p = append((*p)[:0], data...) // gRPC may reuse data once we return
-	return nil
-}
-
-// echoService is what a gRPC Echo server implements: nothing, the handler is the method.
-type echoService interface{}
-
-var echoDesc = grpc.ServiceDesc{
-	ServiceName: "shmq.bench.Echo",
-	HandlerType: (*echoService)(nil),
-	Methods: []grpc.MethodDesc{{
-		MethodName: "Echo",
-		Handler: func(_ any, _ context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
-			var in []byte
-			if err := dec(&in); err != nil {
-				return nil, err
-			}
-			return &in, nil
-		},
-	}},
 }
 
 // serveUDS echoes length-prefixed messages on one connection until it ends.
@@ -218,14 +178,14 @@ func start(tb testing.TB, transport string, workers int) caller {
 	case "grpc":
 		cc, err := grpc.NewClient("unix://"+filepath.Join(dir, "grpc.sock"),
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
+			grpc.WithDefaultCallOptions(grpc.ForceCodec(rpc.RawCodec{})))
 		if err != nil {
 			tb.Fatal(err)
 		}
 		tb.Cleanup(func() { cc.Close() })
 		return func(ctx context.Context, dst, req []byte) ([]byte, error) {
 			reply := dst
-			err := cc.Invoke(ctx, grpcMethod, &req, &reply)
+			err := cc.Invoke(ctx, rpc.EchoMethod, &req, &reply)
 			return reply, err
 		}
 	case "uds":
