@@ -135,6 +135,7 @@ func BenchmarkCallCrossProcessParallel(b *testing.B) {
 	}
 	cl := broker.NewClient(conn)
 	defer cl.Close()
+	report := futexMetrics(b, dir, conn.Name())
 	b.ReportAllocs()
 	b.SetParallelism(8)
 	b.RunParallel(func(pb *testing.PB) {
@@ -149,6 +150,42 @@ func BenchmarkCallCrossProcessParallel(b *testing.B) {
 			}
 		}
 	})
+	b.StopTimer()
+	report()
+}
+
+// futexMetrics reads the futex counters of connection name's rings now, and returns a
+// function that reports, per call since, the system calls each side made: waits (a sleep)
+// and wakes, for the requests (c2s) and the replies (s2c).
+func futexMetrics(b *testing.B, dir, name string) func() {
+	var segs []*shm.Segment
+	for _, suffix := range []string{".c2s", ".s2c"} {
+		seg, err := shm.Open(name+suffix, shm.Options{Dir: dir})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { seg.Close() })
+		segs = append(segs, seg)
+	}
+	read := func() (out [8]uint64) {
+		for i, seg := range segs {
+			st, err := ring.ReadStats(seg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			out[4*i], out[4*i+1], out[4*i+2], out[4*i+3] = st.Readers.FutexWaits, st.Writers.FutexWakes, st.Writers.FutexWaits, st.Readers.FutexWakes
+		}
+		return out
+	}
+	before := read()
+	return func() {
+		after := read()
+		for i, name := range []string{"req-sleeps/op", "req-wakes/op", "", "", "reply-sleeps/op", "reply-wakes/op", "", ""} {
+			if name != "" {
+				b.ReportMetric(float64(after[i]-before[i])/float64(b.N), name)
+			}
+		}
+	}
 }
 
 // BenchmarkCallInProcess: caller and server in this process, on their own goroutines.

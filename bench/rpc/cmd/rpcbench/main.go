@@ -48,6 +48,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	trs := fs.String("transports", "shmq,unix,grpc", "transports: shmq, unix, grpc")
 	waits := fs.String("waits", "adaptive", "shmq: the rings' wait strategies (ring.ParseWait), e.g. adaptive,futex,spin")
 	callers := fs.String("callers", "1,8", "callers calling at once")
+	workers := fs.Int("workers", 0, "shmq: the server's handler goroutines (0: 1 for one caller, 4 for more)")
 	size := fs.Int("size", 64, "request and reply bytes (at least 16)")
 	duration := fs.Duration("duration", 2*time.Second, "measured time per case")
 	runs := fs.Int("runs", 1, "repeat every case, interleaved")
@@ -83,7 +84,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		for _, w := range ws {
 			for _, n := range counts {
-				cases = append(cases, rpcbench.Case{Transport: tr, Wait: w, Callers: n, Size: *size, Duration: *duration})
+				cases = append(cases, rpcbench.Case{Transport: tr, Wait: w, Callers: n, Workers: *workers, Size: *size, Duration: *duration})
 			}
 		}
 	}
