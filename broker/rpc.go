@@ -403,8 +403,13 @@ func ServeAppend(ctx context.Context, conn *Conn, handler AppendHandler, workers
 		err = ctx.Err()
 	}
 	stopped.Store(true)
-	if !stopClose() && err != io.EOF {
-		conn.Close() // make sure a worker blocked reading wakes up
+	// ctx's Done is closed before its AfterFunc starts: seen ended here, the AfterFunc may
+	// not have run yet, and stopClose may be what stops it. So close here when ctx ended (also
+	// to wait for a Close the AfterFunc began): a worker blocked reading must wake up, and
+	// the client must see the end of the replies.
+	stopClose()
+	if ctx.Err() != nil && err != io.EOF {
+		conn.Close()
 	}
 	cancel() // replies still being written would wait for a reader that will never come
 	if err == io.EOF {
