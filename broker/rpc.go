@@ -328,6 +328,12 @@ type job struct {
 // The workers take turns reading (leader and followers): one reads a request, copies it,
 // hands the reading turn on and runs the handler itself, so that no request waits for a
 // hand-off between goroutines. With one worker the handler runs on the request in place.
+// With several, while handlers take less than about 5 µs on average, the worker that read
+// a request keeps the turn and serves it itself: handing the turn on wakes another
+// goroutine (often an OS thread), which costs more than such a handler. If such a handler
+// runs past 20 µs (and Go's timer latency) the turn is handed on anyway, so that a slow
+// or blocked handler never holds up the requests behind it, and the next requests go to
+// other workers until handlers are quick again.
 func ServeAppend(ctx context.Context, conn *Conn, handler AppendHandler, workers int) error {
 	workers = max(workers, 1)
 	inline := workers == 1
@@ -342,11 +348,31 @@ func ServeAppend(ctx context.Context, conn *Conn, handler AppendHandler, workers
 	)
 	sem := make(chan struct{}, 1) // one writer on the reply ring at a time
 	result := make(chan error, workers)
+	below, after := inPlaceBelow, handOffAfter
+	var took atomic.Int64 // handlers' recent duration (ns), a moving average
+	took.Store(2 * below) // hand requests on until handlers proved quick
 	for range workers {
 		wg.Go(func() {
 			var j job
+			// The reading turn (readMu) is held across iterations while requests are
+			// served by the goroutine that read them (keep); valve hands it on when such a
+			// handler runs long, so that a slow or blocked handler never keeps the other
+			// workers from reading. holding says the turn is still ours to give back:
+			// whoever clears it (valve or this goroutine) decides who unlocks.
+			var holding atomic.Bool
+			valve := time.AfterFunc(time.Hour, func() {
+				if holding.CompareAndSwap(true, false) {
+					readMu.Unlock()
+				}
+			})
+			valve.Stop()
+			defer valve.Stop()
+			held := false
 			for {
-				readMu.Lock()
+				if !held {
+					readMu.Lock()
+					held = true
+				}
 				if stopped.Load() {
 					readMu.Unlock()
 					return
@@ -360,24 +386,47 @@ func ServeAppend(ctx context.Context, conn *Conn, handler AppendHandler, workers
 				}
 				if rec.Type != TypeRequest || len(rec.Data) < idLen {
 					conn.r.Reject()
-					readMu.Unlock()
 					continue
 				}
-				if inline {
-					j.req = rec.Data
-				} else {
+				// Handing the reading turn on wakes another worker, often an OS thread: for
+				// handlers quicker than that, the reader serves the request itself.
+				keep := !inline && took.Load() < below
+				switch {
+				case inline:
+					j.req = rec.Data // in place: no other worker to hand the turn to
+				case keep:
+					j.req = append(j.req[:0], rec.Data...)
+					conn.Release()
+					holding.Store(true)
+					valve.Reset(after)
+				default:
 					j.req = append(j.req[:0], rec.Data...)
 					conn.Release()
 					readMu.Unlock()
+					held = false
 				}
+				t0 := time.Now()
 				err = serveOne(ctx, conn, handler, &j, sem)
-				if inline {
+				if !inline {
+					d := int64(time.Since(t0))
+					prev := took.Load()
+					took.Store(prev + (d-prev)/8) // races between workers only blur the average
+				}
+				switch {
+				case inline:
 					j.req = nil
 					conn.Release()
-					readMu.Unlock()
+				case keep:
+					valve.Stop()
+					if !holding.CompareAndSwap(true, false) {
+						held = false // the valve handed the turn on
+					}
 				}
 				if err != nil && ctx.Err() == nil {
 					stopped.Store(true)
+					if held {
+						readMu.Unlock()
+					}
 					result <- err
 					cancel() // closes conn: wakes the worker reading
 					return
@@ -485,3 +534,13 @@ func runHandler(handler AppendHandler, dst, req []byte) (reply []byte, err error
 	}()
 	return handler(dst, req)
 }
+
+// inPlaceBelow: while handlers take less than this on average, the worker that read a
+// request serves it itself instead of handing the reading turn on (a hand-off wakes a
+// goroutine, and often an OS thread: a few microseconds). handOffAfter: a handler served
+// so that has run this long gets the turn handed on (by a timer, so Go's timer latency
+// comes on top). Variables for the tests; ServeAppend reads them once.
+var (
+	inPlaceBelow = int64(5 * time.Microsecond)
+	handOffAfter = 20 * time.Microsecond
+)
