@@ -608,9 +608,11 @@ func (c *Conn) remove() {
 // since the last check; otherwise nil.
 func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
-		if c.poison != nil {
-			c.closeErr = c.poison.checkClose()
-		}
+		defer func() {
+			if c.poison != nil {
+				c.closeErr = c.poison.checkClose() // after the rings: a blocked Reserve wakes first
+			}
+		}()
 		if c.w != nil {
 			c.w.Close()
 		}

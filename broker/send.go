@@ -86,19 +86,23 @@ type shadow struct {
 
 func (p *poisoner) reserve(ctx context.Context, c *Conn, typ uint32, n int) ([]byte, error) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if err := p.check(); err != nil {
+		p.mu.Unlock()
 		return nil, err
 	}
 	// A Reserve may send what is reserved (the ring being full), so those buffers are
 	// copied into the ring and given back first.
 	p.settle(true)
+	p.mu.Unlock()
+	// Not under mu: the wait for room must not keep Close from closing the ring.
 	room, err := c.w.Reserve(ctx, typ, n)
 	if err != nil {
 		return nil, c.sendErr(err)
 	}
 	buf := make([]byte, n)
+	p.mu.Lock()
 	p.pending = append(p.pending, shadow{buf: buf, room: room})
+	p.mu.Unlock()
 	return buf, nil
 }
 
@@ -161,7 +165,8 @@ func poisonFill(b []byte) {
 	}
 }
 
-// checkClose is Close's check: pending buffers are dropped with the ring's Close.
+// checkClose is Close's check, after the rings closed: pending buffers were dropped with
+// the ring's Close.
 func (p *poisoner) checkClose() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()

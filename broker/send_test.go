@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -159,4 +160,30 @@ func TestPoisonCatchesReuse(t *testing.T) {
 		}
 		assert.NoError(t, cc.Close())
 	})
+}
+
+// TestPoisonCloseWakesReserve: with Poison, a Reserve waiting for room (the peer reads
+// nothing) returns ring.ErrClosed when another goroutine closes the connection.
+func TestPoisonCloseWakesReserve(t *testing.T) {
+	_, cc, _ := pair(t, broker.Options{Dir: testDir(t), Poison: true, RingSize: 4096})
+	ctx := context.Background()
+	for {
+		p, err := cc.Reserve(ctx, 1, 1000)
+		require.NoError(t, err)
+		p[0] = 1
+		require.NoError(t, cc.Commit())
+		if !cc.Writer().Ready(1000) {
+			break
+		}
+	}
+	done := make(chan error, 1)
+	go func() { _, err := cc.Reserve(ctx, 1, 1000); done <- err }()
+	time.Sleep(20 * time.Millisecond)
+	require.NoError(t, cc.Close())
+	select {
+	case err := <-done:
+		assert.ErrorIs(t, err, ring.ErrClosed)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not wake a Reserve waiting for room")
+	}
 }
