@@ -310,12 +310,17 @@ func TestCallDeadlineLateReply(t *testing.T) {
 }
 
 // TestCallAllocs measures allocations per call, client and server in one process, on the
-// append paths (CallAppend into a buffer with room, ServeAppend): none with a context that
-// cannot end, and none with a long-lived one that can, also when every wait sleeps in the
-// kernel (futex waits on both sides: the ring's context wake-up stays registered).
+// append paths (CallAppend into a buffer with room, ServeAppend with one worker and with
+// four): none with a context that cannot end, and none with a long-lived one that can,
+// also when every wait sleeps in the kernel (futex waits on both sides: the ring's context
+// wake-up stays registered).
 func TestCallAllocs(t *testing.T) {
-	for _, wait := range []ring.Wait{ring.Adaptive(0), ring.Futex()} {
-		t.Run(wait.Name(), func(t *testing.T) {
+	for _, tc := range []struct {
+		wait    ring.Wait
+		workers int
+	}{{ring.Adaptive(0), 1}, {ring.Futex(), 1}, {ring.Adaptive(0), 4}} {
+		wait := tc.wait
+		t.Run(fmt.Sprintf("%s/workers=%d", wait.Name(), tc.workers), func(t *testing.T) {
 			dir := testDir(t)
 			_, cc, sc := pair(t, broker.Options{Dir: dir, Wait: wait})
 			replies, err := shm.Open(cc.Name()+".s2c", shm.Options{Dir: dir}) // to read its counters
@@ -323,7 +328,7 @@ func TestCallAllocs(t *testing.T) {
 			defer replies.Close()
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			go broker.ServeAppend(ctx, sc, func(dst, req []byte) ([]byte, error) { return append(dst, req...), nil }, 1)
+			go broker.ServeAppend(ctx, sc, func(dst, req []byte) ([]byte, error) { return append(dst, req...), nil }, tc.workers)
 			cl := broker.NewClient(cc)
 			defer cl.Close()
 			req := make([]byte, 64)
