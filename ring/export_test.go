@@ -56,7 +56,7 @@ func SetMPMCPositions(seg *shm.Segment, pos uint64) {
 func CellsInUse(seg *shm.Segment) int {
 	n := 0
 	for i := 0; i < numCells; i++ {
-		if atomic.LoadUint32(layout.Uint32(kindHeader(seg), offCells+i*cellSize+cellOwner)) != 0 {
+		if !isFree(atomic.LoadUint32(layout.Uint32(kindHeader(seg), offCells+i*cellSize+cellOwner))) {
 			n++
 		}
 	}
@@ -84,7 +84,7 @@ func cellOfPeer(seg *shm.Segment, idx int, role uint32) int {
 	h := kindHeader(seg)
 	for i := 0; i < numCells; i++ {
 		off := cellOffset(i)
-		if atomic.LoadUint32(layout.Uint32(h, off+cellOwner)) == uint32(idx+1) &&
+		if ownerIndex(atomic.LoadUint32(layout.Uint32(h, off+cellOwner))) == idx &&
 			atomic.LoadUint32(layout.Uint32(h, off+cellRole))&cellRoleMask == role {
 			return off
 		}
@@ -112,4 +112,58 @@ func SetSkipClaimOfPeer(seg *shm.Segment, idx int, pos uint64) bool {
 	atomic.StoreUint32(layout.Uint32(h, off+cellRole), cellReader|cellFlagSkip)
 	atomic.StoreUint64(layout.Uint64(h, off+cellClaim), pos+1)
 	return true
+}
+
+// RepairPoint names a moment of MPMC repair at which a test may hold a repairer.
+type RepairPoint = repairPoint
+
+// The repair points (see repair_hook.go).
+const (
+	RepairDeadScanned = repairDeadScanned
+	RepairSkipDecided = repairSkipDecided
+)
+
+// SetRepairHook sets the function MPMC repair calls at each RepairPoint (nil for none).
+// Call it before any endpoint attaches.
+func SetRepairHook(fn func(RepairPoint)) { repairHook = fn }
+
+// ForgeWriterClaim stores in w's claim cell what tryReserve stores right before its CAS on
+// the write position, which is what a writer killed at that instant leaves. It returns the
+// claim.
+func ForgeWriterClaim(w *MPMCWriter) uint64 {
+	c := atomic.LoadUint64(w.writePos) + 1
+	atomic.StoreUint64(w.cell.claim, c)
+	return c
+}
+
+// ForgeReaderClaim stores in r's claim cell what tryNext stores right before its CAS on the
+// read position, which is what a reader killed at that instant leaves. It returns the claim.
+func ForgeReaderClaim(r *MPMCReader) uint64 {
+	c := atomic.LoadUint64(r.readPos) + 1
+	atomic.StoreUint64(r.cell.claim, c)
+	return c
+}
+
+// Cell is one claim cell in use, as Cells reads it.
+type Cell struct {
+	Index int    // the cell's number
+	Owner int    // the owner's peer-table index
+	Role  uint32 // 1 writer, 2 reader
+	Claim uint64 // position + 1, 0 for none
+}
+
+// Cells lists the claim cells that have an owner.
+func Cells(seg *shm.Segment) []Cell {
+	h := kindHeader(seg)
+	var out []Cell
+	for i := 0; i < numCells; i++ {
+		off := cellOffset(i)
+		o := atomic.LoadUint32(layout.Uint32(h, off+cellOwner))
+		if isFree(o) {
+			continue
+		}
+		out = append(out, Cell{Index: i, Owner: ownerIndex(o),
+			Role: atomic.LoadUint32(layout.Uint32(h, off+cellRole)) & cellRoleMask, Claim: atomic.LoadUint64(layout.Uint64(h, off+cellClaim))})
+	}
+	return out
 }

@@ -560,38 +560,27 @@ func (r *MPMCReader) repair() {
 		r.resolvePending()
 	}
 	dead := r.scanCells(cellWriter, func(c uint64, _ uint32) { liveWriterClaims = append(liveWriterClaims, c) }, nil)
+	if len(dead) > 0 {
+		atRepairPoint(repairDeadScanned)
+	}
 	for _, d := range dead {
-		if d.claim == 0 {
-			continue
-		}
-		if d.flags&cellFlagSkip != 0 {
+		switch {
+		case d.claim == 0:
+			// Nothing to repair: freeDeadCells frees it.
+		case d.flags&cellFlagSkip != 0:
 			r.takeOverSkip(d)
-			continue
-		}
-		if atomic.LoadUint32(d.role) == cellWriter {
+		case d.role == cellWriter:
 			// Only repair reads a writer's claim; the skip below handles its slot.
-			atomic.CompareAndSwapUint64(d.cell.claim, d.claim, 0)
-			continue
+			if r.takeOver(&d) {
+				freeTaken(d)
+			}
+		case r.adopted != 0 || r.pending != 0:
+			// Our cell's claim is in use: a later round takes this one.
+		case r.readerClaimed(d.claim, true):
+			// Another repairer is at it, or a live reader holds the record.
+		default:
+			r.adoptClaim(d)
 		}
-		if r.adopted != 0 || r.pending != 0 {
-			continue
-		}
-		// A dead reader's claim: take responsibility for it (our claim first, so that the
-		// record is claimed by someone at every instant; the CAS decides between repairers),
-		// then find out whether the dead reader ever took the record (resolvePending).
-		c := d.claim
-		if r.readerClaimed(c, true) {
-			continue // another repairer is at it, or a live reader holds it
-		}
-		r.cell.setFlags(cellFlagRepair) // before the claim it goes with
-		atomic.StoreUint64(r.cell.claim, c)
-		if !atomic.CompareAndSwapUint64(d.cell.claim, d.claim, 0) {
-			atomic.StoreUint64(r.cell.claim, 0)
-			r.cell.setFlags(0)
-			continue
-		}
-		r.pending = c
-		r.resolvePending()
 	}
 	r.freeDeadCells(dead)
 
@@ -618,6 +607,7 @@ func (r *MPMCReader) repair() {
 	if r.adopted != 0 || r.pending != 0 {
 		return // our cell's claim is in use: another reader, or a later round, does it
 	}
+	atRepairPoint(repairSkipDecided)
 	// Lock the slot (sequence base-1: not yet published for readers of pos, full for
 	// writers of pos, and old for anyone at an earlier lap) before writing the skip marker,
 	// so that the marker can never land in a slot that moved on to a later lap. Our claim
@@ -631,6 +621,29 @@ func (r *MPMCReader) repair() {
 	r.cell.setFlags(0)
 }
 
+// adoptClaim takes responsibility for a dead reader's claim: our claim first, so that the
+// record is claimed by a live cell at every instant; the takeover of the dead cell decides
+// between repairers. Then it finds out whether the dead reader ever took the record
+// (resolvePending).
+func (r *MPMCReader) adoptClaim(d deadCell) {
+	r.cell.setFlags(cellFlagRepair) // before the claim it goes with
+	atomic.StoreUint64(r.cell.claim, d.claim)
+	if !r.takeOver(&d) {
+		atomic.StoreUint64(r.cell.claim, 0)
+		r.cell.setFlags(0)
+		return
+	}
+	c := d.claim // as loaded again by the owner: the same unless a peer scribbled on it
+	atomic.StoreUint64(r.cell.claim, c)
+	freeTaken(d)
+	if c == 0 {
+		r.cell.setFlags(0)
+		return
+	}
+	r.pending = c
+	r.resolvePending()
+}
+
 // finishSkip marks the slot of pos, locked by this reader, as a skip and publishes it.
 func (r *MPMCReader) finishSkip(slot []byte, pos uint64) {
 	putSlotSkip(slot)
@@ -639,18 +652,23 @@ func (r *MPMCReader) finishSkip(slot []byte, pos uint64) {
 }
 
 // takeOverSkip finishes the skip of a reader that died holding a slot's lock (its claim
-// has cellFlagSkip): the CAS on its claim hands the lock to one repairer, which publishes
-// the skip if the slot is still locked (the dead reader may have died after publishing).
+// has cellFlagSkip): the takeover of its cell hands the lock to one repairer, which
+// publishes the skip if the slot is still locked (the dead reader may have died after
+// publishing).
 func (r *MPMCReader) takeOverSkip(d deadCell) {
 	if r.adopted != 0 || r.pending != 0 {
 		return
 	}
-	r.cell.setFlags(cellFlagSkip)
+	r.cell.setFlags(cellFlagSkip) // our claim names the lock before the dead cell goes
 	atomic.StoreUint64(r.cell.claim, d.claim)
-	if atomic.CompareAndSwapUint64(d.cell.claim, d.claim, 0) {
-		pos := d.claim - 1
-		if slot := r.slot(pos); atomic.LoadUint64(slotSeq(slot)) == r.base(pos)-1 {
-			r.finishSkip(slot, pos)
+	if r.takeOver(&d) {
+		c, locked := d.claim, d.flags&cellFlagSkip != 0 // as loaded again by the owner
+		atomic.StoreUint64(r.cell.claim, c)
+		freeTaken(d)
+		if pos := c - 1; locked && c != 0 {
+			if slot := r.slot(pos); atomic.LoadUint64(slotSeq(slot)) == r.base(pos)-1 {
+				r.finishSkip(slot, pos)
+			}
 		}
 	}
 	atomic.StoreUint64(r.cell.claim, 0)

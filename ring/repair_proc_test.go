@@ -1,0 +1,341 @@
+package ring_test
+
+// Cross-process tests of MPMC repair (issue 11, item 4). Each race found by reading the
+// repair code has a test that holds a repairer process at the moment the race turns on
+// (ring.SetRepairHook, set in the child) while other processes act, so that the schedule
+// that loses a message is played every time, not once in a million runs; and a stress test
+// with random kills and random holds checks every acknowledged message.
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/shmq/shmq/internal/proctest"
+	"github.com/shmq/shmq/ring"
+	"github.com/shmq/shmq/shm"
+)
+
+func init() {
+	proctest.Register("repair-reader", runRepairReader)
+	proctest.Register("hold-writer", runHoldWriter)
+}
+
+// repairConfig tells a repair-reader or hold-writer child what to do.
+type repairConfig struct {
+	Dir, Name string
+	WriterID  uint64
+	// Pause (repair-reader): "dead" holds the first repair round that finds dead claim
+	// cells, right after it listed them, until the parent sends 'g'.
+	Pause string
+}
+
+func (c repairConfig) args() []string {
+	b, _ := json.Marshal(c)
+	return []string{string(b)}
+}
+
+func parseRepairConfig(c *proctest.Child) (repairConfig, *shm.Segment, error) {
+	var cfg repairConfig
+	if err := json.Unmarshal([]byte(c.Args[0]), &cfg); err != nil {
+		return cfg, nil, err
+	}
+	seg, err := shm.Open(cfg.Name, shm.Options{Dir: cfg.Dir})
+	return cfg, seg, err
+}
+
+// readCmd reads the next one-byte command the parent sends on the child's file 0.
+func readCmd(c *proctest.Child) (byte, error) {
+	var b [1]byte
+	_, err := io.ReadFull(c.File(0), b[:])
+	return b[0], err
+}
+
+// runHoldWriter attaches an MPMC writer, sends its peer-table index, and obeys commands:
+// r reserves one checked message and reports reserved-N; c commits and reports
+// committed-N; f stores the claim a writer stores right before its CAS on the write
+// position and reports forged (the parent kills it there); q closes and exits.
+func runHoldWriter(c *proctest.Child) error {
+	cfg, seg, err := parseRepairConfig(c)
+	if err != nil {
+		return err
+	}
+	w, err := ring.NewMPMCWriter(seg, ring.Options{})
+	if err != nil {
+		return err
+	}
+	if err := c.Result(seg.Peer().Index()); err != nil {
+		return err
+	}
+	c.Point("attached")
+	n := uint64(0)
+	for {
+		cmd, err := readCmd(c)
+		if err != nil {
+			return err
+		}
+		switch cmd {
+		case 'r':
+			seq := mpmcSeq(cfg.WriterID, n)
+			p, err := w.TryReserve(uint32(seq), 32)
+			if err != nil {
+				return err
+			}
+			fillMsg(p, seq)
+			n++
+			c.Point(fmt.Sprintf("reserved-%d", n))
+		case 'c':
+			if err := w.Commit(); err != nil {
+				return err
+			}
+			c.Point(fmt.Sprintf("committed-%d", n))
+		case 'f':
+			ring.ForgeWriterClaim(w)
+			c.Point("forged")
+		case 'q':
+			if err := w.Close(); err != nil {
+				return err
+			}
+			return seg.Close()
+		default:
+			return fmt.Errorf("unknown command %q", cmd)
+		}
+	}
+}
+
+// runRepairReader attaches an MPMC reader and obeys commands: m runs one Maintain (the
+// liveness check and repair a blocked Next runs) and reports maintained-N; q closes and
+// exits. With Pause "dead" the first repair round that finds dead cells reports paused and
+// waits for a g before it acts on what it listed.
+func runRepairReader(c *proctest.Child) error {
+	cfg, seg, err := parseRepairConfig(c)
+	if err != nil {
+		return err
+	}
+	var hookErr error
+	if cfg.Pause == "dead" {
+		paused := false
+		ring.SetRepairHook(func(p ring.RepairPoint) {
+			if p != ring.RepairDeadScanned || paused {
+				return
+			}
+			paused = true
+			c.Point("paused")
+			if cmd, err := readCmd(c); err != nil || cmd != 'g' {
+				hookErr = fmt.Errorf("paused repairer got %q, %v", cmd, err)
+			}
+		})
+	}
+	r, err := ring.NewMPMCReader(seg, ring.Options{})
+	if err != nil {
+		return err
+	}
+	c.Point("attached")
+	for n := 1; ; n++ {
+		cmd, err := readCmd(c)
+		if err != nil {
+			return err
+		}
+		switch cmd {
+		case 'm':
+			if err := r.Maintain(); err != nil && !errors.Is(err, ring.ErrPeerDead) {
+				return err
+			}
+			if hookErr != nil {
+				return hookErr
+			}
+			c.Point(fmt.Sprintf("maintained-%d", n))
+		case 'q':
+			if err := r.Close(); err != nil {
+				return err
+			}
+			return seg.Close()
+		default:
+			return fmt.Errorf("unknown command %q", cmd)
+		}
+	}
+}
+
+// cmdProc is a child that reads one-byte commands from a pipe.
+type cmdProc struct {
+	*proctest.Proc
+	t   *testing.T
+	cmd *os.File
+}
+
+func startCmdProc(t *testing.T, role string, cfg repairConfig, killAt string) cmdProc {
+	t.Helper()
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	t.Cleanup(func() { w.Close() })
+	p := proctest.Start(t, role, proctest.Options{Args: cfg.args(), Files: []*os.File{r}, KillAt: killAt})
+	r.Close()
+	p.WaitPoint("attached", time.Minute)
+	return cmdProc{Proc: p, t: t, cmd: w}
+}
+
+// do sends cmd and waits until the child reports point (none if empty).
+func (p cmdProc) do(cmd byte, point string) {
+	p.t.Helper()
+	_, err := p.cmd.Write([]byte{cmd})
+	require.NoError(p.t, err)
+	if point != "" {
+		p.WaitPoint(point, time.Minute)
+	}
+}
+
+func (p cmdProc) index() int {
+	p.t.Helper()
+	var idx int
+	require.NoError(p.t, p.Result(0, &idx, time.Minute))
+	return idx
+}
+
+// quit asks the child to close and exit, and checks that it did so cleanly.
+func (p cmdProc) quit() {
+	p.t.Helper()
+	p.do('q', "")
+	require.NoError(p.t, p.Wait(time.Minute))
+}
+
+// writerCellOf returns the writer cell owned by peer entry idx, if any.
+func writerCellOf(seg *shm.Segment, idx int) (ring.Cell, bool) {
+	for _, c := range ring.Cells(seg) {
+		if c.Owner == idx && c.Role == 1 {
+			return c, true
+		}
+	}
+	return ring.Cell{}, false
+}
+
+// TestMPMCRepairStaleDeadCell is race (b) of issue 11: a repairer acts on a dead endpoint's
+// claim cell as it listed it, but meanwhile another repairer dealt with the cell and freed
+// it and a new endpoint took it. Whatever the stale repairer then does to "the dead cell"
+// it does to the live endpoint's: it clears its claim, or frees the cell under it (when the
+// new endpoint's process also reused the dead process's peer entry, as happens once the
+// peer table is full). Either way a live writer's reserved slot no longer shows as claimed,
+// the next repair round publishes it as a skip, and a message whose Commit returned nil is
+// never delivered.
+//
+// Processes: R1, a reader held by the repair hook between listing the dead cells and acting
+// on them; D, a writer killed holding a claim; N, a writer that attaches after D's cell was
+// freed; this process, a second repairer (R2) and the reader that checks what arrives.
+func TestMPMCRepairStaleDeadCell(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// forge: D dies between storing its claim and its CAS on the write position (its
+		// claim then names the position N claims next); otherwise D dies holding a
+		// reserved slot and the peer table is full, so that N reuses D's peer entry.
+		forge bool
+	}{
+		{name: "freed-cell-retaken-by-same-peer-entry"},
+		{name: "pre-cas-claim-retaken", forge: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := testDir(t)
+			seg := newSegment(t, dir, "b", ring.Spec{Kind: ring.MPMC, Size: 4096, SlotSize: 64})
+			r2, err := ring.NewMPMCReader(seg, ring.Options{})
+			require.NoError(t, err)
+			defer r2.Close()
+			if !tc.forge {
+				// Leave two free peer entries, for R1 and D: N must then take D's.
+				for range 64 - 3 {
+					h, err := shm.Open("b", shm.Options{Dir: dir})
+					require.NoError(t, err)
+					t.Cleanup(func() { h.Close() })
+				}
+			}
+			cfg := repairConfig{Dir: dir, Name: "b"}
+			r1cfg := cfg
+			r1cfg.Pause = "dead"
+			r1 := startCmdProc(t, "repair-reader", r1cfg, "")
+			dcfg := cfg
+			dcfg.WriterID = 1
+			killAt, cmd := "reserved-1", byte('r')
+			if tc.forge {
+				killAt, cmd = "forged", 'f'
+			}
+			d := startCmdProc(t, "hold-writer", dcfg, killAt)
+			dIdx := d.index()
+			dCell, ok := writerCellOf(seg, dIdx)
+			require.True(t, ok)
+			d.do(cmd, "")
+			_ = d.Wait(time.Minute)
+			require.True(t, d.Killed())
+
+			r1.do('m', "paused") // R1 has listed D's cell as dead, with its claim
+			maintain(t, r2)
+			_, ok = writerCellOf(seg, dIdx)
+			require.False(t, ok, "R2 repaired and freed the dead writer's cell")
+
+			ncfg := cfg
+			ncfg.WriterID = 2
+			n := startCmdProc(t, "hold-writer", ncfg, "")
+			nIdx := n.index()
+			nCell, ok := writerCellOf(seg, nIdx)
+			require.True(t, ok)
+			require.Equal(t, dCell.Index, nCell.Index, "N took the cell D had (the schedule this test is about)")
+			if tc.forge {
+				n.do('r', "reserved-1") // N claims the position D's claim named
+			} else {
+				require.Equal(t, dIdx, nIdx, "N reused D's peer entry (the schedule this test is about)")
+			}
+
+			r1.do('g', "maintained-1") // R1 acts on what it listed before
+			nCell2, ok := writerCellOf(seg, nIdx)
+			assert.True(t, ok, "a live writer's claim cell was freed under it by a stale repairer")
+			if !tc.forge {
+				n.do('r', "reserved-1")
+			}
+			nCell2, _ = writerCellOf(seg, nIdx)
+			assert.NotZero(t, nCell2.Claim, "a live writer's claim was cleared by a stale repairer")
+
+			// A repair round while N holds its slot; then N commits: its message is acknowledged.
+			drainAndMaintain(t, r2)
+			n.do('c', "committed-1")
+			got := drainAndMaintain(t, r2)
+			assert.Equal(t, []uint64{mpmcSeq(2, 0)}, got, "N's acknowledged message")
+			n.quit()
+			r1.quit()
+		})
+	}
+}
+
+// drainAndMaintain reads what r can take now (every record must be a valid checked
+// message), runs one Maintain, reads again, and returns the sequence numbers read.
+func drainAndMaintain(t *testing.T, r *ring.MPMCReader) []uint64 {
+	t.Helper()
+	var got []uint64
+	drain := func() {
+		for {
+			rec, err := r.TryNext()
+			if errors.Is(err, ring.ErrEmpty) {
+				return
+			}
+			require.NoError(t, err)
+			seq, err := checkMsg(rec.Data, rec.Type)
+			require.NoError(t, err)
+			got = append(got, seq)
+			r.Release()
+		}
+	}
+	drain()
+	maintain(t, r)
+	drain()
+	return got
+}
+
+// maintain runs r's repair round; ErrPeerDead (every writer that attached died) is no failure.
+func maintain(t *testing.T, r *ring.MPMCReader) {
+	t.Helper()
+	if err := r.Maintain(); err != nil {
+		require.ErrorIs(t, err, ring.ErrPeerDead)
+	}
+}
