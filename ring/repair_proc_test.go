@@ -33,7 +33,8 @@ type repairConfig struct {
 	Dir, Name string
 	WriterID  uint64
 	// Pause (repair-reader): "dead" holds the first repair round that finds dead claim
-	// cells, right after it listed them, until the parent sends 'g'.
+	// cells, right after it listed them, until the parent sends 'g'; "skip" holds the first
+	// round that decided to skip a slot, before it locks the slot.
 	Pause string
 }
 
@@ -112,18 +113,19 @@ func runHoldWriter(c *proctest.Child) error {
 
 // runRepairReader attaches an MPMC reader and obeys commands: m runs one Maintain (the
 // liveness check and repair a blocked Next runs) and reports maintained-N; q closes and
-// exits. With Pause "dead" the first repair round that finds dead cells reports paused and
-// waits for a g before it acts on what it listed.
+// exits. With Pause set, the first repair round that reaches the point it names reports
+// paused and waits for a g before it goes on.
 func runRepairReader(c *proctest.Child) error {
 	cfg, seg, err := parseRepairConfig(c)
 	if err != nil {
 		return err
 	}
 	var hookErr error
-	if cfg.Pause == "dead" {
+	if cfg.Pause != "" {
+		at := map[string]ring.RepairPoint{"dead": ring.RepairDeadScanned, "skip": ring.RepairSkipDecided}[cfg.Pause]
 		paused := false
 		ring.SetRepairHook(func(p ring.RepairPoint) {
-			if p != ring.RepairDeadScanned || paused {
+			if p != at || paused {
 				return
 			}
 			paused = true
@@ -338,4 +340,63 @@ func maintain(t *testing.T, r *ring.MPMCReader) {
 	if err := r.Maintain(); err != nil {
 		require.ErrorIs(t, err, ring.ErrPeerDead)
 	}
+}
+
+// TestMPMCRepairSkipRacesLivePublisher is race (a) of issue 11: a repairer decides that the
+// slot at the read position belongs to a dead writer and is to be skipped, and is delayed
+// before it acts. Meanwhile another repairer skips that slot, readers move on, writers go
+// round the ring, and a live writer reserves the same slot for the next lap and writes its
+// header. A repairer that wrote the skip marker before winning the slot (the code before
+// commit 1dd50ee) then wrote it over the live writer's length: its message, committed and
+// acknowledged, read as a skip. The slot lock (sequence base-1, taken by CAS before the
+// marker is written) makes the late repairer's CAS fail.
+//
+// Processes: R1, a reader held by the repair hook after its skip decision; D, a writer
+// killed holding a reserved slot; N, the live writer of the next lap; this process, a
+// second repairer and the writer and reader of the lap in between.
+func TestMPMCRepairSkipRacesLivePublisher(t *testing.T) {
+	dir := testDir(t)
+	const slots = 64
+	seg := newSegment(t, dir, "a", ring.Spec{Kind: ring.MPMC, Size: slots * 64, SlotSize: 64})
+	r2, err := ring.NewMPMCReader(seg, ring.Options{})
+	require.NoError(t, err)
+	defer r2.Close()
+	cfg := repairConfig{Dir: dir, Name: "a"}
+	r1cfg := cfg
+	r1cfg.Pause = "skip"
+	r1 := startCmdProc(t, "repair-reader", r1cfg, "")
+	dcfg := cfg
+	dcfg.WriterID = 1
+	d := startCmdProc(t, "hold-writer", dcfg, "reserved-1")
+	d.do('r', "")
+	_ = d.Wait(time.Minute)
+	require.True(t, d.Killed())
+
+	r1.do('m', "paused") // R1 decided to skip position 0
+	require.Empty(t, drainAndMaintain(t, r2), "position 0 skipped by this process's repair")
+
+	// A whole lap: positions 1 to 63 written and read here, then N reserves position 64,
+	// which is slot 0 again, and writes its header there.
+	w, err := ring.NewMPMCWriter(seg, ring.Options{})
+	require.NoError(t, err)
+	defer w.Close()
+	for i := uint64(1); i < slots; i++ {
+		p := make([]byte, 32)
+		fillMsg(p, mpmcSeq(3, i))
+		require.NoError(t, w.TryWrite(uint32(mpmcSeq(3, i)), p))
+	}
+	require.Len(t, drainAndMaintain(t, r2), slots-1)
+	ncfg := cfg
+	ncfg.WriterID = 2
+	n := startCmdProc(t, "hold-writer", ncfg, "")
+	n.do('r', "reserved-1")
+
+	r1.do('g', "maintained-1") // R1 acts on its decision, a lap late
+	n.do('c', "committed-1")
+	assert.Equal(t, []uint64{mpmcSeq(2, 0)}, drainAndMaintain(t, r2), "N's acknowledged message")
+	st, err := ring.ReadStats(seg)
+	require.NoError(t, err)
+	assert.EqualValues(t, 1, st.Readers.Drops, "one slot skipped: D's")
+	n.quit()
+	r1.quit()
 }
