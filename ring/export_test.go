@@ -1,6 +1,7 @@
 package ring
 
 import (
+	"fmt"
 	"sync/atomic"
 
 	"github.com/shmq/shmq/internal/layout"
@@ -166,4 +167,32 @@ func Cells(seg *shm.Segment) []Cell {
 			Role: atomic.LoadUint32(layout.Uint32(h, off+cellRole)) & cellRoleMask, Claim: atomic.LoadUint64(layout.Uint64(h, off+cellClaim))})
 	}
 	return out
+}
+
+// CheckMPMCIdle checks the words of an MPMC ring whose messages were all read and whose
+// endpoints are all gone: the read position equals the write position, every slot is free
+// for its next position, and no claim cell holds a claim.
+func CheckMPMCIdle(seg *shm.Segment) error {
+	h := kindHeader(seg)
+	wp := atomic.LoadUint64(layout.Uint64(h, offWritePos))
+	rp := atomic.LoadUint64(layout.Uint64(h, offReadPos))
+	if wp != rp {
+		return fmt.Errorf("write position %d, read position %d", wp, rp)
+	}
+	d := seg.Descriptor()
+	slotSize := d.Params[paramSlotSize]
+	slots := d.DataSize / slotSize
+	for i := uint64(0); i < slots; i++ {
+		p := rp + i
+		idx := p & (slots - 1)
+		if seq := atomic.LoadUint64(layout.Uint64(seg.Data(), int(idx*slotSize))); seq != p-idx {
+			return fmt.Errorf("slot %d (next position %d) has sequence %d, want %d", idx, p, seq, p-idx)
+		}
+	}
+	for _, c := range Cells(seg) {
+		if c.Claim != 0 {
+			return fmt.Errorf("cell %d (peer %d, role %d) still claims position %d", c.Index, c.Owner, c.Role, c.Claim-1)
+		}
+	}
+	return nil
 }
