@@ -138,9 +138,22 @@ func ForgeWriterClaim(w *MPMCWriter) uint64 {
 }
 
 // ForgeReaderClaim stores in r's claim cell what tryNext stores right before its CAS on the
-// read position, which is what a reader killed at that instant leaves. It returns the claim.
-func ForgeReaderClaim(r *MPMCReader) uint64 {
+// read position, which is what a reader killed at that instant leaves, and returns it: the
+// claim of the position the read position names; or, with held, the claim of a record
+// another reader holds now (if there is one), as a reader leaves it whose CAS lost to that
+// reader and who died before it cleared its claim.
+func ForgeReaderClaim(r *MPMCReader, held bool) uint64 {
 	c := atomic.LoadUint64(r.readPos) + 1
+	if held {
+		for i := 0; i < numCells; i++ {
+			o := r.cellAt(i)
+			rf := atomic.LoadUint32(o.role)
+			if cl := atomic.LoadUint64(o.claim); o.claim != r.cell.claim && rf == cellReader && cl != 0 {
+				c = cl
+				break
+			}
+		}
+	}
 	atomic.StoreUint64(r.cell.claim, c)
 	return c
 }

@@ -46,6 +46,12 @@ type stressConfig struct {
 	// most.
 	PauseChance float64
 	PauseMax    time.Duration
+	// Reader: run Maintain (the repair a blocked Next runs every liveness interval) this
+	// often too, as an event loop does, so that repairs overlap.
+	MaintainEvery time.Duration
+	// Reader: holds half of its records up to this long before it releases them, as
+	// a slow consumer does.
+	HoldRecord time.Duration
 }
 
 func (c stressConfig) args() []string {
@@ -91,6 +97,14 @@ func reserve(ctx context.Context, w *ring.MPMCWriter, typ uint32, size, k int, r
 	}
 }
 
+// A stress child sends two results: "attached" once its endpoint is attached (the parent
+// kills only children that got that far), and "forged" when it is about to die at a claim's
+// worst instant (forgeAndDie).
+const (
+	resultAttached = 0
+	resultForged   = 1
+)
+
 // forgeAndDie reports that the child is about to die at a claim's worst instant, then dies
 // there (the parent started it with KillAt "forged").
 func forgeAndDie(c *proctest.Child) {
@@ -107,6 +121,9 @@ func runStressWriter(c *proctest.Child) error {
 	}
 	w, err := ring.NewMPMCWriter(seg, ring.Options{})
 	if err != nil {
+		return err
+	}
+	if err := c.Result("attached"); err != nil {
 		return err
 	}
 	ctx := context.Background()
@@ -162,11 +179,24 @@ func runStressReader(c *proctest.Child) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
+	if err := c.Result("attached"); err != nil {
+		return err
+	}
 	var entry [8]byte
-	for {
+	lastMaintain := time.Now()
+	for deadline := time.Now().Add(5 * time.Minute); time.Now().Before(deadline); {
+		if cfg.MaintainEvery > 0 && time.Since(lastMaintain) >= cfg.MaintainEvery {
+			lastMaintain = time.Now()
+			if err := r.Maintain(); err != nil && !errors.Is(err, ring.ErrPeerDead) && !errors.Is(err, ring.ErrEndOfStream) {
+				return err
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), max(cfg.MaintainEvery, time.Millisecond))
 		rec, err := r.Next(ctx)
+		cancel()
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ring.ErrPeerDead) {
+			continue
+		}
 		if errors.Is(err, ring.ErrEndOfStream) {
 			if err := r.Close(); err != nil {
 				return err
@@ -184,12 +214,17 @@ func runStressReader(c *proctest.Child) error {
 		if _, err := log.Write(entry[:]); err != nil {
 			return err
 		}
+		if cfg.HoldRecord > 0 && rng.IntN(2) == 0 {
+			time.Sleep(time.Duration(rng.Int64N(int64(cfg.HoldRecord))))
+		}
 		r.Release()
+		// The claim of the next record, or of one another reader holds now.
 		if rng.Float64() < cfg.Forge {
-			ring.ForgeReaderClaim(r)
+			ring.ForgeReaderClaim(r, rng.IntN(2) == 0)
 			forgeAndDie(c)
 		}
 	}
+	return errors.New("the stream did not end within 5 minutes")
 }
 
 // stressCase is one configuration of the repair stress.
@@ -207,10 +242,11 @@ type stressCase struct {
 
 // stressChild is a child of the stress and its log.
 type stressChild struct {
-	proc   *proctest.Proc
-	log    string
-	writer bool
-	killed bool // by the parent, or at its forge point
+	proc     *proctest.Proc
+	log      string
+	writer   bool
+	attached bool // it sent its first result
+	killed bool // by the parent (not at its forge point, where it holds no record)
 }
 
 // runRepairStress runs one case for about d and checks every message.
@@ -274,7 +310,6 @@ func runRepairStress(t *testing.T, tc stressCase, d time.Duration) {
 	reap := func(ch *stressChild) {
 		_ = ch.proc.Wait(time.Minute)
 		require.True(t, ch.proc.Killed(), "child %d was to be killed:\n%s", ch.proc.Pid(), ch.proc.Output())
-		ch.killed = true
 		delete(live, ch)
 	}
 	for deadline := time.Now().Add(d); time.Now().Before(deadline); {
@@ -282,7 +317,7 @@ func runRepairStress(t *testing.T, tc stressCase, d time.Duration) {
 		// Children that died at their forge point are replaced.
 		for ch := range live {
 			var s string
-			if ch.proc.Result(0, &s, time.Millisecond) == nil {
+			if ch.attached && ch.proc.Result(resultForged, &s, time.Millisecond) == nil {
 				reap(ch)
 				forged++
 				live[start(ch.writer)] = true
@@ -290,7 +325,9 @@ func runRepairStress(t *testing.T, tc stressCase, d time.Duration) {
 		}
 		var victims []*stressChild
 		for ch := range live {
-			if ch.writer || tc.killReaders {
+			var s string
+			ch.attached = ch.attached || ch.proc.Result(resultAttached, &s, time.Millisecond) == nil
+			if ch.attached && (ch.writer || tc.killReaders) {
 				victims = append(victims, ch)
 			}
 		}
@@ -300,6 +337,7 @@ func runRepairStress(t *testing.T, tc stressCase, d time.Duration) {
 		v := victims[rng.IntN(len(victims))]
 		v.proc.Kill()
 		reap(v)
+		v.killed = true
 		if v.writer {
 			writerKills++
 		} else {
@@ -317,11 +355,17 @@ func runRepairStress(t *testing.T, tc stressCase, d time.Duration) {
 		}
 	}
 	require.NoError(t, holder.Close())
+	// A ring wedged by a double release never lets the readers end: say so before the
+	// wait below gives up on them.
+	wedged := time.AfterFunc(20*time.Second, func() {
+		t.Logf("readers still running 20 s after the end of the stream; the ring: %v", ring.CheckMPMCIdle(seg))
+	})
+	defer wedged.Stop()
 	for len(live) > 0 {
 		for ch := range live {
-			err := ch.proc.Wait(2 * time.Minute)
+			err := ch.proc.Wait(time.Minute)
 			var s string
-			if err != nil && ch.proc.Killed() && ch.proc.Result(0, &s, time.Millisecond) == nil {
+			if err != nil && ch.proc.Killed() && ch.proc.Result(resultForged, &s, time.Millisecond) == nil {
 				reap(ch) // died at its forge point: another takes its place
 				forged++
 				live[start(false)] = true
@@ -337,6 +381,9 @@ func runRepairStress(t *testing.T, tc stressCase, d time.Duration) {
 
 	acked := map[uint64]bool{}
 	delivered := map[uint64]int{}
+	// A reader logs a record before it releases it: the last record of a reader the
+	// parent killed may have been delivered again (at-least-once). Nothing else may.
+	mayRepeat := map[uint64]int{}
 	torn := 0
 	for _, ch := range children {
 		b, err := os.ReadFile(ch.log)
@@ -350,6 +397,9 @@ func runRepairStress(t *testing.T, tc stressCase, d time.Duration) {
 				torn++
 			default:
 				delivered[seq]++
+				if ch.killed && i+16 > len(b) {
+					mayRepeat[seq]++
+				}
 			}
 		}
 	}
@@ -362,14 +412,21 @@ func runRepairStress(t *testing.T, tc stressCase, d time.Duration) {
 			}
 		}
 	}
-	for _, n := range delivered {
+	badDups := 0
+	for seq, n := range delivered {
 		dups += max(n-1, 0)
+		if extra := n - 1 - mayRepeat[seq]; extra > 0 {
+			badDups += extra
+			if badDups <= 5 {
+				t.Errorf("message %d/%d delivered %d times, and no reader died holding it", seq>>40, seq&(1<<40-1), n)
+			}
+		}
 	}
 	t.Logf("%s: %d processes, %d writers and %d readers SIGKILLed, %d died at a forged claim; %d messages acknowledged, %d delivered, %d lost, %d duplicated, %d torn",
 		tc.name, len(children), writerKills, readerKills, forged, len(acked), len(delivered), lost, dups, torn)
 	assert.Zero(t, lost, "acknowledged messages lost")
 	assert.Zero(t, torn, "torn messages")
-	assert.LessOrEqual(t, dups, readerKills, "a message is delivered twice only for a reader that died holding it")
+	assert.Zero(t, badDups, "messages delivered again with no reader dead holding them")
 	assert.Greater(t, len(acked), 0)
 	require.NoError(t, ring.CheckMPMCIdle(seg), "the ring's words once everything is read")
 }
@@ -381,27 +438,26 @@ func TestMPMCRepairStress(t *testing.T) {
 	if testing.Short() {
 		d = 2 * time.Second
 	}
-	pause := stressConfig{PauseChance: 0.5, PauseMax: 3 * time.Millisecond}
 	for _, tc := range []stressCase{{
 		// (a) Repairers that decide to skip a dead writer's slot and are held before they
 		// act, while live writers (held between reserve and commit) go round the ring.
 		name: "repairer-racing-live-publishers", writers: 3, readers: 3, killEvery: 30 * time.Millisecond,
 		writer: stressConfig{Batch: 4, Hold: 200 * time.Microsecond},
-		reader: pause,
+		reader: stressConfig{PauseChance: 0.5, PauseMax: 3 * time.Millisecond, MaintainEvery: 2 * time.Millisecond},
 	}, {
 		// (b) Repairers held between listing dead cells and acting on them, while writers die
 		// holding claims (some between the claim and its CAS) and new processes, past the
 		// 64th, reuse dead peer entries and take the freed cells.
-		name: "stale-dead-cells", writers: 3, readers: 3, killEvery: 15 * time.Millisecond, killReaders: true, freePeers: 10,
+		name: "stale-dead-cells", writers: 3, readers: 3, killEvery: 15 * time.Millisecond, killReaders: true, freePeers: 7,
 		writer: stressConfig{Batch: 4, Hold: 100 * time.Microsecond, Forge: 0.002},
-		reader: stressConfig{PauseChance: 0.5, PauseMax: 3 * time.Millisecond, Forge: 0.001},
+		reader: stressConfig{PauseChance: 0.5, PauseMax: 30 * time.Millisecond, Forge: 0.001, MaintainEvery: 2 * time.Millisecond},
 	}, {
 		// (c) Readers that die between storing their claim and their CAS on the read
 		// position, and readers killed at random (holding a record, some), while others
 		// repair, held at random.
 		name: "readers-killed-before-cas", writers: 2, readers: 4, killEvery: 25 * time.Millisecond, killReaders: true,
 		writer: stressConfig{Batch: 2},
-		reader: stressConfig{PauseChance: 0.5, PauseMax: 3 * time.Millisecond, Forge: 0.003},
+		reader: stressConfig{PauseChance: 0.5, PauseMax: 3 * time.Millisecond, Forge: 0.01, MaintainEvery: 2 * time.Millisecond, HoldRecord: 5 * time.Millisecond},
 	}} {
 		t.Run(tc.name, func(t *testing.T) { runRepairStress(t, tc, d) })
 	}
