@@ -246,7 +246,7 @@ type stressChild struct {
 	log      string
 	writer   bool
 	attached bool // it sent its first result
-	killed bool // by the parent (not at its forge point, where it holds no record)
+	killed   bool // by the parent (not at its forge point, where it holds no record)
 }
 
 // runRepairStress runs one case for about d and checks every message.
