@@ -122,6 +122,7 @@ type RepairPoint = repairPoint
 const (
 	RepairDeadScanned = repairDeadScanned
 	RepairSkipDecided = repairSkipDecided
+	RepairOnDeath     = repairOnDeath
 )
 
 // SetRepairHook sets the function MPMC repair calls at each RepairPoint (nil for none).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"github.com/shmq/shmq/internal/fence"
 	"github.com/shmq/shmq/shm"
@@ -402,6 +403,7 @@ type MPMCReader struct {
 	rejected    bool   // the borrowed record was rejected
 	adopted     uint64 // a dead reader's claimed position + 1, to deliver next; 0 when none
 	pending     uint64 // a dead reader's claim taken over and not yet resolved; 0 when none
+	stall       stallWatch
 }
 
 // NewMPMCReader attaches a reader to an MPMC segment. Errors as NewMPMCWriter.
@@ -510,6 +512,7 @@ func (r *MPMCReader) borrow(pos uint64) (Record, error) {
 }
 
 func (r *MPMCReader) awaitData(ctx context.Context) error {
+	r.stall.waitStart = time.Now()
 	return r.wait.await(ctx, r.dataEvent(), r.ready, r.checkPeers)
 }
 
@@ -519,6 +522,7 @@ func (r *MPMCReader) checkPeers(expensive bool) error {
 		return ErrEndOfStream
 	}
 	if !expensive {
+		r.checkStall()
 		return nil
 	}
 	r.repair()
@@ -768,6 +772,7 @@ func (r *MPMCReader) unborrow() {
 // goroutine, any number of times.
 func (r *MPMCReader) Close() error {
 	return r.closeMPMC(func() {
+		r.stopStallWatch()
 		if r.adopted != 0 {
 			atomic.StoreUint64(r.cell.claim, r.adopted) // hand the adopted record on
 		}

@@ -9,6 +9,9 @@ const (
 	repairDeadScanned repairPoint = iota + 1
 	// repairSkipDecided: repair found a slot no live writer can own and has not locked it yet.
 	repairSkipDecided
+	// repairOnDeath: a blocked reader repairs because a writer whose claim it waits behind
+	// died (or was found dead), not because its periodic liveness check came round.
+	repairOnDeath
 )
 
 // repairHook, when not nil, is called at each repairPoint. Only tests set it (in a child

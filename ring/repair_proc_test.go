@@ -7,6 +7,7 @@ package ring_test
 // with random kills and random holds checks every acknowledged message.
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/shmq/shmq/internal/proctest"
 	"github.com/shmq/shmq/ring"
@@ -26,6 +28,7 @@ import (
 func init() {
 	proctest.Register("repair-reader", runRepairReader)
 	proctest.Register("hold-writer", runHoldWriter)
+	proctest.Register("stall-reader", runStallReader)
 }
 
 // repairConfig tells a repair-reader or hold-writer child what to do.
@@ -36,6 +39,7 @@ type repairConfig struct {
 	// cells, right after it listed them, until the parent sends 'g'; "skip" holds the first
 	// round that decided to skip a slot, before it locks the slot.
 	Pause string
+	Wait  string // stall-reader: its wait strategy ("" for the default)
 }
 
 func (c repairConfig) args() []string {
@@ -168,11 +172,11 @@ func runRepairReader(c *proctest.Child) error {
 // cmdProc is a child that reads one-byte commands from a pipe.
 type cmdProc struct {
 	*proctest.Proc
-	t   *testing.T
+	t   testing.TB
 	cmd *os.File
 }
 
-func startCmdProc(t *testing.T, role string, cfg repairConfig, killAt string) cmdProc {
+func startCmdProc(t testing.TB, role string, cfg repairConfig, killAt string) cmdProc {
 	t.Helper()
 	r, w, err := os.Pipe()
 	require.NoError(t, err)
@@ -399,4 +403,138 @@ func TestMPMCRepairSkipRacesLivePublisher(t *testing.T) {
 	assert.EqualValues(t, 1, st.Readers.Drops, "one slot skipped: D's")
 	n.quit()
 	r1.quit()
+}
+
+// monotonicNow is CLOCK_MONOTONIC, which every process shares (Go's monotonic clock is
+// per process).
+func monotonicNow() time.Duration {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return time.Duration(ts.Nano())
+}
+
+// stallMarker is the type of the message the stall benchmark times.
+const stallMarker = 0x57a11
+
+// runStallReader reads an MPMC ring with a blocking Next and sends, for every message of
+// type stallMarker, the CLOCK_MONOTONIC time at which Next returned it. It reports the
+// point death-repair each time it repairs because a writer it waited behind died.
+func runStallReader(c *proctest.Child) error {
+	cfg, seg, err := parseRepairConfig(c)
+	if err != nil {
+		return err
+	}
+	var opts ring.Options
+	if cfg.Wait != "" {
+		if opts.Wait, err = ring.ParseWait(cfg.Wait); err != nil {
+			return err
+		}
+	}
+	ring.SetRepairHook(func(p ring.RepairPoint) {
+		if p == ring.RepairOnDeath {
+			c.Point("death-repair")
+		}
+	})
+	r, err := ring.NewMPMCReader(seg, opts)
+	if err != nil {
+		return err
+	}
+	c.Point("attached")
+	for {
+		rec, err := r.Next(context.Background())
+		if err != nil {
+			return err
+		}
+		if rec.Type == stallMarker {
+			if err := c.Result(monotonicNow()); err != nil {
+				return err
+			}
+		}
+		r.Release()
+	}
+}
+
+// TestMPMCDeadClaimRepairedOnDeath: a reader blocked behind the slot of a writer that is
+// killed holding it repairs as soon as the writer dies (its process is watched once the stall
+// outlasts a live writer's publish), not when its periodic liveness check comes round:
+// the message committed after the dead claim arrives after a repair made on the death, under
+// each wait strategy that sleeps or spins.
+func TestMPMCDeadClaimRepairedOnDeath(t *testing.T) {
+	for _, wait := range []string{"adaptive", "futex", "spin"} {
+		t.Run(wait, func(t *testing.T) {
+			dir := testDir(t)
+			seg := newSegment(t, dir, "st", ring.Spec{Kind: ring.MPMC, Size: 1 << 16, SlotSize: 64})
+			w, err := ring.NewMPMCWriter(seg, ring.Options{})
+			require.NoError(t, err)
+			defer w.Close()
+			r := proctest.Start(t, "stall-reader", proctest.Options{Args: repairConfig{Dir: dir, Name: "st", Wait: wait}.args()})
+			r.WaitPoint("attached", time.Minute)
+			msg := make([]byte, 32)
+			for range 100 {
+				require.NoError(t, w.Write(context.Background(), 1, msg))
+			}
+			d := startCmdProc(t, "hold-writer", repairConfig{Dir: dir, Name: "st", WriterID: 9}, "")
+			d.do('r', "reserved-1")
+			require.NoError(t, w.Write(context.Background(), stallMarker, msg))
+			time.Sleep(2 * time.Millisecond) // the reader stalls behind d's slot
+			d.Kill()
+			_ = d.Wait(time.Minute)
+			var got time.Duration
+			require.NoError(t, r.Result(0, &got, time.Minute), "the message after the dead claim")
+			r.WaitPoint("death-repair", time.Second) // reported before the message arrived
+		})
+	}
+}
+
+// BenchmarkMPMCDeadClaimStall measures how long a writer that dies holding a reserved slot
+// stalls a reader blocked behind it: from the SIGKILL to the reader's Next returning the
+// message committed after the dead claim, under the reader's wait strategies. "busy": the
+// reader had messages up to 2 ms before the death; "idle": it had waited 400 ms (long enough
+// for its idle sleep, which watches the writers' deaths). Each op starts a writer process (not
+// timed). Run with -benchtime 20x.
+func BenchmarkMPMCDeadClaimStall(b *testing.B) {
+	for _, bc := range []struct {
+		name, wait string
+		quiet      time.Duration
+	}{
+		{"busy/adaptive", "adaptive", 2 * time.Millisecond},
+		{"busy/futex", "futex", 2 * time.Millisecond},
+		{"busy/spin", "spin", 2 * time.Millisecond},
+		{"idle/adaptive", "adaptive", 400 * time.Millisecond},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			dir := testDir(b)
+			seg := newSegment(b, dir, "st", ring.Spec{Kind: ring.MPMC, Size: 1 << 16, SlotSize: 64})
+			w, err := ring.NewMPMCWriter(seg, ring.Options{})
+			require.NoError(b, err)
+			defer w.Close()
+			r := proctest.Start(b, "stall-reader", proctest.Options{Args: repairConfig{Dir: dir, Name: "st", Wait: bc.wait}.args()})
+			r.WaitPoint("attached", time.Minute)
+			msg := make([]byte, 32)
+			var total, worst time.Duration
+			for i := 0; b.Loop(); i++ {
+				b.StopTimer()
+				d := startCmdProc(b, "hold-writer", repairConfig{Dir: dir, Name: "st", WriterID: 9}, "")
+				for range 100 {
+					require.NoError(b, w.Write(context.Background(), 1, msg))
+				}
+				d.do('r', "reserved-1")
+				require.NoError(b, w.Write(context.Background(), stallMarker, msg))
+				time.Sleep(bc.quiet)
+				b.StartTimer()
+				killed := monotonicNow()
+				d.Kill()
+				var got time.Duration
+				require.NoError(b, r.Result(i, &got, time.Minute))
+				b.StopTimer()
+				_ = d.Wait(time.Minute)
+				stall := got - killed
+				total += stall
+				worst = max(worst, stall)
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "ms-stall/op")
+			b.ReportMetric(float64(worst.Microseconds())/1000, "ms-worst")
+		})
+	}
 }
