@@ -1,6 +1,7 @@
 package ring
 
 import (
+	"encoding/binary"
 	"fmt"
 	"sync/atomic"
 
@@ -209,4 +210,22 @@ func CheckMPMCIdle(seg *shm.Segment) error {
 		}
 	}
 	return nil
+}
+
+// CorruptRecordLength overwrites the length word of the record at position pos with one no
+// writer writes: for SPSC, pos counts records of a ring of equal-sized records from 0 (pos *
+// the first record's span); for MPMC, pos is the slot's position.
+func CorruptRecordLength(seg *shm.Segment, pos uint64) {
+	d := seg.Descriptor()
+	data := seg.Data()
+	switch d.Kind {
+	case SPSC:
+		span := recordSpan(int(binary.LittleEndian.Uint32(data[0:])))
+		off := (pos * span) & (d.DataSize - 1)
+		binary.LittleEndian.PutUint32(data[off:], uint32(d.DataSize))
+	case MPMC:
+		slotSize := d.Params[paramSlotSize]
+		off := (pos & (d.DataSize/slotSize - 1)) * slotSize
+		binary.LittleEndian.PutUint32(data[off+slotOffLen:], uint32(slotSize))
+	}
 }

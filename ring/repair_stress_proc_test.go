@@ -79,7 +79,7 @@ func parseStress(c *proctest.Child) (stressConfig, *shm.Segment, *os.File, *rand
 
 // reserve is Reserve (k == 1) or ReserveBatch, waiting out ErrPeerDead: the stress kills
 // every reader at times, and new ones come.
-func reserve(ctx context.Context, w *ring.MPMCWriter, typ uint32, size, k int, recs [][]byte) ([][]byte, error) {
+func reserve(ctx context.Context, w ring.Writer, typ uint32, size, k int, recs [][]byte) ([][]byte, error) {
 	for {
 		var err error
 		if k == 1 {
@@ -119,7 +119,13 @@ func runStressWriter(c *proctest.Child) error {
 	if err != nil {
 		return err
 	}
-	w, err := ring.NewMPMCWriter(seg, ring.Options{})
+	var w ring.Writer
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Millisecond) {
+		// An SPSC writer's role is free once the killed one's process is gone.
+		if w, err = ring.NewWriter(seg, ring.Options{}); !errors.Is(err, ring.ErrBusy) || time.Now().After(deadline) {
+			break
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -150,8 +156,8 @@ func runStressWriter(c *proctest.Child) error {
 		if _, err := log.Write(acked); err != nil {
 			return err
 		}
-		if rng.Float64() < cfg.Forge {
-			ring.ForgeWriterClaim(w)
+		if mw, ok := w.(*ring.MPMCWriter); ok && rng.Float64() < cfg.Forge {
+			ring.ForgeWriterClaim(mw)
 			forgeAndDie(c)
 		}
 	}
@@ -175,7 +181,12 @@ func runStressReader(c *proctest.Child) error {
 			}
 		})
 	}
-	r, err := ring.NewMPMCReader(seg, ring.Options{})
+	var r ring.Reader
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Millisecond) {
+		if r, err = ring.NewReader(seg, ring.Options{}); !errors.Is(err, ring.ErrBusy) || time.Now().After(deadline) {
+			break
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -219,8 +230,8 @@ func runStressReader(c *proctest.Child) error {
 		}
 		r.Release()
 		// The claim of the next record, or of one another reader holds now.
-		if rng.Float64() < cfg.Forge {
-			ring.ForgeReaderClaim(r, rng.IntN(2) == 0)
+		if mr, ok := r.(*ring.MPMCReader); ok && rng.Float64() < cfg.Forge {
+			ring.ForgeReaderClaim(mr, rng.IntN(2) == 0)
 			forgeAndDie(c)
 		}
 	}
@@ -230,6 +241,7 @@ func runStressReader(c *proctest.Child) error {
 // stressCase is one configuration of the repair stress.
 type stressCase struct {
 	name             string
+	spec             ring.Spec // the zero value: an MPMC ring of 64 slots of 64 bytes
 	writers, readers int           // processes of each side at a time
 	killEvery        time.Duration // mean time between two SIGKILLs by the parent
 	killReaders      bool          // the parent also kills readers
@@ -253,12 +265,21 @@ type stressChild struct {
 func runRepairStress(t *testing.T, tc stressCase, d time.Duration) {
 	dir := testDir(t)
 	logs := t.TempDir()
-	const slots = 64
-	seg := newSegment(t, dir, "s", ring.Spec{Kind: ring.MPMC, Size: slots * 64, SlotSize: 64})
-	// The stream stays open while writers come and go: this writer closes it at the end.
-	holder, err := ring.NewMPMCWriter(seg, ring.Options{})
-	require.NoError(t, err)
-	defer holder.Close()
+	spec := tc.spec
+	if spec.Kind == 0 {
+		spec = ring.Spec{Kind: ring.MPMC, Size: 64 * 64, SlotSize: 64}
+	}
+	mpmc := spec.Kind == ring.MPMC
+	seg := newSegment(t, dir, "s", spec)
+	// The stream stays open while writers come and go: this writer (MPMC; an SPSC ring has
+	// one writer, which takes the role over from the last killed one) ends it at the end.
+	var holder ring.Writer
+	if mpmc {
+		var err error
+		holder, err = ring.NewMPMCWriter(seg, ring.Options{})
+		require.NoError(t, err)
+		defer holder.Close()
+	}
 	if tc.freePeers > 0 {
 		peers, err := seg.Peers()
 		require.NoError(t, err)
@@ -272,12 +293,16 @@ func runRepairStress(t *testing.T, tc stressCase, d time.Duration) {
 	// This process reads too, and repairs every few milliseconds: the stress kills every
 	// reader process at times, and a dead process's held peer entry is reused only once a
 	// reader has repaired what it left (a full table of them would wait for ever).
-	own, err := ring.NewMPMCReader(seg, ring.Options{})
-	require.NoError(t, err)
-	defer own.Close()
 	ownLog := filepath.Join(logs, "own-reader")
 	ownDone := make(chan error, 1)
-	go func() { ownDone <- readAndRepair(own, ownLog) }()
+	if mpmc {
+		own, err := ring.NewMPMCReader(seg, ring.Options{})
+		require.NoError(t, err)
+		defer own.Close()
+		go func() { ownDone <- readAndRepair(own, ownLog) }()
+	} else {
+		ownDone <- nil
+	}
 
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0))
 	var children []*stressChild
@@ -354,11 +379,22 @@ func runRepairStress(t *testing.T, tc stressCase, d time.Duration) {
 			writerKills++
 		}
 	}
+	if holder == nil {
+		// A dead SPSC writer's role is free again: take it and end the stream.
+		var err error
+		holder, err = ring.NewWriter(seg, ring.Options{})
+		require.NoError(t, err)
+	}
 	require.NoError(t, holder.Close())
 	// A ring wedged by a double release never lets the readers end: say so before the
 	// wait below gives up on them.
 	wedged := time.AfterFunc(20*time.Second, func() {
-		t.Logf("readers still running 20 s after the end of the stream; the ring: %v", ring.CheckMPMCIdle(seg))
+		st, err := ring.ReadStats(seg)
+		idle := error(nil)
+		if mpmc {
+			idle = ring.CheckMPMCIdle(seg)
+		}
+		t.Logf("readers still running 20 s after the end of the stream: %+v, %v; %v", st, err, idle)
 	})
 	defer wedged.Stop()
 	for len(live) > 0 {
@@ -377,7 +413,9 @@ func runRepairStress(t *testing.T, tc stressCase, d time.Duration) {
 	}
 
 	require.NoError(t, <-ownDone)
-	children = append(children, &stressChild{log: ownLog})
+	if mpmc {
+		children = append(children, &stressChild{log: ownLog})
+	}
 
 	acked := map[uint64]bool{}
 	delivered := map[uint64]int{}
@@ -428,7 +466,9 @@ func runRepairStress(t *testing.T, tc stressCase, d time.Duration) {
 	assert.Zero(t, torn, "torn messages")
 	assert.Zero(t, badDups, "messages delivered again with no reader dead holding them")
 	assert.Greater(t, len(acked), 0)
-	require.NoError(t, ring.CheckMPMCIdle(seg), "the ring's words once everything is read")
+	if mpmc {
+		require.NoError(t, ring.CheckMPMCIdle(seg), "the ring's words once everything is read")
+	}
 }
 
 // TestMPMCRepairStress runs the repair stress for each race of issue 11 (see
@@ -496,4 +536,22 @@ func readAndRepair(r *ring.MPMCReader, log string) error {
 		}
 		r.Release()
 	}
+}
+
+// TestSPSCKillStress is the stress above on an SPSC ring: its one writer process and its one
+// reader process SIGKILLed at random points (a writer between Reserve and Commit or in a
+// batch, a reader between Next and Release), each replaced by a new process that takes the
+// role over; every acknowledged message arrives, intact, and only the record a killed
+// reader held comes twice.
+func TestSPSCKillStress(t *testing.T) {
+	d := 6 * time.Second
+	if testing.Short() {
+		d = 2 * time.Second
+	}
+	runRepairStress(t, stressCase{
+		name: "spsc", spec: ring.Spec{Kind: ring.SPSC, Size: 4096},
+		writers: 1, readers: 1, killEvery: 30 * time.Millisecond, killReaders: true,
+		writer: stressConfig{Batch: 4, Hold: 200 * time.Microsecond},
+		reader: stressConfig{MaintainEvery: 2 * time.Millisecond, HoldRecord: time.Millisecond},
+	}, d)
 }
