@@ -241,7 +241,7 @@ func runStressReader(c *proctest.Child) error {
 // stressCase is one configuration of the repair stress.
 type stressCase struct {
 	name             string
-	spec             ring.Spec // the zero value: an MPMC ring of 64 slots of 64 bytes
+	spec             ring.Spec     // the zero value: an MPMC ring of 64 slots of 64 bytes
 	writers, readers int           // processes of each side at a time
 	killEvery        time.Duration // mean time between two SIGKILLs by the parent
 	killReaders      bool          // the parent also kills readers
