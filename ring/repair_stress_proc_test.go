@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -242,6 +243,7 @@ func runStressReader(c *proctest.Child) error {
 type stressCase struct {
 	name             string
 	spec             ring.Spec     // the zero value: an MPMC ring of 64 slots of 64 bytes
+	start            uint64        // MPMC: the positions the ring starts at
 	writers, readers int           // processes of each side at a time
 	killEvery        time.Duration // mean time between two SIGKILLs by the parent
 	killReaders      bool          // the parent also kills readers
@@ -271,6 +273,9 @@ func runRepairStress(t *testing.T, tc stressCase, d time.Duration) {
 	}
 	mpmc := spec.Kind == ring.MPMC
 	seg := newSegment(t, dir, "s", spec)
+	if mpmc {
+		ring.SetMPMCPositions(seg, tc.start)
+	}
 	// The stream stays open while writers come and go: this writer (MPMC; an SPSC ring has
 	// one writer, which takes the role over from the last killed one) ends it at the end.
 	var holder ring.Writer
@@ -469,6 +474,11 @@ func runRepairStress(t *testing.T, tc stressCase, d time.Duration) {
 	if mpmc {
 		require.NoError(t, ring.CheckMPMCIdle(seg), "the ring's words once everything is read")
 	}
+	if tc.start != 0 {
+		st, err := ring.ReadStats(seg)
+		require.NoError(t, err)
+		assert.Less(t, st.WritePos, tc.start, "the positions crossed 2^64")
+	}
 }
 
 // TestMPMCRepairStress runs the repair stress for each race of issue 11 (see
@@ -498,6 +508,11 @@ func TestMPMCRepairStress(t *testing.T) {
 		name: "readers-killed-before-cas", writers: 2, readers: 4, killEvery: 25 * time.Millisecond, killReaders: true,
 		writer: stressConfig{Batch: 2},
 		reader: stressConfig{PauseChance: 0.5, PauseMax: 3 * time.Millisecond, Forge: 0.01, MaintainEvery: 2 * time.Millisecond, HoldRecord: 5 * time.Millisecond},
+	}, {
+		// All of it across the wrap of the 64-bit positions.
+		name: "across-2^64", start: math.MaxUint64 - 200, writers: 3, readers: 3, killEvery: 20 * time.Millisecond, killReaders: true,
+		writer: stressConfig{Batch: 4, Hold: 100 * time.Microsecond, Forge: 0.002},
+		reader: stressConfig{PauseChance: 0.5, PauseMax: 3 * time.Millisecond, Forge: 0.003, MaintainEvery: 2 * time.Millisecond, HoldRecord: 2 * time.Millisecond},
 	}} {
 		t.Run(tc.name, func(t *testing.T) { runRepairStress(t, tc, d) })
 	}
