@@ -342,7 +342,12 @@ func runRepairStress(t *testing.T, tc stressCase, d time.Duration) {
 		require.True(t, ch.proc.Killed(), "child %d was to be killed:\n%s", ch.proc.Pid(), ch.proc.Output())
 		delete(live, ch)
 	}
-	for deadline := time.Now().Add(d); time.Now().Before(deadline); {
+	// A run that starts near 2^64 goes on until it has crossed it (a slow machine, -race).
+	crossed := func() bool {
+		st, err := ring.ReadStats(seg)
+		return tc.start == 0 || err == nil && st.WritePos < tc.start
+	}
+	for deadline, last := time.Now().Add(d), time.Now().Add(10*d); time.Now().Before(deadline) || !crossed() && time.Now().Before(last); {
 		time.Sleep(time.Duration(rng.Int64N(2 * int64(tc.killEvery))))
 		// Children that died at their forge point are replaced.
 		for ch := range live {
@@ -357,9 +362,15 @@ func runRepairStress(t *testing.T, tc stressCase, d time.Duration) {
 		for ch := range live {
 			var s string
 			ch.attached = ch.attached || ch.proc.Result(resultAttached, &s, time.Millisecond) == nil
-			if ch.attached && (ch.writer || tc.killReaders) {
-				victims = append(victims, ch)
+			if !ch.attached || !ch.writer && !tc.killReaders {
+				continue
 			}
+			// A writer is killed only once it has had a commit acknowledged, so that the
+			// stress makes progress however slowly processes start (under -race).
+			if st, err := os.Stat(ch.log); ch.writer && (err != nil || st.Size() == 0) {
+				continue
+			}
+			victims = append(victims, ch)
 		}
 		if len(victims) == 0 {
 			continue
@@ -510,7 +521,7 @@ func TestMPMCRepairStress(t *testing.T) {
 		reader: stressConfig{PauseChance: 0.5, PauseMax: 3 * time.Millisecond, Forge: 0.01, MaintainEvery: 2 * time.Millisecond, HoldRecord: 5 * time.Millisecond},
 	}, {
 		// All of it across the wrap of the 64-bit positions.
-		name: "across-2^64", start: math.MaxUint64 - 200, writers: 3, readers: 3, killEvery: 20 * time.Millisecond, killReaders: true,
+		name: "across-2^64", start: math.MaxUint64 - 500, writers: 3, readers: 3, killEvery: 20 * time.Millisecond, killReaders: true,
 		writer: stressConfig{Batch: 4, Hold: 100 * time.Microsecond, Forge: 0.002},
 		reader: stressConfig{PauseChance: 0.5, PauseMax: 3 * time.Millisecond, Forge: 0.003, MaintainEvery: 2 * time.Millisecond, HoldRecord: 2 * time.Millisecond},
 	}} {
