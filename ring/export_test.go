@@ -121,9 +121,10 @@ type RepairPoint = repairPoint
 
 // The repair points (see repair_hook.go).
 const (
-	RepairDeadScanned = repairDeadScanned
-	RepairSkipDecided = repairSkipDecided
-	RepairOnDeath     = repairOnDeath
+	RepairDeadScanned  = repairDeadScanned
+	RepairSkipDecided  = repairSkipDecided
+	RepairOnDeath      = repairOnDeath
+	RepairStallWatched = repairStallWatched
 )
 
 // SetRepairHook sets the function MPMC repair calls at each RepairPoint (nil for none).

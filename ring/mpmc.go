@@ -28,7 +28,7 @@ func (m *mpmcRing) attachMPMC(seg *shm.Segment, sd side, opts Options, closer fu
 	m.mpmcSlots = mpmcSlots{mem: m.endpoint.data, slots: m.geo.slots, slotSize: m.geo.slotSize}
 	m.maxMsg = int(m.slotSize - slotHeader)
 	m.writePos, m.readPos = m.u64(offWritePos), m.u64(offReadPos)
-	if wp, rp := atomic.LoadUint64(m.writePos), atomic.LoadUint64(m.readPos); wp-rp > m.slots {
+	if wp, rp, bad := m.impossiblePositions(); bad {
 		return m.finishAttach(fmt.Errorf("%w: write position %d, read position %d, %d slots", ErrCorrupt, wp, rp, m.slots), nil)
 	}
 	role := uint32(cellWriter)
@@ -44,6 +44,19 @@ func (m *mpmcRing) attachMPMC(seg *shm.Segment, sd side, opts Options, closer fu
 		open = m.openStream
 	}
 	return m.finishAttach(err, open)
+}
+
+// impossiblePositions reports whether the positions are a pair no correct ring has: the
+// read position past the write position, or the write position more than the ring ahead of
+// it. Live endpoints move both while they are loaded (a check of one load each, with the
+// loader preempted in between, found a read position past a write position loaded an
+// instant before), so the read position is loaded before and after the write position, and
+// only a write position that no read position in between explains is impossible.
+func (m *mpmcRing) impossiblePositions() (wp, rp uint64, bad bool) {
+	rp = atomic.LoadUint64(m.readPos)
+	wp = atomic.LoadUint64(m.writePos)
+	moved := atomic.LoadUint64(m.readPos) - rp
+	return wp, rp, wp-rp > moved+m.slots
 }
 
 // closeMPMC is Close's part for both MPMC endpoints: finish, then give the cell back.

@@ -79,7 +79,9 @@ func (r *MPMCReader) checkStall() {
 	if r.watchClaimers(pos) { // a claimer is dead already
 		atRepairPoint(repairOnDeath)
 		r.repair()
+		return
 	}
+	atRepairPoint(repairStallWatched)
 }
 
 // watchClaimers makes sure that the death of every process with a writer claim at or

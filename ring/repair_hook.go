@@ -12,6 +12,9 @@ const (
 	// repairOnDeath: a blocked reader repairs because a writer whose claim it waits behind
 	// died (or was found dead), not because its periodic liveness check came round.
 	repairOnDeath
+	// repairStallWatched: a blocked reader began to watch the processes of the writers
+	// whose claims it waits behind.
+	repairStallWatched
 )
 
 // repairHook, when not nil, is called at each repairPoint. Only tests set it (in a child

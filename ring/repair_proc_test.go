@@ -413,12 +413,17 @@ func monotonicNow() time.Duration {
 	return time.Duration(ts.Nano())
 }
 
-// stallMarker is the type of the message the stall benchmark times.
-const stallMarker = 0x57a11
+// stallMarker is the type of the message the stall benchmark times; on a message of type
+// stallHold the stall reader waits for a byte on its file 0 before it goes on.
+const (
+	stallMarker = 0x57a11
+	stallHold   = 0x401d
+)
 
 // runStallReader reads an MPMC ring with a blocking Next and sends, for every message of
 // type stallMarker, the CLOCK_MONOTONIC time at which Next returned it. It reports the
-// point death-repair each time it repairs because a writer it waited behind died.
+// point death-repair each time it repairs because a writer it waited behind died, and
+// stall-watched when it begins to watch such writers.
 func runStallReader(c *proctest.Child) error {
 	cfg, seg, err := parseRepairConfig(c)
 	if err != nil {
@@ -431,8 +436,11 @@ func runStallReader(c *proctest.Child) error {
 		}
 	}
 	ring.SetRepairHook(func(p ring.RepairPoint) {
-		if p == ring.RepairOnDeath {
+		switch p {
+		case ring.RepairOnDeath:
 			c.Point("death-repair")
+		case ring.RepairStallWatched:
+			c.Point("stall-watched")
 		}
 	})
 	r, err := ring.NewMPMCReader(seg, opts)
@@ -445,8 +453,13 @@ func runStallReader(c *proctest.Child) error {
 		if err != nil {
 			return err
 		}
-		if rec.Type == stallMarker {
+		switch rec.Type {
+		case stallMarker:
 			if err := c.Result(monotonicNow()); err != nil {
+				return err
+			}
+		case stallHold:
+			if _, err := readCmd(c); err != nil {
 				return err
 			}
 		}
@@ -458,7 +471,9 @@ func runStallReader(c *proctest.Child) error {
 // killed holding it repairs as soon as the writer dies (its process is watched once the stall
 // outlasts a live writer's publish), not when its periodic liveness check comes round:
 // the message committed after the dead claim arrives after a repair made on the death, under
-// each wait strategy that sleeps or spins.
+// each wait strategy that sleeps or spins. The reader's wait begins just before the kill
+// (it holds a message until the claim and the message after it are there), so that its
+// periodic check, 100 ms into a wait, does not come round first on a busy machine.
 func TestMPMCDeadClaimRepairedOnDeath(t *testing.T) {
 	for _, wait := range []string{"adaptive", "futex", "spin"} {
 		t.Run(wait, func(t *testing.T) {
@@ -467,16 +482,16 @@ func TestMPMCDeadClaimRepairedOnDeath(t *testing.T) {
 			w, err := ring.NewMPMCWriter(seg, ring.Options{})
 			require.NoError(t, err)
 			defer w.Close()
-			r := proctest.Start(t, "stall-reader", proctest.Options{Args: repairConfig{Dir: dir, Name: "st", Wait: wait}.args()})
-			r.WaitPoint("attached", time.Minute)
+			r := startCmdProc(t, "stall-reader", repairConfig{Dir: dir, Name: "st", Wait: wait}, "")
+			d := startCmdProc(t, "hold-writer", repairConfig{Dir: dir, Name: "st", WriterID: 9}, "")
 			msg := make([]byte, 32)
 			for range 100 {
 				require.NoError(t, w.Write(context.Background(), 1, msg))
 			}
-			d := startCmdProc(t, "hold-writer", repairConfig{Dir: dir, Name: "st", WriterID: 9}, "")
+			require.NoError(t, w.Write(context.Background(), stallHold, msg))
 			d.do('r', "reserved-1")
 			require.NoError(t, w.Write(context.Background(), stallMarker, msg))
-			time.Sleep(2 * time.Millisecond) // the reader stalls behind d's slot
+			r.do('g', "stall-watched") // the reader waits behind d's slot, watching d
 			d.Kill()
 			_ = d.Wait(time.Minute)
 			var got time.Duration
