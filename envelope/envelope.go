@@ -224,3 +224,18 @@ func (g *IDs) New(now time.Time) (uuid.UUID, error) {
 	g.n++
 	return id, nil
 }
+
+// SetAttempt rewrites the attempt number of the envelope at the start of b in place: the bus
+// does so in a record it holds exclusively, before each delivery, so that the record, if
+// its reader dies, is delivered again as the next attempt. ErrVersion or ErrMalformed when b
+// does not start with a version-1 header.
+func SetAttempt(b []byte, attempt uint32) error {
+	if len(b) < HeaderSize {
+		return fmt.Errorf("%w: %d bytes, the header alone is %d", ErrMalformed, len(b), HeaderSize)
+	}
+	if b[0] != Version {
+		return fmt.Errorf("%w: version %d, this build reads %d", ErrVersion, b[0], Version)
+	}
+	binary.LittleEndian.PutUint32(b[4:], attempt)
+	return nil
+}
