@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -183,6 +184,16 @@ func TestReliableWorkerKilledLosesNothing(t *testing.T) {
 	for {
 		seen := readLog(t, path)
 		if len(seen) == n {
+			// The event worker 1 held when it died (logged, never acknowledged) came again.
+			again := 0
+			for _, c := range seen {
+				if c > 1 {
+					again++
+				}
+			}
+			if again == 0 {
+				t.Fatalf("no event was handled twice: the killed worker's event was not delivered again")
+			}
 			break
 		}
 		if time.Now().After(deadline) {
@@ -355,5 +366,105 @@ func TestUnsubscribeAndQueueFull(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, queueName("tbus", "q", envelope.Normal))); !os.IsNotExist(err) {
 		t.Fatalf("queue segment after Unsubscribe: %v", err)
+	}
+}
+
+// Reliable{Timeout}: a handler that returns later than Timeout fails the attempt with
+// ErrDeliveryTimeout, and the event is delivered again.
+func TestReliableTimeoutRedelivers(t *testing.T) {
+	dir := t.TempDir()
+	b := openTest(t, dir, Config{Source: "pub"})
+	path, log := logFile(t)
+	w := proctest.Start(t, "worker", proctest.Options{Args: []string{dir, "attempts=5", "slowfirst=50ms", "timeout=10ms", "exit-after=10"}, Files: []*os.File{log}})
+	w.WaitPoint("ready", 30*time.Second)
+	for i := range 5 {
+		if _, err := Publish(context.Background(), b, &Tick{Seq: uint64(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var res workerResult
+	readResult(t, w, &res)
+	if res.Stats.Timeouts != 5 || res.Stats.Delivered != 5 || res.Stats.Retried != 5 {
+		t.Fatalf("stats %+v: want 5 timeouts, 5 retries, 5 delivered", res.Stats)
+	}
+	if seen := readLog(t, path); len(seen) != 5 {
+		t.Fatalf("handled %v", seen)
+	}
+}
+
+// ScaleWorkers: a worker process scales from 1 to 4 goroutines and back to 1 while events
+// arrive; every event is handled exactly once.
+func TestScaleWorkersNoLossNoDuplicate(t *testing.T) {
+	dir := t.TempDir()
+	b := openTest(t, dir, Config{Source: "pub"})
+	path, log := logFile(t)
+	const n = 1000
+	w := proctest.Start(t, "worker", proctest.Options{Args: []string{dir, "sleep=200us", "scale=4@200,1@600", fmt.Sprintf("exit-after=%d", n)}, Files: []*os.File{log}})
+	w.WaitPoint("ready", 30*time.Second)
+	for i := range n {
+		if _, err := Publish(context.Background(), b, &Tick{Seq: uint64(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var res workerResult
+	readResult(t, w, &res)
+	seen := readLog(t, path)
+	if len(seen) != n {
+		t.Fatalf("handled %d distinct events, want %d", len(seen), n)
+	}
+	for s, c := range seen {
+		if c != 1 {
+			t.Fatalf("seq %d handled %d times", s, c)
+		}
+	}
+	if !strings.Contains(w.Output(), "scaled to 4") || !strings.Contains(w.Output(), "scaled to 1") || res.Stats.Workers != 1 {
+		t.Fatalf("worker did not scale (workers %d):\n%s", res.Stats.Workers, w.Output())
+	}
+}
+
+// Shutdown: Publish fails with ErrShuttingDown, the report names what was left in the
+// queue, and the events stay there for the next worker.
+func TestShutdownReportsLeftovers(t *testing.T) {
+	dir := t.TempDir()
+	b := openTest(t, dir, Config{Source: "pub"})
+	block := make(chan struct{})
+	sub, err := Subscribe(b, func(ctx context.Context, ev *envelope.View, v *Tick) error {
+		<-block
+		return nil
+	}, Delivery(Reliable{Name: "slow"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = sub
+	for i := range 10 {
+		if _, err := Publish(context.Background(), b, &Tick{Seq: uint64(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	go func() { time.Sleep(300 * time.Millisecond); close(block) }()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	rep, err := b.Shutdown(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Publish(context.Background(), b, &Tick{}); !errors.Is(err, ErrShuttingDown) {
+		t.Fatalf("Publish after Shutdown: %v", err)
+	}
+	if rep.Queued["slow"] != 9 || len(rep.Unfinished) != 0 {
+		t.Fatalf("report %+v: want 9 left in the queue (1 handled), none unfinished", rep)
+	}
+	b2 := openTest(t, dir, Config{Source: "pub"})
+	got := make(chan uint64, 20)
+	if _, err := Subscribe(b2, func(ctx context.Context, ev *envelope.View, v *Tick) error { got <- v.Seq; return nil },
+		Delivery(Reliable{Name: "slow"})); err != nil {
+		t.Fatal(err)
+	}
+	for range 9 {
+		select {
+		case <-got:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the events left at shutdown were not delivered to the next worker")
+		}
 	}
 }

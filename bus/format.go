@@ -121,7 +121,9 @@ type registry struct {
 	gen *uint64
 }
 
-func registrySpec() shm.Spec { return shm.Spec{Kind: Kind, DataSize: regDataSize, Params: [2]uint64{regVersion}} }
+func registrySpec() shm.Spec {
+	return shm.Spec{Kind: Kind, DataSize: regDataSize, Params: [2]uint64{regVersion}}
+}
 
 func openRegistry(bus string, opts shm.Options) (*registry, error) {
 	seg, created, err := shm.OpenOrCreate(registryName(bus), registrySpec(), opts)

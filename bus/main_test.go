@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -187,9 +188,20 @@ func roleWorker(c *proctest.Child) error {
 	exitAfter := atoi(kv["exit-after"])
 	stop := make(chan struct{})
 	timeout, _ := time.ParseDuration(kv["timeout"])
+	slowFirst, _ := time.ParseDuration(kv["slowfirst"])
+	scale := map[int]int{} // handled count → workers
+	for _, step := range strings.Split(kv["scale"], ",") {
+		if at := strings.Index(step, "@"); at > 0 {
+			scale[atoi(step[at+1:])] = atoi(step[:at])
+		}
+	}
+	scaleTo := make(chan int, 4)
 	sub, err := Subscribe(b, func(ctx context.Context, ev *envelope.View, v *Tick) error {
 		if sleep > 0 {
 			time.Sleep(sleep)
+		}
+		if slowFirst > 0 && ev.Attempt == 1 {
+			time.Sleep(slowFirst)
 		}
 		if fail > 0 && v.Seq%uint64(fail) == 0 {
 			return fmt.Errorf("seq %d refused", v.Seq)
@@ -207,6 +219,9 @@ func roleWorker(c *proctest.Child) error {
 		if handled%100 == 0 {
 			c.Point(fmt.Sprintf("handled-%d", handled))
 		}
+		if n, ok := scale[handled]; ok {
+			scaleTo <- n
+		}
 		if exitAfter > 0 && handled == exitAfter {
 			close(stop)
 		}
@@ -216,9 +231,18 @@ func roleWorker(c *proctest.Child) error {
 		return err
 	}
 	c.Point("ready")
-	select {
-	case <-stop:
-	case <-time.After(60 * time.Second):
+	for waiting := true; waiting; {
+		select {
+		case n := <-scaleTo:
+			if err := sub.ScaleWorkers(n); err != nil {
+				return err
+			}
+			fmt.Printf("scaled to %d\n", n)
+		case <-stop:
+			waiting = false
+		case <-time.After(60 * time.Second):
+			waiting = false
+		}
 	}
 	sub.Close()
 	mu.Lock()

@@ -93,7 +93,7 @@ func (s *Subscription) Stats() Stats {
 
 // BusStats are a process's publishing totals.
 type BusStats struct {
-	Published [envelope.Priorities]uint64 `json:"published"` // by priority
+	Published [envelope.Priorities]uint64 `json:"published"`  // by priority
 	QueueFull uint64                      `json:"queue_full"` // times a Reliable queue was found full
 }
 
