@@ -31,6 +31,8 @@ func TestMain(m *testing.M) {
 	proctest.Register("publisher", rolePublisher)
 	proctest.Register("bench-sub", roleBenchSub)
 	proctest.Register("raw-sub", roleRawSub)
+	proctest.Register("latency-worker", roleLatencyWorker)
+	proctest.Register("flood", roleFlood)
 	proctest.Main(m)
 }
 
