@@ -45,6 +45,7 @@ type Bus struct {
 	subs     map[*Subscription]struct{}
 	dlq      deadLetters
 	counters counters // this process's totals (see Stats)
+	health   healthState
 	closeErr error
 	closed   sync.Once
 }

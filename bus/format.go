@@ -172,6 +172,13 @@ func (r *registry) read() ([]subEntry, uint64) {
 	return out, gen
 }
 
+// readOnly is read for a registry mapped read-only (shm.Inspect), whose generation word is
+// not set up: the same copy-and-check loop.
+func (r *registry) readOnly() ([]subEntry, uint64) {
+	r.gen = layout.Uint64(r.seg.Data(), regOffGen)
+	return r.read()
+}
+
 // parseEntry checks and decodes one entry copied out of shared memory.
 func parseEntry(b []byte) (subEntry, bool) {
 	le := binary.LittleEndian

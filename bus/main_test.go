@@ -172,7 +172,7 @@ func roleLatestSub(c *proctest.Child) error {
 // exit-after=N stops after N events (Shutdown) and reports its order.
 func roleWorker(c *proctest.Child) error {
 	dir, kv := childConfig(c.Args)
-	cfg := Config{Source: "worker"}
+	cfg := Config{Source: "worker", QueueSlots: uint64(atoi(kv["queue"])), MaxEvent: atoi(kv["maxevent"])}
 	if kv["attempts"] != "" {
 		cfg.Retry = Retry{MaxAttempts: atoi(kv["attempts"]), Base: time.Millisecond, Factor: 2, Cap: 10 * time.Millisecond}
 	}
