@@ -24,7 +24,8 @@ func countLag(err error, c *counters) bool {
 }
 
 // outBestEffort forwards a topic to core NATS with an anonymous subscription from the next
-// message: what NATS does not take is dropped, and the topic never waits for the bridge.
+// message, in batches of up to Window: what NATS does not take is dropped, and the topic
+// never waits for NATS.
 func (b *Bridge) outBestEffort(ctx context.Context, nc *nats.Conn, r Route, c *counters) error {
 	t, err := b.openTopic(r, false)
 	if err != nil {
@@ -38,33 +39,24 @@ func (b *Bridge) outBestEffort(ctx context.Context, nc *nats.Conn, r Route, c *c
 	defer sub.Close()
 	stop := context.AfterFunc(ctx, func() { sub.Close() })
 	defer stop()
+	msgs := make([]*nats.Msg, 0, b.cfg.Window)
 	for {
-		rec, err := sub.Next(ctx)
-		if countLag(err, c) {
-			continue
-		}
+		// A batch is copied out and checked intact before the records are released, then sent.
+		msgs, err = b.borrow(ctx, sub, r, c, msgs[:0])
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return fmt.Errorf("bridge: read %s: %w", r.Topic, err)
-		}
-		if cameFromNATS(rec.Data) {
-			c.looped.Add(1)
-			sub.Release()
-			continue
-		}
-		m := toNATS(r.Subject, b.cfg.Name, rec.Data, rec.Type)
-		if countLag(sub.Validate(), c) { // overwritten while copied: the copy may be torn
-			sub.Release()
-			continue
+			return err
 		}
 		sub.Release()
-		if err := nc.PublishMsg(m); err != nil {
-			c.dropped.Add(1)
-			continue
+		for _, m := range msgs {
+			if err := nc.PublishMsg(m); err != nil {
+				c.dropped.Add(1)
+				continue
+			}
+			c.forwarded.Add(1)
 		}
-		c.forwarded.Add(1)
 	}
 }
 
