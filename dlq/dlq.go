@@ -149,7 +149,13 @@ func attach(seg *shm.Segment) (*Queue, error) {
 		seg.Close()
 		return nil, err
 	}
-	q := &Queue{seg: seg, geo: geo, hdr: seg.Header(), data: seg.Data(), pid: os.Getpid(),
+	d := seg.Descriptor()
+	if d.KindHeaderSize < kindHeaderUsed || d.KindHeaderOffset+d.KindHeaderSize > uint64(len(seg.Header())) {
+		seg.Close()
+		return nil, fmt.Errorf("%w: kind header of %d bytes at %d", ErrCorrupt, d.KindHeaderSize, d.KindHeaderOffset)
+	}
+	hdr := seg.Header()[d.KindHeaderOffset : d.KindHeaderOffset+d.KindHeaderSize]
+	q := &Queue{seg: seg, geo: geo, hdr: hdr, data: seg.Data(), pid: os.Getpid(),
 		readOnly: seg.ReadOnly(), held: map[uint64]bool{}}
 	if p := seg.Peer(); p != nil {
 		q.peer = p.Index()
