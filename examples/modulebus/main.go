@@ -1,19 +1,21 @@
 // Command modulebus runs the modules of a small measurement system as processes on one
 // event bus (package bus):
 //
-//		go run ./examples/modulebus
+//	go run ./examples/modulebus
 //
-//	  - capture publishes raw readings at a high rate (rate-limited by the bus's
-//	    Config.Rate), an alarm now and then (warnings at Normal priority, critical ones at
-//	    Critical), and its status every 10 ms (Low priority);
-//	  - rig, a calibration rig, publishes readings of its own, slowly;
-//	  - storage stores every reading from capture: a Reliable subscription filtered by type
-//	    (reading) and source (capture), two worker goroutines, nothing lost;
-//	  - analysis follows all readings best-effort (it never slows capture down, and counts
-//	    what it missed) and takes the critical alarms reliably (a Where predicate on the
-//	    envelope's priority);
-//	  - the monitor (this process) shows capture's latest status with a LatestOnly
-//	    subscriber whose handler is slow: it only ever sees the newest status.
+// The modules:
+//
+//   - capture publishes raw readings at a high rate (rate-limited by the bus's
+//     Config.Rate), an alarm now and then (warnings at Normal priority, critical ones at
+//     Critical), and its status every 10 ms (Low priority);
+//   - rig, a calibration rig, publishes readings of its own, slowly;
+//   - storage stores every reading from capture: a Reliable subscription filtered by type
+//     (reading) and source (capture), two worker goroutines, nothing lost;
+//   - analysis follows all readings best-effort (it never slows capture down, and counts
+//     what it missed) and takes the critical alarms reliably (a Where predicate on the
+//     envelope's priority);
+//   - the monitor (this process) shows capture's latest status with a LatestOnly
+//     subscriber whose handler is slow: it only ever sees the newest status.
 //
 // At the end every module reports its subscriptions' Stats (delivered, failed, retried,
 // dropped, conflated, latency percentiles); the monitor checks that every reading from
