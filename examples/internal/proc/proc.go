@@ -157,14 +157,16 @@ func (g *Group) Start(role string, cfg any) (*Proc, error) {
 
 // Command is Start for a supervisor that starts, waits for and reaps the child itself
 // (package supervise): it returns the command, not started, and the Proc that its output
-// feeds (its Wait and Signal are not usable; Ready and Result are). The command has a
-// parent-death signal and a process group of its own, like Start's children.
-func (g *Group) Command(role string, cfg any) (*exec.Cmd, *Proc, error) {
+// feeds (Ready, Result and TryResult work; Wait and Signal do not). label names the child
+// in the log (its pid is not known here). The command has a parent-death signal and a
+// process group of its own, like Start's children.
+func (g *Group) Command(role, label string, cfg any) (*exec.Cmd, *Proc, error) {
 	p := newProc(role)
 	cmd, err := g.command(role, cfg, p)
 	if err != nil {
 		return nil, nil, err
 	}
+	p.out.role, p.errw.role = label, label
 	return cmd, p, nil
 }
 
@@ -275,6 +277,17 @@ func (p *Proc) Result(ctx context.Context, v any) error {
 		return fmt.Errorf("%s: no result: %w", p.Role, ctx.Err())
 	}
 	return json.Unmarshal(b, v)
+}
+
+// TryResult decodes the child's next Result into v if it has sent one (true), without
+// waiting. Once a child has been reaped, everything it printed has been read.
+func (p *Proc) TryResult(v any) (bool, error) {
+	select {
+	case b := <-p.results:
+		return true, json.Unmarshal(b, v)
+	default:
+		return false, nil
+	}
 }
 
 // Signal sends sig to the child (a child of Start), unless it has exited.
