@@ -29,6 +29,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -140,9 +141,7 @@ func (g *Group) Start(role string, cfg any) (*Proc, error) {
 		return nil, err
 	}
 	p.cmd = cmd
-	p.pid = cmd.Process.Pid
-	p.out.pid = p.pid
-	p.errw.pid = p.pid
+	p.pid.Store(int64(cmd.Process.Pid)) // the output copies may run already
 	g.procs = append(g.procs, p)
 	go func() {
 		err := cmd.Wait() // waits for the output copies too
@@ -225,7 +224,7 @@ type Proc struct {
 	Role string
 
 	cmd  *exec.Cmd
-	pid  int
+	pid  atomic.Int64
 	out  *lineWriter
 	errw *lineWriter
 
@@ -242,7 +241,7 @@ func newProc(role string) *Proc {
 }
 
 // Pid is the child's process id (0 for a Command not started by the group).
-func (p *Proc) Pid() int { return p.pid }
+func (p *Proc) Pid() int { return int(p.pid.Load()) }
 
 // Ready waits until the child called Ready. ErrExited if it exited first; ctx's error.
 func (p *Proc) Ready(ctx context.Context) error {
@@ -323,7 +322,6 @@ type lineWriter struct {
 	g      *Group
 	p      *Proc
 	role   string
-	pid    int
 	stdout bool
 	mu     sync.Mutex
 	buf    []byte
@@ -354,10 +352,7 @@ func (w *lineWriter) flush() {
 }
 
 func (w *lineWriter) line(l []byte) {
-	pid := w.pid
-	if pid == 0 {
-		pid = w.p.pid
-	}
+	pid := w.p.Pid()
 	if w.stdout {
 		s := string(l)
 		switch {
