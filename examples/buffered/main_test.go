@@ -26,7 +26,7 @@ var (
 	superLine  = regexp.MustCompile(`(?m)^supervisor: (\d+) starts, (\d+) restarts, (\d+) failures$`)
 	workerRow  = regexp.MustCompile(`(?m)^\s+([0-3])\s+\d+\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+\S+\s+stopped\s*$`)
 	prioRow    = regexp.MustCompile(`(?m)^\s+(critical|normal|low)\s+(\d+)\s+(\d+)\s`)
-	healthDone = regexp.MustCompile(`(?m)health \(all jobs done\): (\w+)\n(?:\s+queue .*\n)*\s+degraded dead_letters: (\d+) events in the dead-letter queue`)
+	healthDone = regexp.MustCompile(`(?m)health \(all jobs done\): (\w+)\n(?:\s+.*\n)*?\s+degraded dead_letters: (\d+) events in the dead-letter queue`)
 )
 
 func atoi(t *testing.T, s string) int {
