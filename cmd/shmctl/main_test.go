@@ -20,6 +20,7 @@ import (
 func TestMain(m *testing.M) {
 	proctest.Register("holder", runHolder)
 	proctest.Register("subscriber", runSubscriber)
+	proctest.Register("sleeper", runSleeper)
 	proctest.Main(m)
 }
 
@@ -61,6 +62,22 @@ func runHolder(c *proctest.Child) error {
 	}
 	c.Point("attached")
 	select {}
+}
+
+// runSleeper attaches a ring reader to segment Args[1] in Args[0], with futex waits, and
+// waits for a record (asleep in the kernel) until killed.
+func runSleeper(c *proctest.Child) error {
+	s, err := shm.Open(c.Args[1], shm.Options{Dir: c.Args[0]})
+	if err != nil {
+		return err
+	}
+	r, err := ring.NewReader(s, ring.Options{Wait: ring.Futex()})
+	if err != nil {
+		return err
+	}
+	c.Point("reading")
+	_, err = r.Next(context.Background())
+	return err
 }
 
 // startHolder runs a holder of dir/name in another process and waits until it is attached.
