@@ -58,7 +58,7 @@ type statReport struct {
 	ProcessesAlive int           `json:"processes_alive"`
 	ProcessesDead  int           `json:"processes_dead"`
 	Ring           ring.Stats    `json:"ring"`
-	RingError  string     `json:"ring_error,omitempty"`
+	RingError      string        `json:"ring_error,omitempty"`
 	// Topic is a topic's publish-subscribe state (omitted for other kinds).
 	Topic      *ring.TopicStats `json:"topic,omitempty"`
 	TopicError string           `json:"topic_error,omitempty"`
