@@ -53,8 +53,8 @@ func TestPeekDoesNotConsume(t *testing.T) {
 
 			stdout, stderr, status := shmctl(t, dir, "peek", "q", "-n", "2")
 			require.Equal(t, 0, status, stderr)
-			assert.Regexp(t, `100\s+11\s+"hello world"`, stdout)
-			assert.Regexp(t, `101\s+9\s+00 01 02 62 69 6e 61 72 79`, stdout)
+			assert.Regexp(t, `100\s+11\s+0000  68 65 6c 6c 6f 20 77 6f  72 6c 64 {17}\|hello world\|\n`, stdout)
+			assert.Regexp(t, `101\s+9\s+0000  00 01 02 62 69 6e 61 72  79 {23}\|\.\.\.binary\|\n`, stdout)
 			assert.NotContains(t, stdout, "third")
 
 			stdout, _, status = shmctl(t, dir, "peek", "q", "--json", "--preview", "3")
@@ -89,6 +89,24 @@ func TestStatShowsRing(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(stdout), &r))
 	assert.EqualValues(t, 3, r.Ring.Writers.Messages)
 	assert.EqualValues(t, 48, r.Ring.Used)
+}
+
+// TestPeekHexdump: long records dump 16 bytes a line, as hexdump -C, under the first, and
+// say how much the preview left out.
+func TestPeekHexdump(t *testing.T) {
+	dir := testDir(t)
+	writeRecords(t, dir, "q", "spsc", "The quick brown fox jumps\x00\xff over the lazy dog", "")
+	stdout, stderr, status := shmctl(t, dir, "peek", "q", "--preview", "40")
+	require.Equal(t, 0, status, stderr)
+	want := "POSITION  TYPE  LENGTH  DATA\n" +
+		"0         100   45      0000  54 68 65 20 71 75 69 63  6b 20 62 72 6f 77 6e 20  |The quick brown |\n" +
+		"                        0010  66 6f 78 20 6a 75 6d 70  73 00 ff 20 6f 76 65 72  |fox jumps.. over|\n" +
+		"                        0020  20 74 68 65 20 6c 61 7a                           | the laz| (+5 bytes)\n" +
+		"56        101   0       \n"
+	assert.Equal(t, want, stdout)
+	stdout, _, status = shmctl(t, dir, "peek", "q", "--preview", "0", "-n", "1")
+	require.Equal(t, 0, status)
+	assert.Contains(t, stdout, "45      (+45 bytes)\n")
 }
 
 func TestWatch(t *testing.T) {
@@ -131,9 +149,9 @@ func TestPeekTopic(t *testing.T) {
 
 	stdout, stderr, status := shmctl(t, dir, "peek", "ticks", "-n", "3")
 	require.Equal(t, 0, status, stderr)
-	assert.Regexp(t, `POSITION\s+TYPE\s+LENGTH\s+PREVIEW`, stdout)
-	assert.Regexp(t, `4\s+104\s+6\s+"tick 4"`, stdout, "from the oldest record held")
-	assert.Regexp(t, `6\s+106\s+6\s+"tick 6"`, stdout)
+	assert.Regexp(t, `POSITION\s+TYPE\s+LENGTH\s+DATA`, stdout)
+	assert.Regexp(t, `4\s+104\s+6\s+0000  74 69 63 6b 20 34 .*\|tick 4\|`, stdout, "from the oldest record held")
+	assert.Regexp(t, `6\s+106\s+6\s+0000 .*\|tick 6\|`, stdout)
 	assert.NotContains(t, stdout, "tick 7")
 	assert.NotContains(t, stdout, "tick 3")
 
