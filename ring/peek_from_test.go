@@ -31,7 +31,9 @@ func TestPeekFromFollows(t *testing.T) {
 
 			require.NoError(t, w.TryWrite(1, []byte("one")))
 			require.NoError(t, w.TryWrite(2, []byte("two")))
-			recs, skipped, err := ring.PeekFrom(ins, 0, 10, 16)
+			st, err := ring.ReadStats(ins)
+			require.NoError(t, err)
+			recs, skipped, err := ring.PeekFrom(ins, st.ReadPos, 10, 16)
 			require.NoError(t, err)
 			require.Len(t, recs, 2)
 			assert.Zero(t, skipped)

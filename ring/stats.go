@@ -206,12 +206,12 @@ func Peek(seg *shm.Segment, n, preview int) (_ []PeekedRecord, err error) {
 }
 
 // PeekFrom is Peek for following a ring as it runs (shmctl tail): it copies up to n
-// records from position from, a PeekedRecord.Next that an earlier Peek or PeekFrom
-// returned, or from the reader's position if the readers have moved past from (or from is
-// 0); skipped reports how far from was behind them (bytes for SPSC, slots for MPMC): what
-// the readers consumed before PeekFrom could see it. On an MPMC ring it stops at the first
-// slot a writer has claimed and not yet published, so that a later call sees it once it
-// is. ErrCorrupt for a from past the write position or not on a record of an SPSC ring;
+// records from position from, which is a PeekedRecord.Next that an earlier Peek or PeekFrom
+// returned or a ReadPos or WritePos of ReadStats. If the readers have moved past from, it
+// starts at their position instead, and skipped says by how much (bytes for SPSC, slots for
+// MPMC): what they consumed before PeekFrom could see it. On an MPMC ring it stops at the
+// first slot a writer has claimed and not yet published, so that a later call sees it once
+// it is. ErrCorrupt for a from past the write position or not on a record of an SPSC ring;
 // ErrKind for a topic (PeekTopic follows topics by sequence); otherwise as Peek.
 func PeekFrom(seg *shm.Segment, from uint64, n, preview int) (_ []PeekedRecord, skipped uint64, err error) {
 	return peek(seg, from, true, n, preview)
@@ -235,7 +235,7 @@ func peek(seg *shm.Segment, from uint64, follow bool, n, preview int) (_ []Peeke
 			return nil, 0, fmt.Errorf("%w: position %d is past the write position %d", ErrCorrupt, from, wp)
 		}
 		pos = from
-	} else if follow && from != 0 {
+	} else if follow {
 		skipped = pos - from
 	}
 	var out []PeekedRecord

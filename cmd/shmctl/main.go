@@ -6,6 +6,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,7 +31,13 @@ func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(fo
 
 // run executes one shmctl command line and returns its exit status. It is main without the
 // process: tests call it directly.
-func run(args []string, stdout, stderr io.Writer) (status int) {
+func run(args []string, stdout, stderr io.Writer) int {
+	return runContext(context.Background(), args, stdout, stderr)
+}
+
+// runContext is run for commands that go on until interrupted (watch, tail, serve-metrics):
+// they also end, successfully, when ctx does.
+func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) (status int) {
 	// A segment another process truncates while shmctl reads it faults (SIGBUS): with
 	// panic-on-fault that is a panic on this goroutine, reported below, not a crash.
 	old := debug.SetPanicOnFault(true)
@@ -49,7 +56,7 @@ func run(args []string, stdout, stderr io.Writer) (status int) {
 	}()
 	root := newRootCommand(stdout, stderr)
 	root.SetArgs(args)
-	err := root.Execute()
+	err := root.ExecuteContext(ctx)
 	var ue usageError
 	switch {
 	case err == nil:
@@ -88,7 +95,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 	root.PersistentFlags().String("dir", "", "segment directory (default $SHMQ_DIR, then /dev/shm)")
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usageError{err.Error()} })
 	root.CompletionOptions.DisableDefaultCmd = true
-	root.AddCommand(newCreateCommand(), newLsCommand(), newStatCommand(), newWatchCommand(), newPeekCommand(), newRmCommand(), newGCCommand())
+	root.AddCommand(newCreateCommand(), newLsCommand(), newStatCommand(), newWatchCommand(), newPeekCommand(), newTailCommand(), newRmCommand(), newGCCommand())
 	return root
 }
 
