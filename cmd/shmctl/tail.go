@@ -287,4 +287,3 @@ func poll(ctx context.Context, interval time.Duration, look func() (bool, error)
 		}
 	}
 }
-
