@@ -1,4 +1,5 @@
-// Command shmctl creates, lists, inspects and removes shmq segments.
+// Command shmctl creates, lists, inspects, follows and removes shmq segments, and serves
+// their counters to Prometheus (serve-metrics).
 //
 // Exit status: 0 on success, 1 on failure (one line on stderr naming the segment and the
 // cause), 2 on a usage error. Every subcommand takes --dir (default $SHMQ_DIR, then
@@ -74,9 +75,11 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "shmctl",
 		Short: "Manage shmq shared-memory segments",
-		Long: "shmctl creates, lists, inspects and removes shmq segments.\n\n" +
-			"Segments live in --dir, else $SHMQ_DIR, else /dev/shm. Looking (ls, stat) never\n" +
-			"changes a segment. Exit status: 0 ok, 1 failure, 2 usage.",
+		Long: "shmctl creates, lists, inspects, follows and removes shmq segments, and serves\n" +
+			"their counters to Prometheus.\n\n" +
+			"Segments live in --dir, else $SHMQ_DIR, else /dev/shm. Looking (ls, stat, watch,\n" +
+			"peek, tail, serve-metrics) never changes a segment (tail on a topic subscribes).\n" +
+			"Exit status: 0 ok, 1 failure, 2 usage.",
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		Args: func(cmd *cobra.Command, args []string) error {
@@ -95,7 +98,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 	root.PersistentFlags().String("dir", "", "segment directory (default $SHMQ_DIR, then /dev/shm)")
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usageError{err.Error()} })
 	root.CompletionOptions.DisableDefaultCmd = true
-	root.AddCommand(newCreateCommand(), newLsCommand(), newStatCommand(), newWatchCommand(), newPeekCommand(), newTailCommand(), newRmCommand(), newGCCommand())
+	root.AddCommand(newCreateCommand(), newLsCommand(), newStatCommand(), newWatchCommand(), newPeekCommand(), newTailCommand(), newRmCommand(), newGCCommand(), newServeMetricsCommand(), newCompletionCommand())
 	return root
 }
 

@@ -21,8 +21,9 @@ func newPeekCommand() *cobra.Command {
 			"the printable ones as text between bars, '.' for the others). A topic shows the\n" +
 			"records it holds from the oldest (or --from) on, copies validated against\n" +
 			"publishers overwriting them. Read-only.",
-		Args: exactArgs(1, "a segment NAME"),
-		RunE: runPeek,
+		Args:              exactArgs(1, "a segment NAME"),
+		ValidArgsFunction: completeSegment,
+		RunE:              runPeek,
 	}
 	cmd.Flags().IntP("n", "n", 10, "how many records")
 	cmd.Flags().Int("preview", 32, "payload bytes to show per record")

@@ -28,8 +28,9 @@ func newStatCommand() *cobra.Command {
 			"records published, the oldest held, the lock's holder and every subscription\n" +
 			"(durable name, holder, position, lag, missed). The segment is mapped read-only:\n" +
 			"looking changes nothing.",
-		Args: exactArgs(1, "a segment NAME"),
-		RunE: runStat,
+		Args:              exactArgs(1, "a segment NAME"),
+		ValidArgsFunction: completeSegment,
+		RunE:              runStat,
 	}
 	cmd.Flags().Bool("json", false, "print JSON")
 	return cmd

@@ -38,8 +38,9 @@ func newTailCommand() *cobra.Command {
 			"--preview bytes); --json prints one object per line: {position, type, length,\n" +
 			"data (base64)}, and {gap: {from, to}} for positions not seen. --type keeps the\n" +
 			"records of these type ids only.",
-		Args: exactArgs(1, "a segment NAME"),
-		RunE: runTail,
+		Args:              exactArgs(1, "a segment NAME"),
+		ValidArgsFunction: completeSegment,
+		RunE:              runTail,
 	}
 	cmd.Flags().Bool("oldest", false, "begin with what the ring holds: a topic's oldest record, a ring's unconsumed ones")
 	cmd.Flags().UintSlice("type", nil, "show only records of these type ids (repeat or comma-separate)")

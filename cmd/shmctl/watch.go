@@ -25,8 +25,9 @@ func newWatchCommand() *cobra.Command {
 			"billions). With --json, one JSON object per interval and line, with the exact rates\n" +
 			"and the counters so far. For a topic, FILL is the slowest subscriber's lag over the\n" +
 			"slots. Read-only.",
-		Args: exactArgs(1, "a segment NAME"),
-		RunE: runWatch,
+		Args:              exactArgs(1, "a segment NAME"),
+		ValidArgsFunction: completeSegment,
+		RunE:              runWatch,
 	}
 	cmd.Flags().Duration("interval", time.Second, "time between lines")
 	cmd.Flags().Int("count", 0, "stop after this many lines (0: until interrupted)")
