@@ -121,7 +121,7 @@ func shmctl(t *testing.T, dir string, args ...string) (stdout, stderr string, st
 	return out.String(), errOut.String(), status
 }
 
-func testDir(t *testing.T) string {
+func testDir(t testing.TB) string {
 	t.Helper()
 	base := ""
 	if st, err := os.Stat(shm.DefaultDir); err == nil && st.IsDir() {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -24,7 +26,7 @@ import (
 )
 
 // serveMetrics starts serve-metrics on a free loopback port and returns its metrics URL.
-func serveMetrics(t *testing.T, dir string) (*background, string) {
+func serveMetrics(t testing.TB, dir string) (*background, string) {
 	t.Helper()
 	srv := startShmctl(t, dir, "serve-metrics", "--listen", "127.0.0.1:0")
 	line := srv.waitOutput(t, 1)[0]
@@ -34,7 +36,7 @@ func serveMetrics(t *testing.T, dir string) (*background, string) {
 }
 
 // scrape gets url and parses the text exposition format.
-func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {
+func scrape(t testing.TB, url string) map[string]*dto.MetricFamily {
 	t.Helper()
 	client := &http.Client{Timeout: 20 * time.Second}
 	resp, err := client.Get(url)
@@ -163,4 +165,62 @@ func TestServeMetricsUsage(t *testing.T) {
 	_, stderr, status = shmctl(t, dir, "serve-metrics", "--listen", "256.0.0.1:99999")
 	assert.Equal(t, 1, status)
 	oneLine(t, stderr)
+}
+
+// BenchmarkServeMetrics100: one scrape of serve-metrics over HTTP on loopback, with 100
+// segments in the directory (40 SPSC, 40 MPMC, 20 topics with two subscriptions each, all
+// with a writer attached and messages written), parsed as Prometheus would. The goal is
+// 50 ms a scrape. cpu-ms/op is the CPU time of the whole process (server and client) per
+// scrape: on a shared machine wall time also counts the time others ran.
+func BenchmarkServeMetrics100(b *testing.B) {
+	dir := testDir(b)
+	for i := range 100 {
+		name := fmt.Sprintf("seg%03d", i)
+		var spec ring.Spec
+		switch {
+		case i < 40:
+			spec = ring.Spec{Kind: ring.SPSC, Size: 64 << 10}
+		case i < 80:
+			spec = ring.Spec{Kind: ring.MPMC, Size: 64 << 10, SlotSize: 128}
+		default:
+			spec = ring.Spec{Kind: ring.Topic, Size: 64 << 10, SlotSize: 128, Policy: ring.Overwrite}
+		}
+		seg, err := ring.Create(name, spec, shm.Options{Dir: dir})
+		require.NoError(b, err)
+		b.Cleanup(func() { seg.Close() })
+		if spec.Kind == ring.Topic {
+			for _, n := range []string{"", "durable"} {
+				s, err := ring.Subscribe(context.Background(), seg, ring.SubscribeOptions{Name: n})
+				require.NoError(b, err)
+				b.Cleanup(func() { s.Close() })
+			}
+		}
+		w, err := ring.NewWriter(seg, ring.Options{})
+		require.NoError(b, err)
+		b.Cleanup(func() { w.Close() })
+		for range 10 {
+			require.NoError(b, w.TryWrite(1, make([]byte, 64)))
+		}
+	}
+	_, url := serveMetrics(b, dir)
+	mfs := scrape(b, url)
+	require.Len(b, mfs["shmq_segment_up"].GetMetric(), 100)
+	client := &http.Client{}
+	cpu0 := cpuTime(b)
+	for b.Loop() {
+		resp, err := client.Get(url)
+		require.NoError(b, err)
+		_, err = io.Copy(io.Discard, resp.Body)
+		require.NoError(b, err)
+		resp.Body.Close()
+		require.Equal(b, http.StatusOK, resp.StatusCode)
+	}
+	b.ReportMetric(float64(cpuTime(b)-cpu0)/float64(b.N)/1e6, "cpu-ms/op")
+}
+
+// cpuTime is the CPU time this process has used, user and system.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	require.NoError(b, syscall.Getrusage(syscall.RUSAGE_SELF, &ru))
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

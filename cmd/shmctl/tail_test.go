@@ -44,7 +44,7 @@ type background struct {
 
 // startShmctl runs a command line with --dir dir in the background. The test's cleanup
 // cancels it (as an interrupt would) and waits for it.
-func startShmctl(t *testing.T, dir string, args ...string) *background {
+func startShmctl(t testing.TB, dir string, args ...string) *background {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &background{cancel: cancel, done: make(chan int, 1)}
@@ -61,7 +61,7 @@ func startShmctl(t *testing.T, dir string, args ...string) *background {
 }
 
 // wait returns the exit status once the command ends by itself.
-func (b *background) wait(t *testing.T) int {
+func (b *background) wait(t testing.TB) int {
 	t.Helper()
 	select {
 	case status := <-b.done:
@@ -74,7 +74,7 @@ func (b *background) wait(t *testing.T) int {
 }
 
 // waitOutput waits until the command's output has at least n lines and returns them.
-func (b *background) waitOutput(t *testing.T, n int) []string {
+func (b *background) waitOutput(t testing.TB, n int) []string {
 	t.Helper()
 	var lines []string
 	require.Eventually(t, func() bool {
