@@ -180,12 +180,14 @@ func TestOpenOrCreate(t *testing.T) {
 	require.False(t, created)
 
 	for name, change := range map[string]func(d []metrics.Desc) []metrics.Desc{
-		"type":    func(d []metrics.Desc) []metrics.Desc { d[3].Type = metrics.TypeCounter; return d },
-		"range":   func(d []metrics.Desc) []metrics.Desc { d[4].Highest++; return d },
-		"label":   func(d []metrics.Desc) []metrics.Desc { d[2].Labels[0].Value = "c"; return d },
-		"help":    func(d []metrics.Desc) []metrics.Desc { d[0].Help = "other"; return d },
-		"fewer":   func(d []metrics.Desc) []metrics.Desc { return d[:4] },
-		"more":    func(d []metrics.Desc) []metrics.Desc { return append(d, metrics.Desc{Name: "z", Type: metrics.TypeGauge}) },
+		"type":  func(d []metrics.Desc) []metrics.Desc { d[3].Type = metrics.TypeCounter; return d },
+		"range": func(d []metrics.Desc) []metrics.Desc { d[4].Highest++; return d },
+		"label": func(d []metrics.Desc) []metrics.Desc { d[2].Labels[0].Value = "c"; return d },
+		"help":  func(d []metrics.Desc) []metrics.Desc { d[0].Help = "other"; return d },
+		"fewer": func(d []metrics.Desc) []metrics.Desc { return d[:4] },
+		"more": func(d []metrics.Desc) []metrics.Desc {
+			return append(d, metrics.Desc{Name: "z", Type: metrics.TypeGauge})
+		},
 		"reorder": func(d []metrics.Desc) []metrics.Desc { d[0], d[3] = d[3], d[0]; return d },
 	} {
 		_, _, err := metrics.OpenOrCreate("m", change(testSchema()), opts)
