@@ -83,6 +83,21 @@ func (g *geometry) index(v int64) int {
 	return int((bucket+1)<<g.subHalfMagnitude + sub - g.subHalfCount)
 }
 
+// bucketRange returns the values counted at counts index i, from the lowest to the highest
+// equivalent value, as the library's valueFromFlatIndex and highestEquivalentValue give
+// them; i is a valid index.
+func (g *geometry) bucketRange(i int) (from, to int64) {
+	bucket := int32(i>>g.subHalfMagnitude) - 1
+	sub := int32(i)&(g.subHalfCount-1) + g.subHalfCount
+	if bucket < 0 {
+		sub -= g.subHalfCount
+		bucket = 0
+	}
+	shift := uint(bucket) + uint(g.unitMagnitude)
+	from = int64(sub) << shift
+	return from, from + (int64(1)<<shift - 1)
+}
+
 // library returns an empty hdrhistogram of the same geometry (for tests and Snapshot).
 func (g *geometry) library() *hdrhistogram.Histogram {
 	return hdrhistogram.New(g.lowest, g.highest, g.digits)

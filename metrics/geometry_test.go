@@ -18,7 +18,11 @@ func geometries() [][3]int64 {
 		{1, 2048, 3}, {1, 2047, 3}, {1, 2049, 3}, {5, math.MaxInt64, 1}, {1 << 30, math.MaxInt64, 3}, {1 << 40, math.MaxInt64, 5},
 	}
 	r := rand.New(rand.NewPCG(1, 2))
-	for len(out) < 200 {
+	n := 100
+	if testing.Short() {
+		n = 30
+	}
+	for len(out) < n {
 		lo := r.Int64N(1<<uint(r.IntN(40))) + 1
 		hi := lo*2 + r.Int64N(1<<uint(r.IntN(62-bitsLen(lo))+1))
 		d := int64(r.IntN(5) + 1)
@@ -72,6 +76,21 @@ func TestGeometryMatchesLibrary(t *testing.T) {
 			}
 		}
 		require.Equal(t, lib.Export().Counts, ours, "counts of %v", gg)
+		// The library's non-empty bars are the ranges bucketRange gives.
+		var bars []hdrhistogram.Bar
+		for _, b := range lib.Distribution() {
+			if b.Count != 0 {
+				bars = append(bars, b)
+			}
+		}
+		var ranges []hdrhistogram.Bar
+		for i, n := range ours {
+			if n != 0 {
+				from, to := g.bucketRange(i)
+				ranges = append(ranges, hdrhistogram.Bar{From: from, To: to, Count: n})
+			}
+		}
+		require.Equal(t, bars, ranges, "buckets of %v", gg)
 		// Every value up to highest is recordable, as the library promises.
 		require.Less(t, g.index(gg[1]), g.countsLen, "%v", gg)
 	}

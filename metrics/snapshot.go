@@ -70,8 +70,7 @@ type HistogramSnapshot struct {
 	// Highest and Digits; Histogram imports it.
 	Counts []int64 `json:"-"`
 
-	lowest, highest int64
-	digits          int
+	geom *geometry
 }
 
 // Bucket is a range of equivalent values and how often they were recorded.
@@ -89,8 +88,8 @@ func (h *HistogramSnapshot) Histogram() *hdrhistogram.Histogram {
 }
 
 func (h *HistogramSnapshot) export() *hdrhistogram.Snapshot {
-	return &hdrhistogram.Snapshot{LowestTrackableValue: h.lowest, HighestTrackableValue: h.highest,
-		SignificantFigures: int64(h.digits), Counts: h.Counts}
+	return &hdrhistogram.Snapshot{LowestTrackableValue: h.geom.lowest, HighestTrackableValue: h.geom.highest,
+		SignificantFigures: int64(h.geom.digits), Counts: h.Counts}
 }
 
 // Snapshot reads every series of the set. Errors: ErrClosed; ErrCorrupt for histogram
@@ -137,7 +136,7 @@ func (s *Set) read(mem []byte, out []Series) (err error) {
 			src := int64s(mem, l.countsOff, l.geom.countsLen)
 			h := &HistogramSnapshot{Counts: make([]int64, len(src)),
 				OutOfRange: atomic.LoadUint64(layout.Uint64(mem, l.off+offOutOfRange)),
-				lowest:     l.geom.lowest, highest: l.geom.highest, digits: l.geom.digits}
+				geom:       &l.geom}
 			for j := range src {
 				h.Counts[j] = atomic.LoadInt64(&src[j])
 			}
@@ -163,9 +162,10 @@ func (h *HistogramSnapshot) summarize() error {
 	h.Min, h.Max, h.Mean, h.StdDev = hist.Min(), hist.Max(), hist.Mean(), hist.StdDev()
 	q := hist.ValueAtPercentilesSlice([]float64{50, 90, 95, 99, 99.9})
 	h.P50, h.P90, h.P95, h.P99, h.P999 = q[0], q[1], q[2], q[3], q[4]
-	for _, bar := range hist.Distribution() {
-		if bar.Count != 0 {
-			h.Buckets = append(h.Buckets, Bucket{From: bar.From, To: bar.To, Count: bar.Count})
+	for i, n := range h.Counts {
+		if n != 0 {
+			from, to := h.geom.bucketRange(i)
+			h.Buckets = append(h.Buckets, Bucket{From: from, To: to, Count: n})
 		}
 	}
 	return nil
