@@ -92,7 +92,7 @@ const (
 	MaxLabelKeyLen   = 64
 	MaxLabelValueLen = 256
 	// MaxBuckets bounds one histogram's bucket count (8 bytes each in the segment):
-	// 1 ns to one hour at 3 digits takes 34,816.
+	// 1 ns to one hour at 3 digits takes 33,792.
 	MaxBuckets = 1 << 20
 )
 
