@@ -51,6 +51,19 @@ type Label struct {
 	Value string `json:"value"`
 }
 
+// Labels pairs up keys and values: Labels("sub", "audit", "mode", "reliable"). An odd
+// number of strings is a bug of the caller and panics.
+func Labels(kv ...string) []Label {
+	if len(kv)%2 != 0 {
+		panic("metrics: Labels with an odd number of strings")
+	}
+	ls := make([]Label, len(kv)/2)
+	for i := range ls {
+		ls[i] = Label{Key: kv[2*i], Value: kv[2*i+1]}
+	}
+	return ls
+}
+
 // Desc describes one series of a set. A set's descriptions are fixed when it is created and
 // stored in the segment; every process that opens the set sees the same ones.
 type Desc struct {

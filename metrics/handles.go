@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"math"
+	"runtime"
 	"sync/atomic"
 )
 
@@ -22,7 +23,10 @@ import (
 // Counter is a series of TypeCounter: a uint64 that grows by Add, wrapping modulo 2^64.
 type Counter struct {
 	v *uint64
-	r *region // keeps the mapping alive while the handle is reachable
+	// r keeps the mapping alive while the handle is reachable: every method ends with
+	// runtime.KeepAlive(r), so that a handle dropped during a call (the last use of the
+	// receiver being the load of v) cannot have its mapping unmapped under the call.
+	r *region
 }
 
 // Add adds n. Safe for concurrent use from any goroutine and process.
@@ -31,6 +35,7 @@ func (c *Counter) Add(n uint64) {
 		return
 	}
 	atomic.AddUint64(c.v, n)
+	runtime.KeepAlive(c.r) // the mapping must outlive the add; see region
 }
 
 // Inc adds 1.
@@ -42,7 +47,9 @@ func (c *Counter) Load() uint64 {
 	if c == nil {
 		return 0
 	}
-	return atomic.LoadUint64(c.v)
+	v := atomic.LoadUint64(c.v)
+	runtime.KeepAlive(c.r)
+	return v
 }
 
 // Gauge is a series of TypeGauge: an int64 that is set or moved either way (a queue's
@@ -58,6 +65,7 @@ func (g *Gauge) Set(v int64) {
 		return
 	}
 	atomic.StoreInt64(g.v, v)
+	runtime.KeepAlive(g.r)
 }
 
 // Add adds d (which may be negative), wrapping as int64 arithmetic does, and returns the new
@@ -66,7 +74,9 @@ func (g *Gauge) Add(d int64) int64 {
 	if g == nil {
 		return 0
 	}
-	return atomic.AddInt64(g.v, d)
+	v := atomic.AddInt64(g.v, d)
+	runtime.KeepAlive(g.r)
+	return v
 }
 
 // Load returns the current value.
@@ -74,7 +84,9 @@ func (g *Gauge) Load() int64 {
 	if g == nil {
 		return 0
 	}
-	return atomic.LoadInt64(g.v)
+	v := atomic.LoadInt64(g.v)
+	runtime.KeepAlive(g.r)
+	return v
 }
 
 // Histogram is a series of TypeHistogram: bucket counts in HdrHistogram's layout, which
@@ -104,9 +116,11 @@ func (h *Histogram) RecordN(v int64, n uint64) error {
 	if v >= 0 && n <= math.MaxInt64 {
 		if i := h.g.index(v); uint(i) < uint(len(h.counts)) {
 			atomic.AddInt64(&h.counts[i], int64(n))
+			runtime.KeepAlive(h.r)
 			return nil
 		}
 	}
 	atomic.AddUint64(h.oor, n)
+	runtime.KeepAlive(h.r)
 	return ErrOutOfRange
 }

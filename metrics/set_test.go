@@ -69,7 +69,7 @@ func TestRecordAndSnapshot(t *testing.T) {
 	s := createSet(t, dir, "m")
 	events, err := s.Counter("events_total")
 	require.NoError(t, err)
-	b, err := s.Counter("delivered_total", metrics.Label{Key: "mode", Value: "x"}, metrics.Label{Key: "sub", Value: "b"})
+	b, err := s.Counter("delivered_total", metrics.Labels("sub", "b", "mode", "x")...)
 	require.NoError(t, err)
 	depth, err := s.Gauge("depth")
 	require.NoError(t, err)
@@ -130,6 +130,12 @@ func TestOutOfRange(t *testing.T) {
 	assert.Equal(t, uint64(2+math.MaxInt64+1), h.OutOfRange)
 	assert.Equal(t, int64(4), h.Count)
 	assert.Equal(t, int64(7), h.Min)
+}
+
+func TestLabels(t *testing.T) {
+	assert.Equal(t, []metrics.Label{{Key: "a", Value: "1"}, {Key: "b", Value: "2"}}, metrics.Labels("a", "1", "b", "2"))
+	assert.Empty(t, metrics.Labels())
+	assert.Panics(t, func() { metrics.Labels("a") })
 }
 
 func TestNilHandles(t *testing.T) {
