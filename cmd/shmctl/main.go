@@ -88,7 +88,8 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 	root.PersistentFlags().String("dir", "", "segment directory (default $SHMQ_DIR, then /dev/shm)")
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usageError{err.Error()} })
 	root.CompletionOptions.DisableDefaultCmd = true
-	root.AddCommand(newCreateCommand(), newLsCommand(), newStatCommand(), newWatchCommand(), newPeekCommand(), newRmCommand(), newGCCommand())
+	root.AddCommand(newCreateCommand(), newLsCommand(), newStatCommand(), newWatchCommand(), newPeekCommand(), newRmCommand(), newGCCommand(), newHealthCommand())
+	root.AddCommand(newDLQCommand())
 	return root
 }
 

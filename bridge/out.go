@@ -1,0 +1,208 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/shmq/shmq/ring"
+)
+
+// countLag adds a lapped subscription's missed records to dropped and reports whether err
+// was a lag (which the subscription has already recovered from).
+func countLag(err error, c *counters) bool {
+	var lag *ring.LagError
+	if errors.As(err, &lag) {
+		c.dropped.Add(lag.Missed)
+		return true
+	}
+	return false
+}
+
+// outBestEffort forwards a topic to core NATS with an anonymous subscription from the next
+// message, in batches of up to Window: what NATS does not take is dropped, and the topic
+// never waits for NATS.
+func (b *Bridge) outBestEffort(ctx context.Context, nc *nats.Conn, r Route, c *counters) error {
+	t, err := b.openTopic(r, false)
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+	sub, err := t.Subscribe(ctx, ring.SubscribeOptions{Start: ring.FromLatest})
+	if err != nil {
+		return fmt.Errorf("bridge: subscribe %s: %w", r.Topic, err)
+	}
+	defer sub.Close()
+	stop := context.AfterFunc(ctx, func() { sub.Close() })
+	defer stop()
+	msgs := make([]*nats.Msg, 0, b.cfg.Window)
+	for {
+		// A batch is copied out and checked intact before the records are released, then sent.
+		msgs, err = b.borrow(ctx, sub, r, c, msgs[:0])
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		sub.Release()
+		for _, m := range msgs {
+			if err := nc.PublishMsg(m); err != nil {
+				c.dropped.Add(1)
+				continue
+			}
+			c.forwarded.Add(1)
+		}
+	}
+}
+
+// outReliable forwards a topic to JetStream with the bridge's durable subscription: it
+// borrows up to Window records, publishes them asynchronously with their envelope ids as
+// Nats-Msg-Id, and releases them (advancing the durable position) only when every one is
+// acknowledged. On a failure it subscribes again, which borrows the same records again, and
+// JetStream drops the copies it already has.
+func (b *Bridge) outReliable(ctx context.Context, js jetstream.JetStream, r Route, c *counters) error {
+	t, err := b.openTopic(r, false)
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+	if err := b.ensureStream(ctx, js); err != nil {
+		return err
+	}
+	name := "bridge." + b.cfg.Name
+	msgs := make([]*nats.Msg, 0, b.cfg.Window)
+	futs := make([]jetstream.PubAckFuture, 0, b.cfg.Window)
+	for ctx.Err() == nil {
+		sub, err := t.Subscribe(ctx, ring.SubscribeOptions{Name: name, Start: ring.FromOldest})
+		if errors.Is(err, ring.ErrBusy) { // an earlier run's subscriber is still closing
+			pause(ctx, b.cfg.RetryWait)
+			continue
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("bridge: subscribe %s as %s: %w", r.Topic, name, err)
+		}
+		stop := context.AfterFunc(ctx, func() { sub.Close() })
+		for {
+			msgs, err = b.borrow(ctx, sub, r, c, msgs[:0])
+			if err != nil {
+				break
+			}
+			if err = b.publishAll(ctx, js, msgs, &futs); err != nil {
+				c.retried.Add(1)
+				break
+			}
+			if testAfterAck != nil {
+				testAfterAck()
+			}
+			sub.Release()
+			c.forwarded.Add(uint64(len(msgs)))
+		}
+		stop()
+		sub.Close()
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !errors.Is(err, errRetry) {
+			return err
+		}
+		pause(ctx, b.cfg.RetryWait)
+	}
+	return nil
+}
+
+// errRetry marks a failure the bridge recovers from by subscribing again.
+var errRetry = errors.New("bridge: retry")
+
+// borrow waits for the next record and takes the ones after it that are ready, up to
+// Window, returning the NATS messages to send; records that came from NATS are skipped
+// (they stay borrowed and are released with the batch).
+func (b *Bridge) borrow(ctx context.Context, sub *ring.Subscriber, r Route, c *counters, msgs []*nats.Msg) ([]*nats.Msg, error) {
+	for n := 0; n < b.cfg.Window; n++ {
+		var rec ring.Record
+		var err error
+		if n == 0 {
+			rec, err = sub.Next(ctx)
+		} else {
+			rec, err = sub.TryNext()
+		}
+		if countLag(err, c) {
+			return msgs[:0], nil // the lapped batch is gone; what is held now starts afresh
+		}
+		if errors.Is(err, ring.ErrEmpty) {
+			break
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, fmt.Errorf("bridge: read %s: %w", r.Topic, err)
+		}
+		if cameFromNATS(rec.Data) {
+			c.looped.Add(1)
+			continue
+		}
+		msgs = append(msgs, toNATS(r.Subject, b.cfg.Name, rec.Data, rec.Type))
+	}
+	if countLag(sub.Validate(), c) {
+		return msgs[:0], nil
+	}
+	return msgs, nil
+}
+
+// publishAll sends msgs to JetStream and waits until each is acknowledged: errRetry when one
+// fails or AckTimeout passes first.
+func (b *Bridge) publishAll(ctx context.Context, js jetstream.JetStream, msgs []*nats.Msg, futs *[]jetstream.PubAckFuture) error {
+	*futs = (*futs)[:0]
+	for _, m := range msgs {
+		f, err := js.PublishMsgAsync(m)
+		if err != nil {
+			return fmt.Errorf("%w: publish: %w", errRetry, err)
+		}
+		*futs = append(*futs, f)
+	}
+	timeout := time.NewTimer(b.cfg.AckTimeout)
+	defer timeout.Stop()
+	for _, f := range *futs {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("%w: acknowledgement: %w", errRetry, err)
+		case <-timeout.C:
+			return fmt.Errorf("%w: no acknowledgement in %v", errRetry, b.cfg.AckTimeout)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// ensureStream creates or updates the stream that carries reliable routes, retrying while
+// JetStream is unreachable.
+func (b *Bridge) ensureStream(ctx context.Context, js jetstream.JetStream) error {
+	for {
+		cctx, cancel := context.WithTimeout(ctx, b.cfg.AckTimeout)
+		_, err := js.CreateOrUpdateStream(cctx, jetstream.StreamConfig{
+			Name:       b.cfg.Stream,
+			Subjects:   b.cfg.StreamSubjects,
+			Duplicates: b.cfg.Dedup,
+			Storage:    jetstream.FileStorage,
+		})
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorCode != jetstream.JSErrCodeJetStreamNotEnabled {
+			return fmt.Errorf("bridge: stream %s: %w", b.cfg.Stream, err)
+		}
+		pause(ctx, b.cfg.RetryWait)
+	}
+}

@@ -1,0 +1,399 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/shmq/shmq/codec"
+	"github.com/shmq/shmq/envelope"
+	"github.com/shmq/shmq/ring"
+	"github.com/shmq/shmq/shm"
+	"github.com/shmq/shmq/topic"
+)
+
+// Bus is one process's handle on an event bus: it publishes events and runs the
+// subscriptions made with Subscribe. Every method is safe for concurrent use by multiple
+// goroutines; Publish calls are serialised by a mutex (a ring's writer is for one
+// goroutine at a time).
+type Bus struct {
+	name     string
+	cfg      Config
+	opts     shm.Options
+	reg      *registry
+	sourceID uint32
+
+	types sync.Map // reflect.Type → registration (*typeInfo[T])
+
+	mu      sync.Mutex // guards the publishing state below
+	ids     envelope.IDs
+	lanes   [envelope.Priorities]*topic.Topic
+	pubs    [envelope.Priorities]*ring.Publisher
+	gen     uint64 // registry generation the queues below reflect; odd: never read
+	queues  []*pubQueue
+	scratch []byte
+	limiter *limiter
+
+	closing  atomic.Bool
+	subsMu   sync.Mutex
+	subs     map[*Subscription]struct{}
+	dlq      deadLetters
+	counters counters // this process's totals (see Stats)
+	health   healthState
+	closeErr error
+	closed   sync.Once
+}
+
+// pubQueue is a Reliable subscription's queue as a publisher holds it.
+type pubQueue struct {
+	entry subEntry
+	segs  [envelope.Priorities]*shm.Segment
+	ws    [envelope.Priorities]*ring.MPMCWriter
+}
+
+// Open opens the bus name in cfg.Dir, creating its segments if they do not exist. cfg's zero
+// fields take their SHMQ_* environment values or defaults (see Config); an invalid result
+// is an error wrapping ErrConfig. name must be a valid segment name short enough for its
+// suffixes (shm.ErrInvalidName). Errors of shm and topic otherwise (shm.ErrMismatch for a
+// bus created with another geometry).
+func Open(name string, cfg Config) (*Bus, error) {
+	cfg, err := cfg.resolve(getenv)
+	if err != nil {
+		return nil, err
+	}
+	if err := shm.ValidateName(queueName(name, maxNameSub(), envelope.Critical)); err != nil {
+		return nil, fmt.Errorf("bus name %q: %w", name, err)
+	}
+	b := &Bus{name: name, cfg: cfg, opts: shm.Options{Dir: cfg.Dir}, sourceID: envelope.TypeID(cfg.Source),
+		subs: map[*Subscription]struct{}{}, gen: 1}
+	if cfg.Rate > 0 {
+		b.limiter = newLimiter(cfg.Rate, cfg.Burst)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			b.release()
+		}
+	}()
+	if b.reg, err = openRegistry(name, b.opts); err != nil {
+		return nil, err
+	}
+	for p := range envelope.Priorities {
+		t, err := topic.Open(laneName(name, envelope.Priority(p)), b.laneConfig(), b.opts)
+		if err != nil {
+			return nil, err
+		}
+		b.lanes[p] = t
+		if b.pubs[p], err = t.Publisher(ring.Options{}); err != nil {
+			return nil, err
+		}
+	}
+	if b.dlq, err = openDeadLetters(name, cfg, b.opts); err != nil {
+		return nil, err
+	}
+	ok = true
+	return b, nil
+}
+
+func maxNameSub() string {
+	var s [maxSubName]byte
+	for i := range s {
+		s[i] = 'x'
+	}
+	return string(s[:])
+}
+
+func (b *Bus) laneConfig() topic.Config {
+	return topic.Config{Policy: ring.Overwrite, Slots: b.cfg.LaneSlots, MaxMessage: b.cfg.MaxEvent}
+}
+
+// queueSpec is the ring spec of one lane of a Reliable queue.
+func (b *Bus) queueSpec() ring.Spec {
+	slot := shm.NextPow2(uint64(b.cfg.MaxEvent) + 16)
+	size := max(slot*b.cfg.QueueSlots, 4096, 2*slot)
+	return ring.Spec{Kind: ring.MPMC, Size: size, SlotSize: uint32(slot)}
+}
+
+// Name is the bus's name.
+func (b *Bus) Name() string { return b.name }
+
+// Config is the configuration in use, every field resolved.
+func (b *Bus) Config() Config { return b.cfg }
+
+// typeInfo is a Go type registered on a bus.
+type typeInfo[T any] struct {
+	name  string
+	id    uint32
+	codec codec.Codec[T]
+	fixed *codec.Fixed[T] // non-nil when codec is a Fixed: delivery views the payload in place
+	mu    sync.Mutex      // codecs are for one goroutine at a time
+}
+
+// Register names the Go type T on b as the event type name, encoded by c. Publish and
+// Subscribe of T need it, in every process. A codec.Fixed[T] codec makes delivery
+// zero-copy (the handler's *T points into shared memory). It returns an error if T is
+// registered already or name is empty or longer than 255 bytes.
+func Register[T any](b *Bus, name string, c codec.Codec[T]) error {
+	if name == "" || len(name) > 255 || c == nil {
+		return fmt.Errorf("%w: type name %q (1 to 255 bytes) and a codec are required", ErrConfig, name)
+	}
+	ti := &typeInfo[T]{name: name, id: envelope.TypeID(name), codec: c}
+	ti.fixed, _ = c.(*codec.Fixed[T])
+	if _, dup := b.types.LoadOrStore(reflect.TypeFor[T](), ti); dup {
+		return fmt.Errorf("%w: %v is registered already", ErrConfig, reflect.TypeFor[T]())
+	}
+	return nil
+}
+
+func lookup[T any](b *Bus) (*typeInfo[T], error) {
+	v, ok := b.types.Load(reflect.TypeFor[T]())
+	if !ok {
+		return nil, fmt.Errorf("%w: %v", ErrNotRegistered, reflect.TypeFor[T]())
+	}
+	return v.(*typeInfo[T]), nil
+}
+
+// PublishOption changes one field of a published envelope.
+type PublishOption struct {
+	what uint8
+	p    envelope.Priority
+	s    string
+	kv   []envelope.KV
+}
+
+// WithPriority publishes at p (default envelope.Normal).
+func WithPriority(p envelope.Priority) PublishOption { return PublishOption{what: 1, p: p} }
+
+// WithCorrelation sets the correlation id.
+func WithCorrelation(id string) PublishOption { return PublishOption{what: 2, s: id} }
+
+// WithMeta adds metadata entries.
+func WithMeta(kv ...envelope.KV) PublishOption { return PublishOption{what: 3, kv: kv} }
+
+// Publish sends *v as an event of T's registered type from this process's Source and
+// returns its id. The event goes to the best-effort lane of its priority (every BestEffort
+// and LatestOnly subscriber that wants it) and to the queue of every Reliable subscription
+// whose type and source filters match, including subscriptions made in any process before
+// this call began. It waits only for the rate limit (Config.Rate) and, with BlockWhenFull,
+// for room in a full queue, both until ctx ends.
+//
+// Errors: ErrShuttingDown after Shutdown or Close began; ErrNotRegistered; ErrQueueFull
+// (wrapped, naming the subscription: the event reached every other destination);
+// envelope.ErrTooLarge or ring.ErrTooLarge for an event above Config.MaxEvent; ctx's error;
+// the codec's error.
+func Publish[T any](ctx context.Context, b *Bus, v *T, opts ...PublishOption) (uuid.UUID, error) {
+	if b.closing.Load() {
+		return uuid.UUID{}, ErrShuttingDown
+	}
+	ti, err := lookup[T](b)
+	if err != nil {
+		return uuid.UUID{}, err
+	}
+	if b.limiter != nil {
+		if err := b.limiter.wait(ctx); err != nil {
+			return uuid.UUID{}, err
+		}
+	}
+	h := envelope.Header{Type: ti.name, Source: b.cfg.Source, Priority: envelope.Normal, Attempt: 1}
+	for i := range opts {
+		switch o := &opts[i]; o.what {
+		case 1:
+			h.Priority = o.p
+		case 2:
+			h.Correlation = o.s
+		case 3:
+			h.Meta = append(h.Meta, o.kv...)
+		}
+	}
+	if h.Priority >= envelope.Priorities {
+		return uuid.UUID{}, fmt.Errorf("%w: priority %d", ErrConfig, h.Priority)
+	}
+	ti.mu.Lock()
+	defer ti.mu.Unlock()
+	n, err := ti.codec.Size(v)
+	if err != nil {
+		return uuid.UUID{}, err
+	}
+	size, err := h.Size(n)
+	if err != nil {
+		return uuid.UUID{}, err
+	}
+	if size > b.cfg.MaxEvent {
+		return uuid.UUID{}, fmt.Errorf("%w: event of %d bytes, MaxEvent is %d", ring.ErrTooLarge, size, b.cfg.MaxEvent)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closing.Load() {
+		return uuid.UUID{}, ErrShuttingDown
+	}
+	h.Time = time.Now()
+	if h.ID, err = b.ids.New(h.Time); err != nil {
+		return uuid.UUID{}, err
+	}
+	if err := b.refreshQueues(); err != nil {
+		return uuid.UUID{}, err
+	}
+	pub := b.pubs[h.Priority]
+	rec, err := pub.Reserve(ctx, ti.id, size)
+	if err != nil {
+		return uuid.UUID{}, err
+	}
+	payload, err := h.Put(rec, n)
+	if err == nil {
+		err = ti.codec.Encode(payload, v)
+	}
+	if err != nil {
+		pub.Abort()
+		return uuid.UUID{}, err
+	}
+	reliable := false
+	for _, q := range b.queues {
+		if q.entry.wants(ti.id, b.sourceID) {
+			reliable = true
+			break
+		}
+	}
+	if reliable {
+		b.scratch = append(b.scratch[:0], rec...)
+	}
+	if err := pub.Commit(); err != nil {
+		return uuid.UUID{}, err
+	}
+	b.counters.published[h.Priority].Add(1)
+	if !reliable {
+		return h.ID, nil
+	}
+	var errs error
+	for _, q := range b.queues {
+		if !q.entry.wants(ti.id, b.sourceID) {
+			continue
+		}
+		if err := b.enqueue(ctx, q, h.Priority, ti.id); err != nil {
+			errs = errors.Join(errs, err)
+		}
+	}
+	return h.ID, errs
+}
+
+// enqueue copies the envelope in b.scratch into q's lane p.
+func (b *Bus) enqueue(ctx context.Context, q *pubQueue, p envelope.Priority, typ uint32) error {
+	w := q.ws[p]
+	rec, err := w.TryReserve(typ, len(b.scratch))
+	if errors.Is(err, ring.ErrFull) {
+		b.counters.full.Add(1)
+		if b.cfg.QueueFull != BlockWhenFull {
+			return fmt.Errorf("%w: %s (%v lane)", ErrQueueFull, q.entry.name, p)
+		}
+		rec, err = w.Reserve(ctx, typ, len(b.scratch))
+	}
+	if err != nil {
+		return fmt.Errorf("bus: queue %s: %w", q.entry.name, err)
+	}
+	copy(rec, b.scratch)
+	if err := w.Commit(); err != nil {
+		return fmt.Errorf("bus: queue %s: %w", q.entry.name, err)
+	}
+	return nil
+}
+
+// refreshQueues rereads the registry if its generation changed since the last Publish:
+// one atomic load when nothing changed. Called with b.mu held.
+func (b *Bus) refreshQueues() error {
+	gen := b.reg.generation()
+	if gen == b.gen {
+		return nil
+	}
+	entries, gen := b.reg.read()
+	keep := b.queues[:0:0]
+	old := map[string]*pubQueue{}
+	for _, q := range b.queues {
+		old[q.entry.name] = q
+	}
+	var firstErr error
+	for _, e := range entries {
+		if q, ok := old[e.name]; ok && q.entry.created == e.created {
+			q.entry = e
+			keep = append(keep, q)
+			delete(old, e.name)
+			continue
+		}
+		q, err := b.openQueue(e, true)
+		if err != nil {
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		keep = append(keep, q)
+	}
+	for _, q := range old {
+		q.close()
+	}
+	b.queues = keep
+	if firstErr == nil {
+		b.gen = gen
+	}
+	return firstErr
+}
+
+// openQueue opens (creating if need be) the three lanes of e's queue, with writers if
+// writers is true.
+func (b *Bus) openQueue(e subEntry, writers bool) (*pubQueue, error) {
+	q := &pubQueue{entry: e}
+	for p := range envelope.Priorities {
+		seg, _, err := ring.OpenOrCreate(queueName(b.name, e.name, envelope.Priority(p)), b.queueSpec(), b.opts)
+		if err != nil {
+			q.close()
+			return nil, err
+		}
+		q.segs[p] = seg
+		if writers {
+			if q.ws[p], err = ring.NewMPMCWriter(seg, ring.Options{}); err != nil {
+				q.close()
+				return nil, err
+			}
+		}
+	}
+	return q, nil
+}
+
+func (q *pubQueue) close() {
+	for p := range q.segs {
+		if q.ws[p] != nil {
+			q.ws[p].Close()
+		}
+		if q.segs[p] != nil {
+			q.segs[p].Close()
+		}
+	}
+}
+
+// release closes every segment b holds.
+func (b *Bus) release() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, q := range b.queues {
+		q.close()
+	}
+	b.queues = nil
+	for p := range b.lanes {
+		if b.pubs[p] != nil {
+			b.pubs[p].Close()
+		}
+		if b.lanes[p] != nil {
+			b.lanes[p].Close()
+		}
+	}
+	if b.dlq != nil {
+		b.dlq.Close()
+	}
+	if b.reg != nil {
+		b.reg.seg.Close()
+	}
+}

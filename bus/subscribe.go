@@ -1,0 +1,674 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/shmq/shmq/envelope"
+	"github.com/shmq/shmq/ring"
+	"github.com/shmq/shmq/shm"
+)
+
+// Mode is a subscription's delivery mode: BestEffort, Reliable or LatestOnly.
+type Mode interface{ mode() string }
+
+// BestEffort delivers every event the subscriber keeps up with and never slows a
+// publisher: a subscriber more than Config.LaneSlots events behind loses the oldest, and
+// counts them (Stats.Dropped). A handler's error is counted, not retried. The default.
+type BestEffort struct{}
+
+// LatestOnly delivers, of each event type, only the newest event published while the
+// handler was busy: a slow status subscriber skips the stale ones (Stats.Conflated) and
+// never slows a publisher.
+type LatestOnly struct{}
+
+// Reliable delivers through a durable queue named Name (1 to 64 bytes of [A-Za-z0-9_-]),
+// shared by every worker of that name in any process: each event is handled by one worker.
+// The handler's nil return is the acknowledgement; an error, or a return later than
+// Timeout (if > 0), fails the attempt (ErrDeliveryTimeout for the latter) and the event is
+// delivered again after the retry backoff, up to the retry policy's MaxAttempts, then goes
+// to the dead-letter queue. A worker process that dies holding an event has it delivered
+// again to another worker (as the next attempt): nothing acknowledged is lost, an event may
+// be handled more than once. Events published while no worker runs wait in the queue.
+type Reliable struct {
+	Name    string
+	Timeout time.Duration
+}
+
+func (BestEffort) mode() string { return "best-effort" }
+func (LatestOnly) mode() string { return "latest-only" }
+func (Reliable) mode() string   { return "reliable" }
+
+// subConfig is what SubscribeOptions set.
+type subConfig struct {
+	mode    Mode
+	sources []string
+	pred    func(*envelope.View) bool
+	workers int
+	retry   *Retry
+}
+
+// SubscribeOption configures a subscription.
+type SubscribeOption func(*subConfig)
+
+// Delivery sets the delivery mode (default BestEffort).
+func Delivery(m Mode) SubscribeOption { return func(c *subConfig) { c.mode = m } }
+
+// FromSources keeps only events published by these sources (Config.Source of the
+// publishing process).
+func FromSources(names ...string) SubscribeOption {
+	return func(c *subConfig) { c.sources = append(c.sources, names...) }
+}
+
+// Where keeps only events for which pred returns true. It runs on the delivering
+// goroutine, with the envelope in place (see the package Caveats), before decoding.
+func Where(pred func(*envelope.View) bool) SubscribeOption {
+	return func(c *subConfig) { c.pred = pred }
+}
+
+// Workers sets how many goroutines of this process handle a Reliable subscription's events
+// (default 1); ScaleWorkers changes it later.
+func Workers(n int) SubscribeOption { return func(c *subConfig) { c.workers = n } }
+
+// WithRetry sets a Reliable subscription's retry policy (default Config.Retry).
+func WithRetry(r Retry) SubscribeOption { return func(c *subConfig) { c.retry = &r } }
+
+// Handler handles one event: ev is its envelope, v its decoded payload. Both are valid only
+// during the call (with a codec.Fixed codec, v points into shared memory). ctx ends when
+// the subscription is closed, or at the Reliable Timeout.
+type Handler[T any] func(ctx context.Context, ev *envelope.View, v *T) error
+
+// Subscription is a running subscription. Its methods are safe for concurrent use.
+type Subscription struct {
+	b        *Bus
+	cfg      subConfig
+	typeName string
+	name     string // Reliable: the queue name; else empty
+	retry    Retry
+	timeout  time.Duration
+	deliver  func() func(ctx context.Context, v *envelope.View) error // one per worker
+	ctx      context.Context
+	cancel   context.CancelFunc
+
+	mu      sync.Mutex
+	workers []*worker
+	wg      sync.WaitGroup
+	queue   *pubQueue // Reliable: the queue's segments
+	lanes   [envelope.Priorities]*shm.Segment
+	stopped bool
+
+	stats subCounters
+}
+
+// worker is one delivering goroutine.
+type worker struct {
+	l       *lanes
+	quit    atomic.Bool // stop after the event in hand
+	busy    atomic.Bool
+	done    chan struct{}
+	view    envelope.View
+	deliver func(ctx context.Context, v *envelope.View) error
+	buf     []byte
+}
+
+// Subscribe starts delivering the events of T's registered type that pass the options'
+// filters to handler, in this process, until Close or Unsubscribe. It returns once the
+// subscription is in place: every event published after it returned is delivered (subject
+// to the mode's rules). Errors: ErrNotRegistered, ErrShuttingDown, ErrConfig for bad
+// options, ErrRegistryFull, and the errors of opening the segments.
+func Subscribe[T any](b *Bus, handler Handler[T], opts ...SubscribeOption) (*Subscription, error) {
+	ti, err := lookup[T](b)
+	if err != nil {
+		return nil, err
+	}
+	if handler == nil {
+		return nil, fmt.Errorf("%w: nil handler", ErrConfig)
+	}
+	deliver := func() func(ctx context.Context, v *envelope.View) error {
+		val := new(T)
+		return func(ctx context.Context, ev *envelope.View) error {
+			if ti.fixed != nil {
+				p, err := ti.fixed.View(ev.Payload())
+				if err != nil {
+					return err
+				}
+				return handler(ctx, ev, p)
+			}
+			if err := ti.codec.Decode(ev.Payload(), val); err != nil {
+				return err
+			}
+			return handler(ctx, ev, val)
+		}
+	}
+	return b.subscribe(ti.name, deliver, opts)
+}
+
+func (b *Bus) subscribe(typeName string, deliver func() func(context.Context, *envelope.View) error, opts []SubscribeOption) (*Subscription, error) {
+	if b.closing.Load() {
+		return nil, ErrShuttingDown
+	}
+	cfg := subConfig{mode: BestEffort{}, workers: 1}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.mode == nil {
+		cfg.mode = BestEffort{}
+	}
+	if cfg.workers < 1 {
+		return nil, fmt.Errorf("%w: %d workers", ErrConfig, cfg.workers)
+	}
+	if len(cfg.sources) > maxFilter {
+		return nil, fmt.Errorf("%w: %d sources, at most %d", ErrConfig, len(cfg.sources), maxFilter)
+	}
+	s := &Subscription{b: b, cfg: cfg, typeName: typeName, deliver: deliver, retry: b.cfg.Retry}
+	if cfg.retry != nil {
+		if err := cfg.retry.validate(); err != nil {
+			return nil, err
+		}
+		s.retry = *cfg.retry
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	var err error
+	switch m := cfg.mode.(type) {
+	case BestEffort, LatestOnly:
+		err = s.startLanes()
+	case Reliable:
+		if !validSubName(m.Name) {
+			err = fmt.Errorf("%w: Reliable.Name %q is not 1 to %d bytes of [A-Za-z0-9_-]", ErrConfig, m.Name, maxSubName)
+			break
+		}
+		if m.Timeout < 0 {
+			err = fmt.Errorf("%w: Reliable.Timeout %v is negative", ErrConfig, m.Timeout)
+			break
+		}
+		s.name, s.timeout = m.Name, m.Timeout
+		err = s.startReliable()
+	default:
+		err = fmt.Errorf("%w: unknown mode %T", ErrConfig, m)
+	}
+	if err != nil {
+		s.cancel()
+		s.release()
+		return nil, err
+	}
+	b.subsMu.Lock()
+	b.subs[s] = struct{}{}
+	b.subsMu.Unlock()
+	return s, nil
+}
+
+func validSubName(n string) bool {
+	if n == "" || len(n) > maxSubName {
+		return false
+	}
+	for i := 0; i < len(n); i++ {
+		c := n[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// match applies the subscription's filters to an envelope.
+func (s *Subscription) match(v *envelope.View) bool {
+	if !v.IsType(s.typeName) {
+		return false
+	}
+	if len(s.cfg.sources) > 0 {
+		ok := false
+		for _, src := range s.cfg.sources {
+			if string(v.Source()) == src {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	return s.cfg.pred == nil || s.cfg.pred(v)
+}
+
+// startLanes subscribes to the best-effort lane topics and starts the one goroutine of a
+// BestEffort or LatestOnly subscription.
+func (s *Subscription) startLanes() error {
+	var rs [envelope.Priorities]ring.Reader
+	for p := range envelope.Priorities {
+		seg, err := shm.Open(laneName(s.b.name, envelope.Priority(p)), s.b.opts)
+		if err != nil {
+			closeReaders(rs)
+			return err
+		}
+		s.lanes[p] = seg
+		sub, err := ring.Subscribe(context.Background(), seg, ring.SubscribeOptions{Start: ring.FromLatest})
+		if err != nil {
+			closeReaders(rs)
+			return err
+		}
+		rs[p] = sub
+	}
+	w := &worker{l: newLanes(rs, s.b.cfg.Weights), done: make(chan struct{}), deliver: s.deliver(), buf: make([]byte, s.b.cfg.MaxEvent)}
+	s.workers = append(s.workers, w)
+	s.wg.Add(1)
+	if _, latest := s.cfg.mode.(LatestOnly); latest {
+		go s.runLatest(w)
+	} else {
+		go s.runBestEffort(w)
+	}
+	return nil
+}
+
+func closeReaders(rs [envelope.Priorities]ring.Reader) {
+	for _, r := range rs {
+		if r != nil {
+			r.Close()
+		}
+	}
+}
+
+// startReliable opens the subscription's queue, starts its workers, then registers it so
+// that publishers queue for it.
+func (s *Subscription) startReliable() error {
+	types := []uint32{envelope.TypeID(s.typeName)}
+	var sources []uint32
+	for _, src := range s.cfg.sources {
+		sources = append(sources, envelope.TypeID(src))
+	}
+	e := subEntry{name: s.name, types: types, sources: sources, created: time.Now().UnixNano()}
+	q, err := s.b.openQueue(e, false)
+	if err != nil {
+		return err
+	}
+	s.queue = q
+	for range s.cfg.workers {
+		if err := s.addWorker(); err != nil {
+			return err
+		}
+	}
+	return s.b.reg.add(e)
+}
+
+// addWorker starts one Reliable worker goroutine. Called with s.mu held or before s is
+// shared.
+func (s *Subscription) addWorker() error {
+	var rs [envelope.Priorities]ring.Reader
+	for p := range envelope.Priorities {
+		r, err := ring.NewMPMCReader(s.queue.segs[p], ring.Options{})
+		if err != nil {
+			closeReaders(rs)
+			return err
+		}
+		rs[p] = r
+	}
+	w := &worker{l: newLanes(rs, s.b.cfg.Weights), done: make(chan struct{}), deliver: s.deliver()}
+	s.workers = append(s.workers, w)
+	s.wg.Add(1)
+	go s.runReliable(w)
+	return nil
+}
+
+// idleWait is how long a worker sleeps without an event before looking again (at dead
+// peers' records, at its stop flag).
+const idleWait = 100 * time.Millisecond
+
+// runBestEffort is a BestEffort subscription's goroutine: it copies each event out of the
+// lane (the lane may be overwritten under it), validates the copy, and hands it over.
+func (s *Subscription) runBestEffort(w *worker) {
+	defer s.wg.Done()
+	defer close(w.done)
+	defer w.l.close()
+	for {
+		sv := w.l.stopValue()
+		if w.quit.Load() {
+			return
+		}
+		rec, p, err := w.l.next()
+		if err == errIdle {
+			w.l.wait(sv, idleWait)
+			continue
+		}
+		if err != nil {
+			s.countReadError(err)
+			continue
+		}
+		n := copy(w.buf, rec.Data)
+		verr := w.l.rs[p].(*ring.Subscriber).Validate()
+		w.l.rs[p].Release()
+		if verr != nil {
+			s.countReadError(verr)
+			continue
+		}
+		s.handleOnce(w, w.buf[:n])
+	}
+}
+
+// handleOnce parses, filters and delivers an event copied out of a lane; the handler's
+// error is counted, not retried.
+func (s *Subscription) handleOnce(w *worker, b []byte) {
+	var err error
+	if w.view, err = envelope.Parse(b); err != nil {
+		s.stats.malformed.Add(1)
+		return
+	}
+	if !s.match(&w.view) {
+		return
+	}
+	start := time.Now()
+	w.busy.Store(true)
+	err = w.deliver(s.ctx, &w.view)
+	w.busy.Store(false)
+	s.observe(&w.view, start, err)
+}
+
+// countReadError counts what a lane read reports: missed events (a *ring.LagError) as drops.
+func (s *Subscription) countReadError(err error) {
+	var lag *ring.LagError
+	if errors.As(err, &lag) {
+		if _, latest := s.cfg.mode.(LatestOnly); latest {
+			s.stats.conflated.Add(lag.Missed)
+		} else {
+			s.stats.dropped.Add(lag.Missed)
+		}
+		return
+	}
+	s.stats.malformed.Add(1)
+}
+
+// latestSlot is the newest event of one type, held by a LatestOnly subscription.
+type latestSlot struct {
+	typ  uint32
+	buf  []byte
+	n    int
+	have bool
+}
+
+// runLatest is a LatestOnly subscription's goroutine: it takes everything the lanes hold,
+// keeps the newest event of each type, and delivers those.
+func (s *Subscription) runLatest(w *worker) {
+	defer s.wg.Done()
+	defer close(w.done)
+	defer w.l.close()
+	var slots []*latestSlot
+	find := func(typ uint32) *latestSlot {
+		for _, sl := range slots {
+			if sl.typ == typ {
+				return sl
+			}
+		}
+		sl := &latestSlot{typ: typ, buf: make([]byte, s.b.cfg.MaxEvent)}
+		slots = append(slots, sl)
+		return sl
+	}
+	for {
+		sv := w.l.stopValue()
+		if w.quit.Load() {
+			return
+		}
+		got := false
+		for {
+			rec, p, err := w.l.next()
+			if err == errIdle {
+				break
+			}
+			if err != nil {
+				s.countReadError(err)
+				continue
+			}
+			sl := find(rec.Type)
+			var tmp [0]byte
+			_ = tmp
+			n := copy(w.buf, rec.Data)
+			verr := w.l.rs[p].(*ring.Subscriber).Validate()
+			w.l.rs[p].Release()
+			if verr != nil {
+				s.countReadError(verr)
+				continue
+			}
+			if sl.have {
+				s.stats.conflated.Add(1)
+			}
+			sl.n = copy(sl.buf, w.buf[:n])
+			sl.have, got = true, true
+		}
+		if !got {
+			w.l.wait(sv, idleWait)
+			continue
+		}
+		for _, sl := range slots {
+			if sl.have {
+				sl.have = false
+				s.handleOnce(w, sl.buf[:sl.n])
+			}
+		}
+	}
+}
+
+// runReliable is a Reliable worker: it borrows each event from the queue in place, runs the
+// handler with retries, and releases the event (the acknowledgement) only after success or
+// dead-lettering.
+func (s *Subscription) runReliable(w *worker) {
+	defer s.wg.Done()
+	defer close(w.done)
+	defer w.l.close()
+	for {
+		sv := w.l.stopValue()
+		if w.quit.Load() {
+			return
+		}
+		rec, p, err := w.l.next()
+		if err == errIdle {
+			w.l.maintain()
+			w.l.wait(sv, idleWait)
+			continue
+		}
+		if err != nil {
+			s.stats.malformed.Add(1)
+			continue
+		}
+		if s.handleReliable(w, rec) {
+			w.l.rs[p].Release()
+		} else {
+			return // the subscription closes: the event stays borrowed, to be delivered again
+		}
+	}
+}
+
+// handleReliable runs the handler on a borrowed event until it succeeds or is dead-lettered
+// (true: release it), or the subscription is closed meanwhile (false: leave it borrowed).
+func (s *Subscription) handleReliable(w *worker, rec ring.Record) bool {
+	var err error
+	if w.view, err = envelope.Parse(rec.Data); err != nil {
+		s.stats.malformed.Add(1)
+		s.deadLetter(rec.Data, err, 0)
+		return true
+	}
+	if !s.match(&w.view) {
+		return true
+	}
+	attempt := max(w.view.Attempt, 1)
+	for {
+		// Before the handler runs: if this process dies now, the event comes back as the next
+		// attempt, so an event that kills its workers ends in the dead-letter queue.
+		_ = envelope.SetAttempt(rec.Data, attempt+1)
+		w.view.Attempt = attempt
+		start := time.Now()
+		w.busy.Store(true)
+		err = s.call(w)
+		w.busy.Store(false)
+		if err == nil && s.timeout > 0 && time.Since(start) > s.timeout {
+			err = ErrDeliveryTimeout
+		}
+		s.observe(&w.view, start, err)
+		if err == nil {
+			return true
+		}
+		if int(attempt) >= s.retry.MaxAttempts {
+			s.deadLetter(rec.Data, err, attempt)
+			return true
+		}
+		s.stats.retried.Add(1)
+		if !s.sleep(s.retry.delay(int(attempt))) {
+			return false
+		}
+		attempt++
+	}
+}
+
+// call runs the handler, under the Timeout if there is one.
+func (s *Subscription) call(w *worker) error {
+	if s.timeout <= 0 {
+		return w.deliver(s.ctx, &w.view)
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, s.timeout)
+	defer cancel()
+	err := w.deliver(ctx, &w.view)
+	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && s.ctx.Err() == nil {
+		err = fmt.Errorf("%w: %w", ErrDeliveryTimeout, err)
+	}
+	return err
+}
+
+// sleep waits d, or until the subscription closes (false).
+func (s *Subscription) sleep(d time.Duration) bool {
+	if d <= 0 {
+		return s.ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-s.ctx.Done():
+		return false
+	}
+}
+
+// deadLetter puts an event that failed every attempt into the dead-letter queue.
+func (s *Subscription) deadLetter(env []byte, cause error, attempts uint32) {
+	if err := s.b.dlq.Put(s.name, env, cause, attempts); err != nil {
+		s.stats.dlqErrors.Add(1)
+		return
+	}
+	s.stats.deadLettered.Add(1)
+}
+
+// ScaleWorkers sets the number of this process's worker goroutines of a Reliable
+// subscription to n (at least 1). Added workers start at once; removed ones stop after the
+// event in hand, so no event is lost or handled twice by the change. It returns once the
+// removed workers have stopped. ErrConfig for n < 1 or a subscription that is not Reliable;
+// ErrSubscriberUnavailable after Close.
+func (s *Subscription) ScaleWorkers(n int) error {
+	if _, ok := s.cfg.mode.(Reliable); !ok || n < 1 {
+		return fmt.Errorf("%w: ScaleWorkers(%d) of a %s subscription", ErrConfig, n, s.cfg.mode.mode())
+	}
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		return ErrSubscriberUnavailable
+	}
+	for len(s.workers) < n {
+		if err := s.addWorker(); err != nil {
+			s.mu.Unlock()
+			return err
+		}
+	}
+	var gone []*worker
+	for len(s.workers) > n {
+		w := s.workers[len(s.workers)-1]
+		s.workers = s.workers[:len(s.workers)-1]
+		w.quit.Store(true)
+		w.l.wake()
+		gone = append(gone, w)
+	}
+	s.mu.Unlock()
+	for _, w := range gone {
+		<-w.done
+	}
+	return nil
+}
+
+// Close stops the subscription in this process: no handler starts after it returns, and it
+// waits for the handlers running (their ctx is cancelled). A Reliable subscription stays:
+// publishers keep queueing for it, and an event a handler was retrying is delivered again
+// to the next worker. Safe to call any number of times.
+func (s *Subscription) Close() error {
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		s.wg.Wait()
+		return nil
+	}
+	s.stopped = true
+	for _, w := range s.workers {
+		w.quit.Store(true)
+		w.l.wake()
+	}
+	s.mu.Unlock()
+	s.cancel()
+	s.wg.Wait()
+	s.release()
+	s.b.subsMu.Lock()
+	delete(s.b.subs, s)
+	s.b.subsMu.Unlock()
+	return nil
+}
+
+// drain stops the subscription's workers after the events in hand, waiting until ctx
+// ends; then it closes like Close. It reports whether every worker stopped in time.
+func (s *Subscription) drain(ctx context.Context) bool {
+	s.mu.Lock()
+	for _, w := range s.workers {
+		w.quit.Store(true)
+		w.l.wake()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	ok := true
+	select {
+	case <-done:
+	case <-ctx.Done():
+		ok = false
+	}
+	s.Close()
+	return ok
+}
+
+// Unsubscribe closes the subscription and, for a Reliable one, removes it from the bus:
+// publishers stop queueing for it and its queue is deleted with what it held (other
+// processes' workers of the same name stop receiving). Safe to call any number of times.
+func (s *Subscription) Unsubscribe() error {
+	s.Close()
+	if s.name == "" {
+		return nil
+	}
+	if _, err := s.b.reg.remove(s.name); err != nil {
+		return err
+	}
+	var errs error
+	for p := range envelope.Priorities {
+		err := shm.Remove(queueName(s.b.name, s.name, envelope.Priority(p)), s.b.opts)
+		if err != nil && !errors.Is(err, shm.ErrNotExist) {
+			errs = errors.Join(errs, err)
+		}
+	}
+	return errs
+}
+
+func (s *Subscription) release() {
+	if s.queue != nil {
+		s.queue.close()
+		s.queue = nil
+	}
+	for p, seg := range s.lanes {
+		if seg != nil {
+			seg.Close()
+			s.lanes[p] = nil
+		}
+	}
+}
