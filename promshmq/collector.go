@@ -88,16 +88,10 @@ var (
 		"The segment directory could not be listed.", nil, nil)
 )
 
-// Describe sends the descriptions of every metric the collector may export, those of every
-// registered kind included.
-func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descUp, descDataBytes, descCreated, descProcesses} {
-		ch <- d
-	}
-	for _, k := range registeredKinds() {
-		k.describe(ch)
-	}
-}
+// Describe sends nothing: the series of metrics sets (package metrics) are only known when
+// they are read, so the Collector is an unchecked collector (see prometheus.Collector). The
+// metrics it exports are listed in the package documentation.
+func (c *Collector) Describe(chan<- *prometheus.Desc) {}
 
 // Collect reads the segments and sends their metrics. A directory that cannot be listed is
 // reported as an invalid metric, which fails the scrape; a segment that cannot be read gets
@@ -183,7 +177,7 @@ func (c *Collector) collectSegment(name string, ch chan<- prometheus.Metric) {
 		e.gauge(descProcesses, float64(dead), "dead")
 	}
 	if k, ok := kindReader(d.Kind); ok && up == 1 {
-		if err := k.collect(seg, e); err != nil {
+		if err := k.collect(seg, c.opts.Segments, e); err != nil {
 			up = 0
 		}
 	}
@@ -196,11 +190,9 @@ func (c *Collector) collectSegment(name string, ch chan<- prometheus.Metric) {
 // A kind exports what segments of one kind keep. Register one per kind with registerKind,
 // from an init function in a file of this package.
 type kind interface {
-	// describe sends the descriptions of every metric collect may send.
-	describe(ch chan<- *prometheus.Desc)
-	// collect sends the metrics of seg, an inspected segment of the kind, through e; an
-	// error marks the segment down (what was sent before it stays).
-	collect(seg *shm.Segment, e emitter) error
+	// collect sends the metrics of seg, an inspected segment of the kind in the directory
+	// of opts, through e; an error marks the segment down (what was sent before it stays).
+	collect(seg *shm.Segment, opts shm.Options, e emitter) error
 }
 
 var kinds struct {
@@ -227,21 +219,6 @@ func kindReader(sk shm.Kind) (kind, bool) {
 	defer kinds.mu.Unlock()
 	k, ok := kinds.m[sk]
 	return k, ok
-}
-
-// registeredKinds returns the distinct readers (one may serve several kinds).
-func registeredKinds() []kind {
-	kinds.mu.Lock()
-	defer kinds.mu.Unlock()
-	var out []kind
-	seen := map[kind]bool{}
-	for _, k := range kinds.m {
-		if !seen[k] {
-			seen[k] = true
-			out = append(out, k)
-		}
-	}
-	return out
 }
 
 // emitter sends the metrics of one segment, with its name and kind as the first labels.

@@ -42,11 +42,23 @@
 //	shmq_topic_subscriber_missed_messages_total  records it missed (lapped under Overwrite, skipped under Latest)
 //	shmq_topic_subscriber_alive                  1 if a running process holds it
 //
+// A metrics set (package metrics, kind "metrics") exports its own series under their own
+// names, with the set's name and kind as labels besides their own (a series label called
+// name or kind becomes exported_name, exported_kind): counters as counters, gauges as
+// gauges, histograms as summaries (quantiles 0.5, 0.9, 0.95, 0.99, 0.999, the count, and a
+// sum computed as mean times count: a histogram keeps no exact sum), plus
+// <name>_out_of_range_total for the values a histogram refused. Values recorded in
+// nanoseconds, microseconds or milliseconds are converted to seconds, and the unit
+// (seconds, bytes) is appended to the name unless it ends with it already:
+// bus_delivery_latency in nanoseconds becomes bus_delivery_latency_seconds.
+//
 // Files in the directory that are not shmq segments are passed over.
 //
 // # Kinds
 //
 // Each segment kind's metrics come from a reader registered for that kind inside this
-// package (ring.go registers the ring kinds); a segment of a kind with no reader exports the
-// segment metrics only. Adding a kind is adding a file with its reader.
+// package (ring.go for the ring kinds, metrics.go for metrics sets); a segment of a kind
+// with no reader exports the segment metrics only. Adding a kind is adding a file with its
+// reader. Because a metrics set's series are only known once it is read, the Collector is an
+// unchecked collector: its Describe sends nothing.
 package promshmq

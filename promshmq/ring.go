@@ -43,23 +43,14 @@ var (
 	descDeadSleepers  = newDesc("shmq_ring_dead_sleepers", "Waiting marks left by processes that died asleep, not yet cleared by a live peer.")
 	descWriterState   = newDesc("shmq_ring_writer_state", "1 for the ring's stream state (none, attached, dead, ended), 0 for the others.", "state")
 
-	subLabels       = []string{"subscription", "subscriber"}
-	descSubLag      = newDesc("shmq_topic_subscriber_lag_messages", "Records published that the subscription has not released.", subLabels...)
-	descSubMissed   = newDesc("shmq_topic_subscriber_missed_messages_total", "Records the subscription missed: lapped under Overwrite, skipped under Latest.", subLabels...)
-	descSubAlive    = newDesc("shmq_topic_subscriber_alive", "1 if a running process holds the subscription.", subLabels...)
-	writerStates    = []string{ring.WriterNone, ring.WriterAttached, ring.WriterDead, ring.WriterEnded}
-	ringDescriptors = []*prometheus.Desc{descWriteMessages, descReadMessages, descWriteBytes, descReadBytes, descFull,
-		descEmpty, descRejected, descDrops, descFutexWaits, descFutexWakes, descLateWakes, descUsed, descEndpoints,
-		descAsleep, descDeadSleepers, descWriterState, descSubLag, descSubMissed, descSubAlive}
+	subLabels     = []string{"subscription", "subscriber"}
+	descSubLag    = newDesc("shmq_topic_subscriber_lag_messages", "Records published that the subscription has not released.", subLabels...)
+	descSubMissed = newDesc("shmq_topic_subscriber_missed_messages_total", "Records the subscription missed: lapped under Overwrite, skipped under Latest.", subLabels...)
+	descSubAlive  = newDesc("shmq_topic_subscriber_alive", "1 if a running process holds the subscription.", subLabels...)
+	writerStates  = []string{ring.WriterNone, ring.WriterAttached, ring.WriterDead, ring.WriterEnded}
 )
 
-func (ringKind) describe(ch chan<- *prometheus.Desc) {
-	for _, d := range ringDescriptors {
-		ch <- d
-	}
-}
-
-func (ringKind) collect(seg *shm.Segment, e emitter) error {
+func (ringKind) collect(seg *shm.Segment, _ shm.Options, e emitter) error {
 	st, err := ring.ReadStats(seg)
 	if err != nil {
 		return err
