@@ -49,7 +49,7 @@ func newBenchRig(b *testing.B, bridged bool) *benchRig {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- br.Run(ctx) }()
-	b.Cleanup(func() { cancel(); <-done })
+	b.Cleanup(func() { cancel(); <-done; br.Close() })
 	r.pub, err = tp.Publisher(ring.Options{})
 	require.NoError(b, err)
 	b.Cleanup(func() { r.pub.Close() })

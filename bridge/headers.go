@@ -20,8 +20,8 @@ const (
 	hdrSource      = "Shmq-Source"
 	hdrTime        = "Shmq-Time" // Unix nanoseconds, decimal
 	hdrCorrelation = "Shmq-Correlation"
-	hdrPriority    = "Shmq-Priority" // critical or low; absent: normal
-	hdrAttempt     = "Shmq-Attempt"  // absent: 1
+	hdrPriority    = "Shmq-Priority"    // critical or low; absent: normal
+	hdrAttempt     = "Shmq-Attempt"     // absent: 1
 	hdrOrigin      = "Shmq-Origin"      // the bridge that first sent the message to NATS
 	hdrRecordType  = "Shmq-Record-Type" // a raw (non-envelope) record's type field
 	hdrMeta        = "Shmq-Meta"        // metadata in order: key=value&key=value, each query-escaped

@@ -64,6 +64,8 @@ type statReport struct {
 	// Topic is a topic's publish-subscribe state (omitted for other kinds).
 	Topic      *ring.TopicStats `json:"topic,omitempty"`
 	TopicError string           `json:"topic_error,omitempty"`
+	// Companions are the metrics sets named after the segment (stat_companion.go).
+	Companions []companionJSON `json:"companion_metrics,omitempty"`
 }
 
 type peerJSON struct {
@@ -102,10 +104,12 @@ func runStat(cmd *cobra.Command, args []string) error {
 	if err != nil {
 		return segmentError("stat", name, err)
 	}
+	r.Companions = companions(name, opts)
 	if asJSON, _ := cmd.Flags().GetBool("json"); asJSON {
 		return writeJSON(cmd.OutOrStdout(), r)
 	}
 	printStat(cmd, r)
+	printCompanions(cmd, r.Companions)
 	return nil
 }
 
