@@ -64,6 +64,7 @@ func runBridge(c *proctest.Child) error {
 			}
 		}
 	}
+	defer b.Close()
 	bridge.SetTestHooks(hook("written"), hook("acked"))
 	c.Point("started")
 	err = b.Run(ctx)
