@@ -247,12 +247,19 @@ func (l *liveness) alive(peer, pid int) bool {
 	return false
 }
 
+// stateCorrupt is what repair reports for a state word no peer writes: no state, so that
+// no caller takes the slot for Free or Ready (a CAS from the plain word would never succeed).
+const stateCorrupt = ^uint64(0)
+
 // repair makes slot i usable again if its holder died: a Writing slot becomes Free, a
 // Taken one Ready. w is the state word just loaded. It reports the state the slot is in
-// afterwards as far as this call knows.
+// afterwards as far as this call knows (stateCorrupt for a word no peer writes).
 func (q *Queue) repair(i uint64, w uint64, live *liveness) uint64 {
 	state, peer, pid, ok := unpackState(w)
-	if !ok || (state != stateWriting && state != stateTaken) || live.alive(peer, pid) {
+	if !ok {
+		return stateCorrupt
+	}
+	if (state != stateWriting && state != stateTaken) || live.alive(peer, pid) {
 		return state
 	}
 	if state == stateWriting {
