@@ -219,8 +219,11 @@ func (q *Queue) enter(writes bool) error {
 }
 
 // liveness answers "is holder (peer, pid) running?" for one scan, listing the peer table
-// at most once. Our own holder id is alive; an error listing the table reads as alive
-// (never take over from a process that may be running).
+// once while every holder it is asked about is alive. Our own holder id is alive; an error
+// listing the table reads as alive (never take over from a process that may be running).
+// "Dead" is only answered from a listing made after the caller loaded the holder's state
+// word: a process that registered after an earlier listing and then took a slot is not in
+// that listing, yet running.
 type liveness struct {
 	q     *Queue
 	peers []shm.PeerInfo
@@ -232,10 +235,23 @@ func (l *liveness) alive(peer, pid int) bool {
 	if peer == l.q.peer && pid == l.q.pid && !l.q.readOnly {
 		return true
 	}
-	if !l.done {
-		l.peers, l.err = l.q.seg.Peers()
-		l.done = true
+	fresh := !l.done
+	if fresh {
+		l.list()
 	}
+	if a := l.lookup(peer, pid); a || fresh {
+		return a
+	}
+	l.list() // dead by a listing that may predate the state word: list again
+	return l.lookup(peer, pid)
+}
+
+func (l *liveness) list() {
+	l.peers, l.err = l.q.seg.Peers()
+	l.done = true
+}
+
+func (l *liveness) lookup(peer, pid int) bool {
 	if l.err != nil {
 		return true
 	}

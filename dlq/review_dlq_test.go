@@ -59,3 +59,30 @@ func TestReviewCorruptReadyWordDoesNotHangTake(t *testing.T) {
 		assert.ErrorIs(t, err, ErrCorrupt, "Len still reports the bad word")
 	}
 }
+
+// The liveness of a scan lists the peer table once; a holder that registered after that
+// listing and then took a slot the scan reaches later must not be judged dead from the old
+// listing: its entry would be made Ready again and handed to a second taker while it runs.
+func TestReviewHolderNewerThanPeerListingIsAlive(t *testing.T) {
+	a, opts := newQueue(t, Config{Capacity: 8})
+	require.NoError(t, a.Put(entry(1)))
+
+	live := liveness{q: a}
+	live.alive(a.peer+1, 999999) // a scan meets some other holder first: the table is listed now
+
+	b, err := Open("dlq", opts) // a new peer, in a peer entry unused at the listing
+	require.NoError(t, err)
+	t.Cleanup(func() { b.Close() })
+	require.NotEqual(t, a.peer, b.peer)
+	i, _, err := b.claim(^uint64(0))
+	require.NoError(t, err)
+
+	w := atomic.LoadUint64(a.state(i))
+	state, _, _, _ := unpackState(w)
+	require.Equal(t, uint64(stateTaken), state)
+	assert.Equal(t, uint64(stateTaken), a.repair(i, w, &live), "b is running: its slot stays Taken")
+	st, err := a.Stats()
+	require.NoError(t, err)
+	assert.Zero(t, st.Recovered)
+	assert.NoError(t, b.finish(i, 1, nil), "b removes the entry it was handed")
+}
