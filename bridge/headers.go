@@ -13,7 +13,8 @@ import (
 	"github.com/shmq/shmq/envelope"
 )
 
-// The NATS headers that carry an envelope. This file is their one home.
+// The NATS headers that carry an envelope. This file is their one home. Type, source and
+// correlation are escaped (escapeHeader) where NATS would not carry them unchanged.
 const (
 	hdrID          = nats.MsgIdHdr // "Nats-Msg-Id": the envelope id, which JetStream de-duplicates by
 	hdrType        = "Shmq-Type"
@@ -42,6 +43,8 @@ type outMsgs struct {
 	msgs            []*nats.Msg
 	n               int
 	typ, source     string // the last type and source names seen
+	typHdr          string // their header values
+	sourceHdr       string
 }
 
 // batch is the messages built since reset.
@@ -58,12 +61,51 @@ func set(h nats.Header, k, v string) {
 	h[k] = []string{v}
 }
 
-// intern returns s's bytes as the cached string when they are equal (no allocation).
-func intern(cache *string, b []byte) string {
+// internHeader returns b as a header value (escapeHeader), cached while b repeats (no
+// allocation): cache holds the last bytes seen, hdr their header value.
+func internHeader(cache, hdr *string, b []byte) string {
 	if string(b) != *cache {
 		*cache = string(b)
+		*hdr = escapeHeader(*cache)
 	}
-	return *cache
+	return *hdr
+}
+
+// escapeHeader makes an envelope string a header value that NATS carries unchanged: '%',
+// control bytes and a space at either end (which the header parser trims) become %XX.
+// Anything else, bytes that are not UTF-8 included, goes as it is, so the usual names need
+// no escaping. unescapeHeader is the inverse.
+func escapeHeader(s string) string {
+	esc := func(i int) bool {
+		c := s[i]
+		return c == '%' || c < 0x20 || c == 0x7f || c == ' ' && (i == 0 || i == len(s)-1)
+	}
+	i := 0
+	for i < len(s) && !esc(i) {
+		i++
+	}
+	if i == len(s) {
+		return s
+	}
+	const hex = "0123456789ABCDEF"
+	b := make([]byte, i, len(s)+8)
+	copy(b, s)
+	for ; i < len(s); i++ {
+		if esc(i) {
+			b = append(b, '%', hex[s[i]>>4], hex[s[i]&15])
+		} else {
+			b = append(b, s[i])
+		}
+	}
+	return string(b)
+}
+
+// unescapeHeader undoes escapeHeader ('+' stays '+').
+func unescapeHeader(v string) (string, error) {
+	if !strings.Contains(v, "%") {
+		return v, nil
+	}
+	return url.PathUnescape(v)
 }
 
 // add builds the next message of the batch from a local record: the envelope's fields as
@@ -86,13 +128,13 @@ func (o *outMsgs) add(rec []byte, typ uint32) {
 	}
 	delete(h, hdrRecordType)
 	set(h, hdrID, v.ID.String())
-	set(h, hdrType, intern(&o.typ, v.Type()))
-	set(h, hdrSource, intern(&o.source, v.Source()))
+	set(h, hdrType, internHeader(&o.typ, &o.typHdr, v.Type()))
+	set(h, hdrSource, internHeader(&o.source, &o.sourceHdr, v.Source()))
 	set(h, hdrTime, strconv.FormatInt(v.Time, 10))
 	set(h, hdrOrigin, o.origin)
 	// The common values go without a header: every header costs each subscriber a parse.
 	if c := v.Correlation(); len(c) > 0 {
-		set(h, hdrCorrelation, string(c))
+		set(h, hdrCorrelation, escapeHeader(string(c)))
 	} else {
 		delete(h, hdrCorrelation)
 	}
@@ -175,7 +217,16 @@ func fromNATS(m *nats.Msg, ids *envelope.IDs) (envelope.Header, error) {
 			}
 			h.Priority = p
 		}
-		h.Type, h.Source, h.Correlation = get(hdrType), get(hdrSource), get(hdrCorrelation)
+		for _, f := range []struct {
+			dst *string
+			key string
+		}{{&h.Type, hdrType}, {&h.Source, hdrSource}, {&h.Correlation, hdrCorrelation}} {
+			v, err := unescapeHeader(get(f.key))
+			if err != nil {
+				return h, fmt.Errorf("bridge: %s header: %w", f.key, err)
+			}
+			*f.dst = v
+		}
 	} else {
 		now := time.Now()
 		id, err := ids.New(now)
