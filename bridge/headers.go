@@ -178,7 +178,8 @@ func cameFromNATS(rec []byte) bool {
 
 // fromNATS is the envelope header for a message that came in from NATS, with OriginKey set
 // to the sending bridge (or "nats" for a message no bridge sent). A message without an
-// envelope id gets a new one: type from Shmq-Type or the subject, source "nats:SUBJECT".
+// envelope (Nats-Msg-Id and Shmq-Time) gets a new one: type from Shmq-Type or the subject,
+// source "nats:SUBJECT".
 func fromNATS(m *nats.Msg, ids *envelope.IDs) (envelope.Header, error) {
 	get := func(k string) string {
 		if v := m.Header[k]; len(v) > 0 {
@@ -191,13 +192,15 @@ func fromNATS(m *nats.Msg, ids *envelope.IDs) (envelope.Header, error) {
 		origin = "nats"
 	}
 	var h envelope.Header
-	if s := get(hdrID); s != "" {
+	// A bridge sends Shmq-Time with every envelope id; a NATS-native publisher may set
+	// Nats-Msg-Id to an id of its own, for JetStream's de-duplication, and no Shmq-Time.
+	if s, ts := get(hdrID), get(hdrTime); s != "" && ts != "" {
 		id, err := uuid.Parse(s)
 		if err != nil {
 			return h, fmt.Errorf("bridge: %s header %q: %w", hdrID, s, err)
 		}
 		h.ID = id
-		ns, err := strconv.ParseInt(get(hdrTime), 10, 64)
+		ns, err := strconv.ParseInt(ts, 10, 64)
 		if err != nil {
 			return h, fmt.Errorf("bridge: %s header: %w", hdrTime, err)
 		}

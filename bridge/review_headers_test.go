@@ -59,3 +59,19 @@ func TestReviewHeaderStringsRoundTrip(t *testing.T) {
 		assert.Equal(t, "payload", string(m.Data))
 	}
 }
+
+// A NATS-native JetStream publisher sets Nats-Msg-Id to its own id (any string) for
+// JetStream's de-duplication, and sends no Shmq-* headers: such a message is a foreign one
+// (a new envelope), not a malformed bridge message to terminate.
+func TestReviewForeignMsgIDIsNotAnEnvelope(t *testing.T) {
+	for _, id := range []string{"order-1", "0190a6b2-7c1e-7def-8000-000000000001"} {
+		m := &nats.Msg{Subject: "shmq.t", Header: nats.Header{nats.MsgIdHdr: {id}}, Data: []byte("x")}
+		var ids envelope.IDs
+		h, err := fromNATS(m, &ids)
+		require.NoError(t, err, "Nats-Msg-Id %q", id)
+		assert.Equal(t, "shmq.t", h.Type)
+		assert.Equal(t, "nats:shmq.t", h.Source)
+		assert.Equal(t, envelope.Normal, h.Priority)
+		assert.Equal(t, uint32(1), h.Attempt)
+	}
+}
