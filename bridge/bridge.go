@@ -204,8 +204,10 @@ func pause(ctx context.Context, d time.Duration) {
 
 // durableName is a JetStream consumer name for this bridge and topic: only the characters
 // consumer names allow.
-func (b *Bridge) durableName(topicName string) string {
-	return "shmq_" + b.cfg.Name + "_" + strings.Map(func(r rune) rune {
+func (b *Bridge) durableName(topicName string) string { return durableName(b.cfg.Name, topicName) }
+
+func durableName(bridgeName, topicName string) string {
+	return "shmq_" + bridgeName + "_" + strings.Map(func(r rune) rune {
 		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
 			return r
 		}

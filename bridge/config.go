@@ -23,7 +23,10 @@ type Config struct {
 	URL string
 	// Dir is the directory of the local topics (shm.Options.Dir; empty: $SHMQ_DIR or /dev/shm).
 	Dir string
-	// Out forwards local topics to NATS; In forwards NATS subjects into local topics.
+	// Out forwards local topics to NATS; In forwards NATS subjects into local topics. A
+	// route may appear once; a topic may have one reliable route out (its durable
+	// subscription is named after the bridge) and one reliable route in (the JetStream
+	// consumer is named after the bridge and the topic). ErrConfig otherwise.
 	Out, In []Route
 	// Stream is the JetStream stream that carries reliable routes, created or updated to
 	// hold StreamSubjects. Default "SHMQ".
@@ -133,6 +136,38 @@ func (c *Config) withDefaults() (Config, error) {
 	for _, r := range append(append([]Route(nil), d.Out...), d.In...) {
 		if r.Reliable && !matchesAny(r.Subject, d.StreamSubjects) {
 			return d, fmt.Errorf("%w: reliable subject %q is not in stream %s %v", ErrConfig, r.Subject, d.Stream, d.StreamSubjects)
+		}
+	}
+	// Routes that would share a counter set's series or a durable position: the second
+	// reliable outbound route of a topic waited forever for the durable subscription the
+	// first holds, and two reliable inbound routes with one consumer name took turns
+	// rewriting its filter.
+	used := map[string]bool{}
+	claim := func(k string) error {
+		if used[k] {
+			return fmt.Errorf("%w: two routes share %s", ErrConfig, k)
+		}
+		used[k] = true
+		return nil
+	}
+	for _, r := range d.Out {
+		if err := claim(RouteKey(true, r)); err != nil {
+			return d, err
+		}
+		if r.Reliable {
+			if err := claim(fmt.Sprintf("the durable subscription of topic %s (one reliable route out per topic)", r.Topic)); err != nil {
+				return d, err
+			}
+		}
+	}
+	for _, r := range d.In {
+		if err := claim(RouteKey(false, r)); err != nil {
+			return d, err
+		}
+		if r.Reliable {
+			if err := claim("the JetStream consumer " + durableName(d.Name, r.Topic)); err != nil {
+				return d, err
+			}
 		}
 	}
 	return d, nil

@@ -1,0 +1,43 @@
+package bridge
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+)
+
+// Routes that would share a durable position or a counter series are refused: before, the
+// second reliable route out of a topic forwarded nothing, silently (it waited for the
+// durable subscription bridge.NAME the first one held), and two reliable routes into
+// topics "a.b" and "a_b", or into one topic from two subjects, shared one JetStream consumer
+// whose filter each rewrote.
+func TestReviewConfigRouteCollisions(t *testing.T) {
+	for name, cfg := range map[string]Config{
+		"two reliable out of one topic": {Out: []Route{{Topic: "t", Reliable: true}, {Topic: "t", Subject: "shmq.copy", Reliable: true}}},
+		"one consumer for a.b and a_b":  {In: []Route{{Topic: "a.b", Reliable: true}, {Topic: "a_b", Reliable: true}}},
+		"one consumer, two subjects":    {In: []Route{{Topic: "t", Reliable: true}, {Topic: "t", Subject: "shmq.u", Reliable: true}}},
+		"the same route twice":          {Out: []Route{{Topic: "t"}, {Topic: "t", Subject: "shmq.t"}}},
+	} {
+		cfg.Name, cfg.URL = "a", "nats://127.0.0.1:1"
+		cfg.Dir = t.TempDir()
+		b, err := New(cfg)
+		if b != nil {
+			b.Close()
+		}
+		assert.True(t, errors.Is(err, ErrConfig), "%s: %v", name, err)
+	}
+	for name, cfg := range map[string]Config{
+		"best effort out of one topic twice":  {Out: []Route{{Topic: "t"}, {Topic: "t", Subject: "shmq.copy"}}},
+		"reliable and best effort":            {Out: []Route{{Topic: "t", Reliable: true}, {Topic: "t", Subject: "shmq.copy"}}},
+		"out and in of one topic and subject": {Out: []Route{{Topic: "t", Reliable: true}}, In: []Route{{Topic: "t", Reliable: true}}},
+	} {
+		cfg.Name, cfg.URL = "a", "nats://127.0.0.1:1"
+		cfg.Dir = t.TempDir()
+		b, err := New(cfg)
+		assert.NoError(t, err, name)
+		if b != nil {
+			b.Close()
+		}
+	}
+}
