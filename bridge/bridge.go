@@ -30,7 +30,9 @@ type Stats struct {
 	// Received counts messages written into the local topic from NATS.
 	Received uint64
 	// Dropped counts messages lost on a best-effort route (NATS refused them, the local topic
-	// was full) and messages a lapped subscription missed on an Overwrite topic.
+	// was full), messages a lapped subscription missed on an Overwrite topic, and messages
+	// no retry can deliver (larger than the server's max_payload, or not an envelope the
+	// local topic can take).
 	Dropped uint64
 	// Retried counts batches sent again after a failure or an acknowledgement timeout.
 	Retried uint64

@@ -15,7 +15,7 @@ import (
 var counterNames = [...]struct{ name, help string }{
 	{"shmq_bridge_forwarded_total", "messages sent to NATS (acknowledged by JetStream on reliable routes)"},
 	{"shmq_bridge_received_total", "messages written into the local topic from NATS"},
-	{"shmq_bridge_dropped_total", "messages lost on best-effort routes or missed by a lapped subscription"},
+	{"shmq_bridge_dropped_total", "messages lost on best-effort routes, missed by a lapped subscription, or too large for NATS"},
 	{"shmq_bridge_retried_total", "batches sent again or pulls started again after a failure"},
 	{"shmq_bridge_duplicates_total", "inbound messages the topic had already"},
 	{"shmq_bridge_looped_total", "messages not forwarded because they came from NATS or from this bridge"},

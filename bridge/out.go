@@ -95,7 +95,8 @@ func (b *Bridge) outReliable(ctx context.Context, js jetstream.JetStream, r Rout
 			if msgs, err = b.borrow(ctx, sub, r, c, out); err != nil {
 				break
 			}
-			if err = b.publishAll(ctx, js, msgs, &futs); err != nil {
+			var tooLarge int
+			if tooLarge, err = b.publishAll(ctx, js, msgs, &futs); err != nil {
 				c.retried.Add(1)
 				break
 			}
@@ -103,7 +104,8 @@ func (b *Bridge) outReliable(ctx context.Context, js jetstream.JetStream, r Rout
 				testAfterAck()
 			}
 			sub.Release()
-			c.forwarded.Add(uint64(len(msgs)))
+			c.forwarded.Add(uint64(len(msgs) - tooLarge))
+			c.dropped.Add(uint64(tooLarge))
 		}
 		stop()
 		sub.Close()
@@ -164,13 +166,19 @@ func (b *Bridge) borrow(ctx context.Context, sub *ring.Subscriber, r Route, c *c
 }
 
 // publishAll sends msgs to JetStream and waits until each is acknowledged: errRetry when one
-// fails or AckTimeout passes first.
-func (b *Bridge) publishAll(ctx context.Context, js jetstream.JetStream, msgs []*nats.Msg, futs *[]jetstream.PubAckFuture) error {
+// fails or AckTimeout passes first. A message larger than the server takes (its
+// max_payload) would fail on every retry and hold up the route for good: it is skipped, and
+// tooLarge says how many were.
+func (b *Bridge) publishAll(ctx context.Context, js jetstream.JetStream, msgs []*nats.Msg, futs *[]jetstream.PubAckFuture) (tooLarge int, err error) {
 	*futs = (*futs)[:0]
 	for _, m := range msgs {
 		f, err := js.PublishMsgAsync(m)
+		if errors.Is(err, nats.ErrMaxPayload) {
+			tooLarge++
+			continue
+		}
 		if err != nil {
-			return fmt.Errorf("%w: publish: %w", errRetry, err)
+			return 0, fmt.Errorf("%w: publish: %w", errRetry, err)
 		}
 		*futs = append(*futs, f)
 	}
@@ -180,14 +188,14 @@ func (b *Bridge) publishAll(ctx context.Context, js jetstream.JetStream, msgs []
 		select {
 		case <-f.Ok():
 		case err := <-f.Err():
-			return fmt.Errorf("%w: acknowledgement: %w", errRetry, err)
+			return 0, fmt.Errorf("%w: acknowledgement: %w", errRetry, err)
 		case <-timeout.C:
-			return fmt.Errorf("%w: no acknowledgement in %v", errRetry, b.cfg.AckTimeout)
+			return 0, fmt.Errorf("%w: no acknowledgement in %v", errRetry, b.cfg.AckTimeout)
 		case <-ctx.Done():
-			return ctx.Err()
+			return 0, ctx.Err()
 		}
 	}
-	return nil
+	return tooLarge, nil
 }
 
 // ensureStream creates or updates the stream that carries reliable routes, retrying while

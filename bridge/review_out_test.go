@@ -1,0 +1,79 @@
+package bridge
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/shmq/shmq/envelope"
+	"github.com/shmq/shmq/ring"
+	"github.com/shmq/shmq/shm"
+	"github.com/shmq/shmq/topic"
+)
+
+// runReview runs a bridge in this process until the test ends.
+func runReview(t *testing.T, cfg Config) *Bridge {
+	t.Helper()
+	b, err := New(cfg)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			assert.NoError(t, err)
+		case <-time.After(30 * time.Second):
+			t.Errorf("Run did not return after its context ended")
+		}
+		b.Close()
+	})
+	return b
+}
+
+func reviewEvent(t *testing.T, payload string) []byte {
+	h, err := envelope.NewHeader("test.T", "src")
+	require.NoError(t, err)
+	rec, err := h.Append(nil, []byte(payload))
+	require.NoError(t, err)
+	return rec
+}
+
+// A record larger than the server's max_payload can never be published: on a reliable route
+// it used to be retried forever, and everything after it waited with it.
+func TestReviewReliableOversizedMessageDoesNotStallRoute(t *testing.T) {
+	s, nc := reviewNATS(t, func(o *server.Options) { o.MaxPayload = 1024 })
+	dir := t.TempDir()
+	tp, err := topic.Open("orders", topic.Config{Policy: ring.Block, Slots: 64, MaxMessage: 4096}, shm.Options{Dir: dir})
+	require.NoError(t, err)
+	t.Cleanup(func() { tp.Close() })
+	sub, err := nc.SubscribeSync("shmq.orders")
+	require.NoError(t, err)
+	require.NoError(t, nc.Flush())
+	b := runReview(t, Config{Name: "a", URL: s.ClientURL(), Dir: dir, RetryWait: 20 * time.Millisecond,
+		AckTimeout: time.Second, Out: []Route{{Topic: "orders", Reliable: true}}})
+
+	pub, err := tp.Publisher(ring.Options{})
+	require.NoError(t, err)
+	defer pub.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, pub.Write(ctx, 1, reviewEvent(t, strings.Repeat("x", 2000))))
+	require.NoError(t, pub.Write(ctx, 1, reviewEvent(t, "small")))
+
+	m, err := sub.NextMsg(20 * time.Second)
+	require.NoError(t, err, "the message after the oversized one is forwarded")
+	assert.Equal(t, "small", string(m.Data))
+	key := RouteKey(true, Route{Topic: "orders"})
+	assert.Eventually(t, func() bool {
+		st := b.Stats()[key]
+		return st.Dropped == 1 && st.Forwarded == 1
+	}, 20*time.Second, 10*time.Millisecond, "one dropped, one forwarded")
+	t.Logf("%+v", b.Stats()[key])
+}
