@@ -47,6 +47,7 @@ type Stats struct {
 type Bridge struct {
 	cfg   Config
 	stats map[string]*counters    // by RouteKey
+	mu    sync.Mutex              // guards sets against Closes at once
 	sets  map[string]*metrics.Set // the counters' sets, by topic
 }
 
@@ -67,8 +68,10 @@ func New(cfg Config) (*Bridge, error) {
 }
 
 // Close closes the bridge's counter sets (they stay in the directory, for shmctl). Safe to
-// call more than once; call it after Run returned.
+// call more than once, from any goroutine; call it after Run returned.
 func (b *Bridge) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	var errs []error
 	for k, s := range b.sets {
 		errs = append(errs, s.Close())

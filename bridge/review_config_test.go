@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"errors"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -39,5 +40,21 @@ func TestReviewConfigRouteCollisions(t *testing.T) {
 		if b != nil {
 			b.Close()
 		}
+	}
+}
+
+// Close is safe from any goroutine, any number of times, also at once (run with -race: the
+// map of counter sets was deleted from without a lock).
+func TestReviewCloseConcurrently(t *testing.T) {
+	for range 20 {
+		b, err := New(Config{Name: "a", URL: "nats://127.0.0.1:1", Dir: t.TempDir(),
+			Out: []Route{{Topic: "t1"}, {Topic: "t2"}, {Topic: "t3"}, {Topic: "t4"}}})
+		assert.NoError(t, err)
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() { assert.NoError(t, b.Close()) })
+		}
+		wg.Wait()
+		assert.NoError(t, b.Close())
 	}
 }
