@@ -42,6 +42,7 @@ type outMsgs struct {
 	subject, origin string
 	msgs            []*nats.Msg
 	n               int
+	looped          int // records of the batch not sent: they came from NATS
 	typ, source     string // the last type and source names seen
 	typHdr          string // their header values
 	sourceHdr       string
@@ -50,7 +51,7 @@ type outMsgs struct {
 // batch is the messages built since reset.
 func (o *outMsgs) batch() []*nats.Msg { return o.msgs[:o.n] }
 
-func (o *outMsgs) reset() { o.n = 0 }
+func (o *outMsgs) reset() { o.n, o.looped = 0, 0 }
 
 // set puts a header's value, reusing its slice.
 func set(h nats.Header, k, v string) {

@@ -50,6 +50,7 @@ func (b *Bridge) outBestEffort(ctx context.Context, nc *nats.Conn, r Route, c *c
 			return err
 		}
 		sub.Release()
+		c.looped.Add(uint64(out.looped))
 		for _, m := range msgs {
 			if err := nc.PublishMsg(m); err != nil {
 				c.dropped.Add(1)
@@ -104,6 +105,7 @@ func (b *Bridge) outReliable(ctx context.Context, js jetstream.JetStream, r Rout
 				testAfterAck()
 			}
 			sub.Release()
+			c.looped.Add(uint64(out.looped)) // once: a retried batch borrows them again
 			c.forwarded.Add(uint64(len(msgs) - tooLarge))
 			c.dropped.Add(uint64(tooLarge))
 		}
@@ -128,7 +130,7 @@ var errRetry = errors.New("bridge: retry")
 
 // borrow waits for the next record and takes the ones after it that are ready, up to
 // Window, returning the NATS messages to send; records that came from NATS are skipped
-// (they stay borrowed and are released with the batch).
+// (they stay borrowed and are released with the batch; out.looped counts them).
 func (b *Bridge) borrow(ctx context.Context, sub *ring.Subscriber, r Route, c *counters, out *outMsgs) ([]*nats.Msg, error) {
 	out.reset()
 	for n := 0; n < b.cfg.Window; n++ {
@@ -153,7 +155,7 @@ func (b *Bridge) borrow(ctx context.Context, sub *ring.Subscriber, r Route, c *c
 			return nil, fmt.Errorf("bridge: read %s: %w", r.Topic, err)
 		}
 		if cameFromNATS(rec.Data) {
-			c.looped.Add(1)
+			out.looped++ // counted when the batch is released
 			continue
 		}
 		out.add(rec.Data, rec.Type)

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -76,4 +77,48 @@ func TestReviewReliableOversizedMessageDoesNotStallRoute(t *testing.T) {
 		return st.Dropped == 1 && st.Forwarded == 1
 	}, 20*time.Second, 10*time.Millisecond, "one dropped, one forwarded")
 	t.Logf("%+v", b.Stats()[key])
+}
+
+// A record that came from NATS is not forwarded, and counted as looped once: a reliable
+// route that borrows it again for each retry of its batch counted it again each time.
+func TestReviewLoopedCountedOncePerRecord(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	store := t.TempDir()
+	s, _ := reviewNATS(t, func(o *server.Options) { o.Port, o.StoreDir = port, store })
+	dir := t.TempDir()
+	tp, err := topic.Open("orders", topic.Config{Policy: ring.Block, Slots: 64, MaxMessage: 1024}, shm.Options{Dir: dir})
+	require.NoError(t, err)
+	t.Cleanup(func() { tp.Close() })
+	b := runReview(t, Config{Name: "a", URL: s.ClientURL(), Dir: dir, RetryWait: 20 * time.Millisecond,
+		AckTimeout: 200 * time.Millisecond, Out: []Route{{Topic: "orders", Reliable: true}}})
+	key := RouteKey(true, Route{Topic: "orders"})
+
+	pub, err := tp.Publisher(ring.Options{})
+	require.NoError(t, err)
+	defer pub.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, pub.Write(ctx, 1, reviewEvent(t, "first")))
+	require.Eventually(t, func() bool { return b.Stats()[key].Forwarded == 1 }, 20*time.Second, 10*time.Millisecond)
+
+	s.Shutdown()
+	s.WaitForShutdown()
+	h, err := envelope.NewHeader("test.T", "src")
+	require.NoError(t, err)
+	h.Meta = []envelope.KV{{Key: OriginKey, Value: "b"}}
+	looped, err := h.Append(nil, []byte("from NATS"))
+	require.NoError(t, err)
+	require.NoError(t, pub.Write(ctx, 1, looped))
+	require.NoError(t, pub.Write(ctx, 1, reviewEvent(t, "second")))
+	require.Eventually(t, func() bool { return b.Stats()[key].Retried >= 3 }, 20*time.Second, 10*time.Millisecond)
+
+	s2, _ := reviewNATS(t, func(o *server.Options) { o.Port, o.StoreDir = port, store })
+	_ = s2
+	require.Eventually(t, func() bool { return b.Stats()[key].Forwarded == 2 }, 30*time.Second, 10*time.Millisecond)
+	st := b.Stats()[key]
+	t.Logf("%+v", st)
+	assert.Equal(t, uint64(1), st.Looped)
 }
