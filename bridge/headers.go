@@ -42,7 +42,7 @@ type outMsgs struct {
 	subject, origin string
 	msgs            []*nats.Msg
 	n               int
-	looped          int // records of the batch not sent: they came from NATS
+	looped          int    // records of the batch not sent: they came from NATS
 	typ, source     string // the last type and source names seen
 	typHdr          string // their header values
 	sourceHdr       string
