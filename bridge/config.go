@@ -59,7 +59,8 @@ type Config struct {
 type Route struct {
 	// Topic is the local topic's name.
 	Topic string
-	// Subject is the NATS subject. Default "shmq." + Topic.
+	// Subject is the NATS subject. Default "shmq." + Topic. Wildcards ('*', '>' last) only
+	// on routes in.
 	Subject string
 	// Reliable sends through JetStream (acknowledged, de-duplicated, durable); otherwise
 	// core NATS (best effort).
@@ -110,8 +111,8 @@ func (c *Config) withDefaults() (Config, error) {
 	if d.Dedup < 0 || d.AckTimeout < 0 || d.Window < 0 || d.RetryWait < 0 || d.AckWait < 0 || d.Seen < 0 {
 		return d, fmt.Errorf("%w: negative duration or count", ErrConfig)
 	}
-	fix := func(rs []Route) ([]Route, error) {
-		out := make([]Route, len(rs))
+	fix := func(rs []Route, out bool) ([]Route, error) {
+		rs2 := make([]Route, len(rs))
 		for i, r := range rs {
 			if err := shm.ValidateName(r.Topic); err != nil {
 				return nil, fmt.Errorf("%w: route %d: %w", ErrConfig, i, err)
@@ -122,15 +123,22 @@ func (c *Config) withDefaults() (Config, error) {
 			if strings.ContainsAny(r.Subject, " \t\r\n") || strings.Contains(r.Subject, "..") || strings.HasSuffix(r.Subject, ".") || strings.HasPrefix(r.Subject, ".") {
 				return nil, fmt.Errorf("%w: route %d: subject %q", ErrConfig, i, r.Subject)
 			}
-			out[i] = r
+			// Wildcards are whole tokens; '>' only last; none where messages are published.
+			toks := strings.Split(r.Subject, ".")
+			for j, tok := range toks {
+				if tok == "*" && out || tok == ">" && (out || j != len(toks)-1) {
+					return nil, fmt.Errorf("%w: route %d: subject %q: wildcard %q where it cannot be", ErrConfig, i, r.Subject, tok)
+				}
+			}
+			rs2[i] = r
 		}
-		return out, nil
+		return rs2, nil
 	}
 	var err error
-	if d.Out, err = fix(d.Out); err != nil {
+	if d.Out, err = fix(d.Out, true); err != nil {
 		return d, err
 	}
-	if d.In, err = fix(d.In); err != nil {
+	if d.In, err = fix(d.In, false); err != nil {
 		return d, err
 	}
 	for _, r := range append(append([]Route(nil), d.Out...), d.In...) {

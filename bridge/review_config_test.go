@@ -58,3 +58,33 @@ func TestReviewCloseConcurrently(t *testing.T) {
 		assert.NoError(t, b.Close())
 	}
 }
+
+// An outbound subject is where messages are published: a wildcard there is no subject any
+// subscriber listening on a literal subject receives (core NATS delivered nothing to
+// "shmq.x"; JetStream stored the messages under "shmq.*"). An inbound subject may have
+// wildcards, '>' only as its last token.
+func TestReviewConfigWildcardSubjects(t *testing.T) {
+	for name, cfg := range map[string]Config{
+		"out *":         {Out: []Route{{Topic: "t", Subject: "shmq.*"}}},
+		"out >":         {Out: []Route{{Topic: "t", Subject: "shmq.>", Reliable: true}}},
+		"in > not last": {In: []Route{{Topic: "t", Subject: "shmq.>.x"}}},
+	} {
+		cfg.Name, cfg.URL, cfg.Dir = "a", "nats://127.0.0.1:1", t.TempDir()
+		b, err := New(cfg)
+		if b != nil {
+			b.Close()
+		}
+		assert.True(t, errors.Is(err, ErrConfig), "%s: %v", name, err)
+	}
+	for name, cfg := range map[string]Config{
+		"in *": {In: []Route{{Topic: "t", Subject: "shmq.*.x", Reliable: true}}},
+		"in >": {In: []Route{{Topic: "t", Subject: "shmq.>"}}},
+	} {
+		cfg.Name, cfg.URL, cfg.Dir = "a", "nats://127.0.0.1:1", t.TempDir()
+		b, err := New(cfg)
+		assert.NoError(t, err, name)
+		if b != nil {
+			b.Close()
+		}
+	}
+}
