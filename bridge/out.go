@@ -64,8 +64,9 @@ func (b *Bridge) outBestEffort(ctx context.Context, nc *nats.Conn, r Route, c *c
 // outReliable forwards a topic to JetStream with the bridge's durable subscription: it
 // borrows up to Window records, publishes them asynchronously with their envelope ids as
 // Nats-Msg-Id, and releases them (advancing the durable position) only when every one is
-// acknowledged. On a failure it subscribes again, which borrows the same records again, and
-// JetStream drops the copies it already has.
+// acknowledged. On a failure it sends the batch again, its records still borrowed (so that
+// the subscription keeps holding a Block topic's publishers back), and JetStream drops the
+// copies it already has.
 func (b *Bridge) outReliable(ctx context.Context, js jetstream.JetStream, r Route, c *counters) error {
 	t, err := b.openTopic(r, false)
 	if err != nil {
@@ -96,16 +97,30 @@ func (b *Bridge) outReliable(ctx context.Context, js jetstream.JetStream, r Rout
 			if msgs, err = b.borrow(ctx, sub, r, c, out); err != nil {
 				break
 			}
+			looped := out.looped
 			var tooLarge int
-			if tooLarge, err = b.publishAll(ctx, js, msgs, &futs); err != nil {
+			// A failed batch is sent again with its records still borrowed: closed, even for
+			// a moment, the durable subscription would hold no Block publisher back, and
+			// they would overwrite what it has not forwarded.
+			for {
+				if tooLarge, err = b.publishAll(ctx, js, msgs, &futs); !errors.Is(err, errRetry) || ctx.Err() != nil {
+					break
+				}
 				c.retried.Add(1)
+				// JetStream may still hold the failed messages for its own retries: send
+				// copies, and build the next batches in new messages.
+				msgs = cloneMsgs(msgs)
+				out = &outMsgs{subject: r.Subject, origin: b.cfg.Name}
+				pause(ctx, b.cfg.RetryWait)
+			}
+			if err != nil {
 				break
 			}
 			if testAfterAck != nil {
 				testAfterAck()
 			}
 			sub.Release()
-			c.looped.Add(uint64(out.looped)) // once: a retried batch borrows them again
+			c.looped.Add(uint64(looped)) // once, however often the batch was sent
 			c.forwarded.Add(uint64(len(msgs) - tooLarge))
 			c.dropped.Add(uint64(tooLarge))
 		}
@@ -125,8 +140,21 @@ func (b *Bridge) outReliable(ctx context.Context, js jetstream.JetStream, r Rout
 	return nil
 }
 
-// errRetry marks a failure the bridge recovers from by subscribing again.
+// errRetry marks a failure the bridge recovers from by sending again.
 var errRetry = errors.New("bridge: retry")
+
+// cloneMsgs copies msgs into new messages (header maps and data included).
+func cloneMsgs(msgs []*nats.Msg) []*nats.Msg {
+	out := make([]*nats.Msg, len(msgs))
+	for i, m := range msgs {
+		h := make(nats.Header, len(m.Header))
+		for k, v := range m.Header {
+			h[k] = append([]string(nil), v...)
+		}
+		out[i] = &nats.Msg{Subject: m.Subject, Header: h, Data: append([]byte(nil), m.Data...)}
+	}
+	return out
+}
 
 // borrow waits for the next record and takes the ones after it that are ready, up to
 // Window, returning the NATS messages to send; records that came from NATS are skipped
