@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shmq/shmq/internal/units"
+	"github.com/shmq/shmq/metrics"
 	"github.com/shmq/shmq/ring"
 	"github.com/shmq/shmq/shm"
 )
@@ -71,6 +72,9 @@ func runStat(cmd *cobra.Command, args []string) error {
 		return segmentError("stat", name, err)
 	}
 	defer s.Close()
+	if s.Descriptor().Kind == metrics.SegmentKind {
+		return runStatMetrics(cmd, s, opts) // stat_metrics.go
+	}
 	r, err := buildStat(s)
 	if err != nil {
 		return segmentError("stat", name, err)
