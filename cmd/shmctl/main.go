@@ -89,6 +89,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usageError{err.Error()} })
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.AddCommand(newCreateCommand(), newLsCommand(), newStatCommand(), newWatchCommand(), newPeekCommand(), newRmCommand(), newGCCommand(), newHealthCommand())
+	root.AddCommand(newDLQCommand())
 	return root
 }
 
