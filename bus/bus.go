@@ -44,6 +44,7 @@ type Bus struct {
 	subsMu   sync.Mutex
 	subs     map[*Subscription]struct{}
 	dlq      deadLetters
+	metrics  *busMetrics
 	counters counters // this process's totals (see Stats)
 	health   healthState
 	closeErr error
@@ -52,9 +53,11 @@ type Bus struct {
 
 // pubQueue is a Reliable subscription's queue as a publisher holds it.
 type pubQueue struct {
-	entry subEntry
-	segs  [envelope.Priorities]*shm.Segment
-	ws    [envelope.Priorities]*ring.MPMCWriter
+	entry      subEntry
+	segs       [envelope.Priorities]*shm.Segment
+	ws         [envelope.Priorities]*ring.MPMCWriter
+	qm         *subMetrics // the subscription's set (writers only)
+	lastSample time.Time
 }
 
 // Open opens the bus name in cfg.Dir, creating its segments if they do not exist. cfg's zero
@@ -95,6 +98,9 @@ func Open(name string, cfg Config) (*Bus, error) {
 		}
 	}
 	if b.dlq, err = openDeadLetters(name, cfg, b.opts); err != nil {
+		return nil, err
+	}
+	if b.metrics, err = openBusMetrics(name, b.opts); err != nil {
 		return nil, err
 	}
 	ok = true
@@ -266,6 +272,7 @@ func Publish[T any](ctx context.Context, b *Bus, v *T, opts ...PublishOption) (u
 		return uuid.UUID{}, err
 	}
 	b.counters.published[h.Priority].Add(1)
+	b.metrics.published[h.Priority].Inc()
 	if !reliable {
 		return h.ID, nil
 	}
@@ -287,6 +294,7 @@ func (b *Bus) enqueue(ctx context.Context, q *pubQueue, p envelope.Priority, typ
 	rec, err := w.TryReserve(typ, len(b.scratch))
 	if errors.Is(err, ring.ErrFull) {
 		b.counters.full.Add(1)
+		q.qm.queueFull.Inc()
 		if b.cfg.QueueFull != BlockWhenFull {
 			return fmt.Errorf("%w: %s (%v lane)", ErrQueueFull, q.entry.name, p)
 		}
@@ -298,6 +306,10 @@ func (b *Bus) enqueue(ctx context.Context, q *pubQueue, p envelope.Priority, typ
 	copy(rec, b.scratch)
 	if err := w.Commit(); err != nil {
 		return fmt.Errorf("bus: queue %s: %w", q.entry.name, err)
+	}
+	if now := time.Now(); now.Sub(q.lastSample) >= sampleEvery {
+		q.lastSample = now
+		sampleQueue(q.segs, q.qm)
 	}
 	return nil
 }
@@ -360,10 +372,18 @@ func (b *Bus) openQueue(e subEntry, writers bool) (*pubQueue, error) {
 			}
 		}
 	}
+	if writers {
+		var err error
+		if q.qm, err = openSubMetrics(b.name, e.name, b.opts); err != nil {
+			q.close()
+			return nil, err
+		}
+	}
 	return q, nil
 }
 
 func (q *pubQueue) close() {
+	q.qm.close()
 	for p := range q.segs {
 		if q.ws[p] != nil {
 			q.ws[p].Close()
@@ -392,6 +412,9 @@ func (b *Bus) release() {
 	}
 	if b.dlq != nil {
 		b.dlq.Close()
+	}
+	if b.metrics != nil {
+		b.metrics.set.Close()
 	}
 	if b.reg != nil {
 		b.reg.seg.Close()

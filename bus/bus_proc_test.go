@@ -427,8 +427,9 @@ func TestScaleWorkersNoLossNoDuplicate(t *testing.T) {
 func TestShutdownReportsLeftovers(t *testing.T) {
 	dir := t.TempDir()
 	b := openTest(t, dir, Config{Source: "pub"})
-	block := make(chan struct{})
+	block, entered := make(chan struct{}), make(chan struct{}, 10)
 	sub, err := Subscribe(b, func(ctx context.Context, ev *envelope.View, v *Tick) error {
+		entered <- struct{}{}
 		<-block
 		return nil
 	}, Delivery(Reliable{Name: "slow"}))
@@ -441,6 +442,7 @@ func TestShutdownReportsLeftovers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	<-entered // the worker holds the first event when Shutdown begins
 	go func() { time.Sleep(300 * time.Millisecond); close(block) }()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

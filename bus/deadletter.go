@@ -112,3 +112,14 @@ func parseDeadLetter(b []byte) (DeadLetter, error) {
 	return DeadLetter{Attempts: binary.LittleEndian.Uint32(b), Subscription: string(b[dlqHeader : dlqHeader+ns]),
 		Error: string(b[dlqHeader+ns : dlqHeader+ns+ne]), Envelope: append([]byte(nil), b[off:]...)}, nil
 }
+
+// countDeadLetters is the number of events in the dead-letter queue of the bus name.
+func countDeadLetters(name string, opts shm.Options) (uint64, error) {
+	ds, err := shm.Inspect(dlqName(name), opts)
+	if err != nil {
+		return 0, err
+	}
+	defer ds.Close()
+	st, err := ring.ReadStats(ds)
+	return st.Used, err
+}

@@ -38,6 +38,13 @@
 // A Reliable handler that ignores its ctx and never returns holds its worker and its event:
 // Timeout is checked when the handler returns, and health reports it as slow.
 //
-// Metrics are kept per process (Subscription.Stats, Bus.Stats) until the shared-memory
-// metrics segment is wired in; `shmctl health` reads what the segments themselves show.
+// # Metrics
+//
+// Every process records into shared-memory metrics sets (package metrics): NAME.metrics
+// for the bus (events published by priority; BestEffort and LatestOnly deliveries summed
+// by mode) and NAME.m.SUB for each Reliable subscription (delivered, failed, timeouts,
+// retried, dead-lettered, queue full, queue depth by lane, bytes and utilisation, live
+// workers, and HdrHistograms of publish → handler latency and handler duration, in
+// nanoseconds). ReadMetrics, Health, `shmctl health` and `shmctl stat NAME.m.SUB` read
+// them from any process. Subscription.Stats and Bus.Stats are this process's share.
 package bus

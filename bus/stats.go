@@ -7,6 +7,9 @@ import (
 	"github.com/shmq/shmq/envelope"
 )
 
+// This process's own counters, beside the shared-memory series of metrics.go: Stats and
+// BusStats say what happened here (a Reliable subscription's set sums every process).
+
 // counters are a process's bus-wide totals.
 type counters struct {
 	published [envelope.Priorities]atomic.Uint64
@@ -26,7 +29,6 @@ type subCounters struct {
 	malformed    atomic.Uint64
 	slow         atomic.Uint64
 	handlerNanos atomic.Uint64
-	latency      latencyRecorder
 }
 
 // Stats are a subscription's counters in this process since Subscribe.
@@ -44,31 +46,12 @@ type Stats struct {
 	Slow         uint64        `json:"slow"`          // handler calls longer than Config.SlowHandler
 	Workers      int           `json:"workers"`       // worker goroutines
 	Busy         int           `json:"busy"`          // of Workers: in a handler now
+	Idle         int           `json:"idle"`          // of Workers: waiting for an event
 	AvgHandler   time.Duration `json:"avg_handler"`   // mean handler duration
-	LatencyP50   time.Duration `json:"latency_p50"`   // publish → handler start
-	LatencyP95   time.Duration `json:"latency_p95"`
-	LatencyP99   time.Duration `json:"latency_p99"`
 }
 
-// observe counts one handler call that started at start with the result err.
-func (s *Subscription) observe(v *envelope.View, start time.Time, err error) {
-	d := time.Since(start)
-	s.stats.handlerNanos.Add(uint64(d))
-	if d > s.b.cfg.SlowHandler {
-		s.stats.slow.Add(1)
-	}
-	s.stats.latency.record(start.UnixNano() - v.Time)
-	if err == nil {
-		s.stats.delivered.Add(1)
-		return
-	}
-	s.stats.failed.Add(1)
-	if isTimeout(err) {
-		s.stats.timeouts.Add(1)
-	}
-}
-
-// Stats returns the subscription's counters in this process.
+// Stats returns the subscription's counters in this process (the shared-memory metrics,
+// ReadMetrics, sum every process's). Latency percentiles are in the metrics.
 func (s *Subscription) Stats() Stats {
 	st := Stats{
 		Mode: s.cfg.mode.mode(), Name: s.name,
@@ -84,10 +67,10 @@ func (s *Subscription) Stats() Stats {
 		}
 	}
 	s.mu.Unlock()
+	st.Idle = st.Workers - st.Busy
 	if calls := st.Delivered + st.Failed; calls > 0 {
 		st.AvgHandler = time.Duration(s.stats.handlerNanos.Load() / calls)
 	}
-	st.LatencyP50, st.LatencyP95, st.LatencyP99 = s.stats.latency.percentiles()
 	return st
 }
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/shmq/shmq/envelope"
+	"github.com/shmq/shmq/metrics"
 	"github.com/shmq/shmq/ring"
 	"github.com/shmq/shmq/shm"
 )
@@ -101,7 +102,16 @@ type Subscription struct {
 	lanes   [envelope.Priorities]*shm.Segment
 	stopped bool
 
-	stats subCounters
+	stats      subCounters      // this process's
+	m          *deliveryMetrics // shared: the bus set's mode series, or qm's
+	qm         *subMetrics      // Reliable: the subscription's set
+	lastSample atomic.Int64     // Unix ns of the last sampleQueue
+}
+
+// count adds n to one of this process's counters and to its shared series.
+func (s *Subscription) count(local *atomic.Uint64, shared *metrics.Counter, n uint64) {
+	local.Add(n)
+	shared.Add(n)
 }
 
 // worker is one delivering goroutine.
@@ -175,6 +185,7 @@ func (b *Bus) subscribe(typeName string, deliver func() func(context.Context, *e
 	var err error
 	switch m := cfg.mode.(type) {
 	case BestEffort, LatestOnly:
+		s.m = b.metrics.modes[m.mode()]
 		err = s.startLanes()
 	case Reliable:
 		if !validSubName(m.Name) {
@@ -285,6 +296,10 @@ func (s *Subscription) startReliable() error {
 		return err
 	}
 	s.queue = q
+	if s.qm, err = openSubMetrics(s.b.name, s.name, s.b.opts); err != nil {
+		return err
+	}
+	s.m = &s.qm.deliveryMetrics
 	for range s.cfg.workers {
 		if err := s.addWorker(); err != nil {
 			return err
@@ -352,7 +367,7 @@ func (s *Subscription) runBestEffort(w *worker) {
 func (s *Subscription) handleOnce(w *worker, b []byte) {
 	var err error
 	if w.view, err = envelope.Parse(b); err != nil {
-		s.stats.malformed.Add(1)
+		s.count(&s.stats.malformed, s.m.malformed, 1)
 		return
 	}
 	if !s.match(&w.view) {
@@ -362,7 +377,7 @@ func (s *Subscription) handleOnce(w *worker, b []byte) {
 	w.busy.Store(true)
 	err = w.deliver(s.ctx, &w.view)
 	w.busy.Store(false)
-	s.observe(&w.view, start, err)
+	s.m.observe(&s.stats, s.b.cfg.SlowHandler, &w.view, start, err)
 }
 
 // countReadError counts what a lane read reports: missed events (a *ring.LagError) as drops.
@@ -370,13 +385,13 @@ func (s *Subscription) countReadError(err error) {
 	var lag *ring.LagError
 	if errors.As(err, &lag) {
 		if _, latest := s.cfg.mode.(LatestOnly); latest {
-			s.stats.conflated.Add(lag.Missed)
+			s.count(&s.stats.conflated, s.m.conflated, lag.Missed)
 		} else {
-			s.stats.dropped.Add(lag.Missed)
+			s.count(&s.stats.dropped, s.m.dropped, lag.Missed)
 		}
 		return
 	}
-	s.stats.malformed.Add(1)
+	s.count(&s.stats.malformed, s.m.malformed, 1)
 }
 
 // latestSlot is the newest event of one type, held by a LatestOnly subscription.
@@ -430,7 +445,7 @@ func (s *Subscription) runLatest(w *worker) {
 				continue
 			}
 			if sl.have {
-				s.stats.conflated.Add(1)
+				s.count(&s.stats.conflated, s.m.conflated, 1)
 			}
 			sl.n = copy(sl.buf, w.buf[:n])
 			sl.have, got = true, true
@@ -463,15 +478,17 @@ func (s *Subscription) runReliable(w *worker) {
 		rec, p, err := w.l.next()
 		if err == errIdle {
 			w.l.maintain()
+			s.sample()
 			w.l.wait(sv, idleWait)
 			continue
 		}
 		if err != nil {
-			s.stats.malformed.Add(1)
+			s.count(&s.stats.malformed, s.m.malformed, 1)
 			continue
 		}
 		if s.handleReliable(w, rec) {
 			w.l.rs[p].Release()
+			s.sample()
 		} else {
 			return // the subscription closes: the event stays borrowed, to be delivered again
 		}
@@ -483,7 +500,7 @@ func (s *Subscription) runReliable(w *worker) {
 func (s *Subscription) handleReliable(w *worker, rec ring.Record) bool {
 	var err error
 	if w.view, err = envelope.Parse(rec.Data); err != nil {
-		s.stats.malformed.Add(1)
+		s.count(&s.stats.malformed, s.m.malformed, 1)
 		s.deadLetter(rec.Data, err, 0)
 		return true
 	}
@@ -503,7 +520,7 @@ func (s *Subscription) handleReliable(w *worker, rec ring.Record) bool {
 		if err == nil && s.timeout > 0 && time.Since(start) > s.timeout {
 			err = ErrDeliveryTimeout
 		}
-		s.observe(&w.view, start, err)
+		s.m.observe(&s.stats, s.b.cfg.SlowHandler, &w.view, start, err)
 		if err == nil {
 			return true
 		}
@@ -511,7 +528,7 @@ func (s *Subscription) handleReliable(w *worker, rec ring.Record) bool {
 			s.deadLetter(rec.Data, err, attempt)
 			return true
 		}
-		s.stats.retried.Add(1)
+		s.count(&s.stats.retried, s.m.retried, 1)
 		if !s.sleep(s.retry.delay(int(attempt))) {
 			return false
 		}
@@ -533,6 +550,17 @@ func (s *Subscription) call(w *worker) error {
 	return err
 }
 
+// sample refreshes the queue's sampled gauges if no worker of this process did for
+// sampleEvery.
+func (s *Subscription) sample() {
+	now := time.Now().UnixNano()
+	last := s.lastSample.Load()
+	if now-last < int64(sampleEvery) || !s.lastSample.CompareAndSwap(last, now) {
+		return
+	}
+	sampleQueue(s.queue.segs, s.qm)
+}
+
 // sleep waits d, or until the subscription closes (false).
 func (s *Subscription) sleep(d time.Duration) bool {
 	if d <= 0 {
@@ -551,10 +579,10 @@ func (s *Subscription) sleep(d time.Duration) bool {
 // deadLetter puts an event that failed every attempt into the dead-letter queue.
 func (s *Subscription) deadLetter(env []byte, cause error, attempts uint32) {
 	if err := s.b.dlq.Put(s.name, env, cause, attempts); err != nil {
-		s.stats.dlqErrors.Add(1)
+		s.count(&s.stats.dlqErrors, s.m.dlqErrors, 1)
 		return
 	}
-	s.stats.deadLettered.Add(1)
+	s.count(&s.stats.deadLettered, s.m.deadLettered, 1)
 }
 
 // ScaleWorkers sets the number of this process's worker goroutines of a Reliable
@@ -661,6 +689,7 @@ func (s *Subscription) Unsubscribe() error {
 }
 
 func (s *Subscription) release() {
+	s.qm.close()
 	if s.queue != nil {
 		s.queue.close()
 		s.queue = nil
