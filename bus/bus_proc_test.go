@@ -316,25 +316,25 @@ func TestRetryThenDeadLetter(t *testing.T) {
 		t.Fatalf("%d dead letters, want 2", len(dl))
 	}
 	for _, d := range dl {
-		v, err := envelope.Parse(d.Envelope)
+		v, err := envelope.Parse(d.Data)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if d.Attempts != 3 || d.Subscription != "work" || !strings.Contains(d.Error, "refused") || !v.IsType("tick") {
-			t.Fatalf("dead letter %+v", d)
+		if d.Attempts != 3 || d.Subscription != "work" || d.Priority != envelope.Normal || !strings.Contains(d.Err, "refused") ||
+			!v.IsType("tick") || v.Attempt != 1 || d.Origin != queueName("tbus", "work", envelope.Normal) {
+			t.Fatalf("dead letter %+v (attempt %d)", d, v.Attempt)
 		}
 	}
 }
 
-// readDeadLetters takes every record of the local dead-letter queue.
+// readDeadLetters lists the dead-letter queue.
 func readDeadLetters(t *testing.T, dir string) []DeadLetter {
 	t.Helper()
-	seg, err := shm.Open(dlqName("tbus"), shm.Options{Dir: dir})
+	dl, err := DeadLetters("tbus", shm.Options{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer seg.Close()
-	return takeDeadLetters(t, seg)
+	return dl
 }
 
 // Unsubscribe removes a Reliable subscription: publishers stop queueing for it (no
@@ -364,8 +364,10 @@ func TestUnsubscribeAndQueueFull(t *testing.T) {
 			t.Fatalf("after Unsubscribe: %v", err)
 		}
 	}
-	if _, err := os.Stat(filepath.Join(dir, queueName("tbus", "q", envelope.Normal))); !os.IsNotExist(err) {
-		t.Fatalf("queue segment after Unsubscribe: %v", err)
+	for _, name := range []string{queueName("tbus", "q", envelope.Normal), subMetricsName("tbus", "q")} {
+		if _, err := os.Stat(filepath.Join(dir, name)); !os.IsNotExist(err) {
+			t.Fatalf("segment %s after Unsubscribe: %v", name, err)
+		}
 	}
 }
 

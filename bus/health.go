@@ -160,11 +160,14 @@ func Inspect(name string, opts shm.Options, th Thresholds) (Health, error) {
 			h.add(Degraded, "slow_handlers", label, "%d handler calls over the slow threshold", slow)
 		}
 	}
-	n, err := countDeadLetters(name, opts)
+	n, capacity, err := countDeadLetters(name, opts)
 	if err != nil && !errors.Is(err, shm.ErrNotExist) {
 		h.add(Unhealthy, "dead_letters_unreadable", "", "%v", err)
 	}
-	h.DeadLetters = n
+	h.DeadLetters = uint64(n)
+	if n > 0 && n >= capacity {
+		h.add(Unhealthy, "dead_letters_full", "", "the dead-letter queue is full (%d): workers hold their failed events until there is room", capacity)
+	}
 	if h.DeadLetters > 0 {
 		detail := fmt.Sprintf("%d events in the dead-letter queue", h.DeadLetters)
 		if th.LastDeadLetters >= 0 && int64(h.DeadLetters) > th.LastDeadLetters {

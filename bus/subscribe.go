@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,6 +48,7 @@ func (Reliable) mode() string   { return "reliable" }
 // subConfig is what SubscribeOptions set.
 type subConfig struct {
 	mode    Mode
+	types   []string // SubscribeEnvelopes: OfTypes; Subscribe: T's name
 	sources []string
 	pred    func(*envelope.View) bool
 	workers int
@@ -58,6 +60,12 @@ type SubscribeOption func(*subConfig)
 
 // Delivery sets the delivery mode (default BestEffort).
 func Delivery(m Mode) SubscribeOption { return func(c *subConfig) { c.mode = m } }
+
+// OfTypes keeps only events of these type names, for SubscribeEnvelopes (default: every
+// type). Subscribe refuses it: its type is T's.
+func OfTypes(names ...string) SubscribeOption {
+	return func(c *subConfig) { c.types = append(c.types, names...) }
+}
 
 // FromSources keeps only events published by these sources (Config.Source of the
 // publishing process).
@@ -87,7 +95,7 @@ type Handler[T any] func(ctx context.Context, ev *envelope.View, v *T) error
 type Subscription struct {
 	b        *Bus
 	cfg      subConfig
-	typeName string
+	typeName string // for labels: the type names, or "*"
 	name     string // Reliable: the queue name; else empty
 	retry    Retry
 	timeout  time.Duration
@@ -157,6 +165,23 @@ func Subscribe[T any](b *Bus, handler Handler[T], opts ...SubscribeOption) (*Sub
 	return b.subscribe(ti.name, deliver, opts)
 }
 
+// EnvelopeHandler handles one event as its envelope, for infrastructure that forwards
+// events without decoding them (the NATS bridge). ev is valid only during the call.
+type EnvelopeHandler func(ctx context.Context, ev *envelope.View) error
+
+// SubscribeEnvelopes is Subscribe for events of any type (OfTypes to choose some), handed
+// over as envelopes: the same delivery modes, filters, workers and retries. A Reliable
+// subscriber acknowledges by returning nil, so a bridge acknowledges after the far side
+// did. Errors: as Subscribe's, ErrConfig for more than 16 OfTypes names.
+func SubscribeEnvelopes(b *Bus, handler EnvelopeHandler, opts ...SubscribeOption) (*Subscription, error) {
+	if handler == nil {
+		return nil, fmt.Errorf("%w: nil handler", ErrConfig)
+	}
+	deliver := func() func(ctx context.Context, v *envelope.View) error { return handler }
+	return b.subscribe("", deliver, opts)
+}
+
+// subscribe starts a subscription to typeName (empty: the types of OfTypes, or every type).
 func (b *Bus) subscribe(typeName string, deliver func() func(context.Context, *envelope.View) error, opts []SubscribeOption) (*Subscription, error) {
 	if b.closing.Load() {
 		return nil, ErrShuttingDown
@@ -164,6 +189,19 @@ func (b *Bus) subscribe(typeName string, deliver func() func(context.Context, *e
 	cfg := subConfig{mode: BestEffort{}, workers: 1}
 	for _, o := range opts {
 		o(&cfg)
+	}
+	if typeName != "" {
+		if len(cfg.types) > 0 {
+			return nil, fmt.Errorf("%w: OfTypes is for SubscribeEnvelopes; Subscribe's type is %s", ErrConfig, typeName)
+		}
+		cfg.types = []string{typeName}
+	}
+	if len(cfg.types) > maxFilter {
+		return nil, fmt.Errorf("%w: %d types, at most %d", ErrConfig, len(cfg.types), maxFilter)
+	}
+	typeName = strings.Join(cfg.types, ",")
+	if typeName == "" {
+		typeName = "*"
 	}
 	if cfg.mode == nil {
 		cfg.mode = BestEffort{}
@@ -227,8 +265,17 @@ func validSubName(n string) bool {
 
 // match applies the subscription's filters to an envelope.
 func (s *Subscription) match(v *envelope.View) bool {
-	if !v.IsType(s.typeName) {
-		return false
+	if len(s.cfg.types) > 0 {
+		ok := false
+		for _, t := range s.cfg.types {
+			if v.IsType(t) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
 	}
 	if len(s.cfg.sources) > 0 {
 		ok := false
@@ -285,8 +332,10 @@ func closeReaders(rs [envelope.Priorities]ring.Reader) {
 // startReliable opens the subscription's queue, starts its workers, then registers it so
 // that publishers queue for it.
 func (s *Subscription) startReliable() error {
-	types := []uint32{envelope.TypeID(s.typeName)}
-	var sources []uint32
+	var types, sources []uint32
+	for _, t := range s.cfg.types {
+		types = append(types, envelope.TypeID(t))
+	}
 	for _, src := range s.cfg.sources {
 		sources = append(sources, envelope.TypeID(src))
 	}
@@ -486,7 +535,10 @@ func (s *Subscription) runReliable(w *worker) {
 			s.count(&s.stats.malformed, s.m.malformed, 1)
 			continue
 		}
-		if s.handleReliable(w, rec) {
+		if s.handleReliable(w, rec, p) {
+			// Before the release: a worker that dies between the two counts too little,
+			// never too much (see Bus.enqueue).
+			s.qm.bytes.Add(-int64(len(rec.Data)))
 			w.l.rs[p].Release()
 			s.sample()
 		} else {
@@ -497,12 +549,11 @@ func (s *Subscription) runReliable(w *worker) {
 
 // handleReliable runs the handler on a borrowed event until it succeeds or is dead-lettered
 // (true: release it), or the subscription is closed meanwhile (false: leave it borrowed).
-func (s *Subscription) handleReliable(w *worker, rec ring.Record) bool {
+func (s *Subscription) handleReliable(w *worker, rec ring.Record, p int) bool {
 	var err error
 	if w.view, err = envelope.Parse(rec.Data); err != nil {
 		s.count(&s.stats.malformed, s.m.malformed, 1)
-		s.deadLetter(rec.Data, err, 0)
-		return true
+		return s.deadLetter(rec, p, err, 0)
 	}
 	if !s.match(&w.view) {
 		return true
@@ -525,8 +576,7 @@ func (s *Subscription) handleReliable(w *worker, rec ring.Record) bool {
 			return true
 		}
 		if int(attempt) >= s.retry.MaxAttempts {
-			s.deadLetter(rec.Data, err, attempt)
-			return true
+			return s.deadLetter(rec, p, err, attempt)
 		}
 		s.count(&s.stats.retried, s.m.retried, 1)
 		if !s.sleep(s.retry.delay(int(attempt))) {
@@ -574,15 +624,6 @@ func (s *Subscription) sleep(d time.Duration) bool {
 	case <-s.ctx.Done():
 		return false
 	}
-}
-
-// deadLetter puts an event that failed every attempt into the dead-letter queue.
-func (s *Subscription) deadLetter(env []byte, cause error, attempts uint32) {
-	if err := s.b.dlq.Put(s.name, env, cause, attempts); err != nil {
-		s.count(&s.stats.dlqErrors, s.m.dlqErrors, 1)
-		return
-	}
-	s.count(&s.stats.deadLettered, s.m.deadLettered, 1)
 }
 
 // ScaleWorkers sets the number of this process's worker goroutines of a Reliable
@@ -668,8 +709,8 @@ func (s *Subscription) drain(ctx context.Context) bool {
 }
 
 // Unsubscribe closes the subscription and, for a Reliable one, removes it from the bus:
-// publishers stop queueing for it and its queue is deleted with what it held (other
-// processes' workers of the same name stop receiving). Safe to call any number of times.
+// publishers stop queueing for it and its queue and metrics set are deleted with what they
+// held (other processes' workers of the same name stop receiving). Safe to call any number of times.
 func (s *Subscription) Unsubscribe() error {
 	s.Close()
 	if s.name == "" {
@@ -679,9 +720,12 @@ func (s *Subscription) Unsubscribe() error {
 		return err
 	}
 	var errs error
+	names := []string{subMetricsName(s.b.name, s.name)}
 	for p := range envelope.Priorities {
-		err := shm.Remove(queueName(s.b.name, s.name, envelope.Priority(p)), s.b.opts)
-		if err != nil && !errors.Is(err, shm.ErrNotExist) {
+		names = append(names, queueName(s.b.name, s.name, envelope.Priority(p)))
+	}
+	for _, n := range names {
+		if err := shm.Remove(n, s.b.opts); err != nil && !errors.Is(err, shm.ErrNotExist) {
 			errs = errors.Join(errs, err)
 		}
 	}
