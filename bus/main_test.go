@@ -34,6 +34,7 @@ func TestMain(m *testing.M) {
 	proctest.Register("latency-worker", roleLatencyWorker)
 	proctest.Register("flood", roleFlood)
 	proctest.Register("env-sub", roleEnvSub)
+	proctest.Register("pool-worker", rolePoolWorker)
 	proctest.Main(m)
 }
 

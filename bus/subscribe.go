@@ -47,12 +47,13 @@ func (Reliable) mode() string   { return "reliable" }
 
 // subConfig is what SubscribeOptions set.
 type subConfig struct {
-	mode    Mode
-	types   []string // SubscribeEnvelopes: OfTypes; Subscribe: T's name
-	sources []string
-	pred    func(*envelope.View) bool
-	workers int
-	retry   *Retry
+	mode     Mode
+	types    []string // SubscribeEnvelopes: OfTypes; Subscribe: T's name
+	sources  []string
+	pred     func(*envelope.View) bool
+	workers  int
+	retry    *Retry
+	fallback bool
 }
 
 // SubscribeOption configures a subscription.
@@ -82,6 +83,13 @@ func Where(pred func(*envelope.View) bool) SubscribeOption {
 // Workers sets how many goroutines of this process handle a Reliable subscription's events
 // (default 1); ScaleWorkers changes it later.
 func Workers(n int) SubscribeOption { return func(c *subConfig) { c.workers = n } }
+
+// Fallback makes this process's workers of a Reliable subscription a fall-back: they take
+// events only while no other process has a live worker of the subscription (a WorkerPool
+// whose processes all died, or are restarting). Use it in the publishing process to have
+// events handled there when the worker processes are down. Whether others live is looked
+// at about every 50 ms (ring.ReadStats of the queue: reader endpoints of live processes).
+func Fallback() SubscribeOption { return func(c *subConfig) { c.fallback = true } }
 
 // WithRetry sets a Reliable subscription's retry policy (default Config.Retry).
 func WithRetry(r Retry) SubscribeOption { return func(c *subConfig) { c.retry = &r } }
@@ -114,6 +122,11 @@ type Subscription struct {
 	m          *deliveryMetrics // shared: the bus set's mode series, or qm's
 	qm         *subMetrics      // Reliable: the subscription's set
 	lastSample atomic.Int64     // Unix ns of the last sampleQueue
+
+	// Fallback: whether another process had a live worker, looked at othersChecked.
+	othersAlive   atomic.Bool
+	othersChecked atomic.Int64
+	nworkers      atomic.Int32 // worker goroutines running
 }
 
 // count adds n to one of this process's counters and to its shared series.
@@ -205,6 +218,9 @@ func (b *Bus) subscribe(typeName string, deliver func() func(context.Context, *e
 	}
 	if cfg.mode == nil {
 		cfg.mode = BestEffort{}
+	}
+	if _, ok := cfg.mode.(Reliable); cfg.fallback && !ok {
+		return nil, fmt.Errorf("%w: Fallback of a %s subscription", ErrConfig, cfg.mode.mode())
 	}
 	if cfg.workers < 1 {
 		return nil, fmt.Errorf("%w: %d workers", ErrConfig, cfg.workers)
@@ -371,6 +387,7 @@ func (s *Subscription) addWorker() error {
 	}
 	w := &worker{l: newLanes(rs, s.b.cfg.Weights), done: make(chan struct{}), deliver: s.deliver()}
 	s.workers = append(s.workers, w)
+	s.nworkers.Add(1)
 	s.wg.Add(1)
 	go s.runReliable(w)
 	return nil
@@ -519,10 +536,16 @@ func (s *Subscription) runReliable(w *worker) {
 	defer s.wg.Done()
 	defer close(w.done)
 	defer w.l.close()
+	defer s.nworkers.Add(-1)
 	for {
 		sv := w.l.stopValue()
 		if w.quit.Load() {
 			return
+		}
+		if s.cfg.fallback && s.othersWork() {
+			// No Maintain either: it would adopt a dead worker's event, to hold it here.
+			w.l.pause(sv, fallbackCheck)
+			continue
 		}
 		rec, p, err := w.l.next()
 		if err == errIdle {
@@ -598,6 +621,25 @@ func (s *Subscription) call(w *worker) error {
 		err = fmt.Errorf("%w: %w", ErrDeliveryTimeout, err)
 	}
 	return err
+}
+
+// fallbackCheck is how often a Fallback subscription looks whether other processes have
+// live workers.
+const fallbackCheck = 50 * time.Millisecond
+
+// othersWork reports whether a process other than this one has a live worker of the
+// subscription: reader endpoints of live processes on the Critical lane beyond this
+// subscription's own workers. Refreshed at most every fallbackCheck.
+func (s *Subscription) othersWork() bool {
+	now := time.Now().UnixNano()
+	last := s.othersChecked.Load()
+	if now-last < int64(fallbackCheck) || !s.othersChecked.CompareAndSwap(last, now) {
+		return s.othersAlive.Load()
+	}
+	st, err := ring.ReadStats(s.queue.segs[envelope.Critical])
+	alive := err == nil && st.ReadersOpen > int(s.nworkers.Load())
+	s.othersAlive.Store(alive)
+	return alive
 }
 
 // sample refreshes the queue's sampled gauges if no worker of this process did for
