@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shmq/shmq/envelope"
 	"github.com/shmq/shmq/internal/proctest"
 	"github.com/shmq/shmq/shm"
 )
@@ -68,5 +69,40 @@ func TestQueueBoundedByBytes(t *testing.T) {
 	}
 	if _, err := Publish(context.Background(), b, &Tick{Seq: 5}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Config.Rate limits this process's publishing (a token bucket of Burst): 60 events at 200/s
+// with a burst of 10 take at least 250 ms (asserted as a lower bound only: a loaded machine
+// is slower, never faster), every one arrives, and a publish that would wait past its
+// context's deadline returns the context's error.
+func TestRateLimit(t *testing.T) {
+	dir := t.TempDir()
+	b := openTest(t, dir, Config{Source: "pub", Rate: 200, Burst: 10})
+	got := make(chan uint64, 100)
+	if _, err := Subscribe(b, func(ctx context.Context, ev *envelope.View, v *Tick) error { got <- v.Seq; return nil },
+		Delivery(Reliable{Name: "limited"})); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for i := range 60 {
+		if _, err := Publish(context.Background(), b, &Tick{Seq: uint64(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := time.Since(start); d < 250*time.Millisecond {
+		t.Fatalf("60 events at 200/s (burst 10) published in %v, want at least 250ms", d)
+	}
+	for range 60 {
+		select {
+		case <-got:
+		case <-time.After(30 * time.Second):
+			t.Fatal("an event published under the rate limit was not delivered")
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+	defer cancel()
+	if _, err := Publish(ctx, b, &Tick{}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("publish with the bucket empty and 1ms to wait: %v", err)
 	}
 }

@@ -394,6 +394,51 @@ func TestReliableTimeoutRedelivers(t *testing.T) {
 	}
 }
 
+// A handler that ignores its ctx and hangs does not hold its worker or its event: at
+// twice the Timeout the worker is abandoned, the event goes to a new worker as the next
+// attempt, and closing the subscription does not wait for the hung handler.
+func TestReliableHungHandlerAbandoned(t *testing.T) {
+	dir := t.TempDir()
+	b := openTest(t, dir, Config{Source: "pub"})
+	path, log := logFile(t)
+	w := proctest.Start(t, "worker", proctest.Options{Args: []string{dir, "attempts=3", "hang=5", "timeout=50ms", "exit-after=10"}, Files: []*os.File{log}})
+	w.WaitPoint("ready", 30*time.Second)
+	for i := 1; i <= 10; i++ {
+		if _, err := Publish(context.Background(), b, &Tick{Seq: uint64(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var res workerResult
+	readResult(t, w, &res) // the worker closed its subscription: Close did not wait for the hung handler
+	seen := readLogAttempts(t, path)
+	if len(seen) != 10 || seen[5] != 2 {
+		t.Fatalf("handled %v (seq → attempt): want 1..10, 5 at attempt 2", seen)
+	}
+	if st := res.Stats; st.Abandoned != 1 || st.Timeouts != 1 || st.Delivered != 10 || st.Workers != 1 {
+		t.Fatalf("stats %+v: want 1 abandoned worker (a timeout), 10 delivered, 1 worker", st)
+	}
+
+	// An event that hangs every attempt goes to the dead-letter queue after the last one,
+	// without a further run.
+	w2 := proctest.Start(t, "worker", proctest.Options{Args: []string{dir, "attempts=2", "hang=20", "hangall=1", "timeout=50ms"}})
+	w2.WaitPoint("ready", 30*time.Second)
+	if _, err := Publish(context.Background(), b, &Tick{Seq: 20}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		dl := readDeadLetters(t, dir)
+		if len(dl) == 1 {
+			if dl[0].Attempts != 2 || !strings.Contains(dl[0].Err, "died or hung") {
+				t.Fatalf("dead letter %+v", dl[0])
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no dead letter: %v", dl)
+		}
+	}
+}
+
 // ScaleWorkers: a worker process scales from 1 to 4 goroutines and back to 1 while events
 // arrive; every event is handled exactly once.
 func TestScaleWorkersNoLossNoDuplicate(t *testing.T) {

@@ -29,6 +29,7 @@ type subCounters struct {
 	malformed    atomic.Uint64
 	slow         atomic.Uint64
 	handlerNanos atomic.Uint64
+	abandoned    atomic.Uint64
 }
 
 // Stats are a subscription's counters in this process since Subscribe.
@@ -44,6 +45,7 @@ type Stats struct {
 	Conflated    uint64        `json:"conflated"`     // LatestOnly: stale events skipped
 	Malformed    uint64        `json:"malformed"`     // records that were not a valid envelope
 	Slow         uint64        `json:"slow"`          // handler calls longer than Config.SlowHandler
+	Abandoned    uint64        `json:"abandoned"`     // Reliable: workers given up in a handler that ignored its ctx
 	Workers      int           `json:"workers"`       // worker goroutines
 	Busy         int           `json:"busy"`          // of Workers: in a handler now
 	Idle         int           `json:"idle"`          // of Workers: waiting for an event
@@ -57,12 +59,12 @@ func (s *Subscription) Stats() Stats {
 		Mode: s.cfg.mode.mode(), Name: s.name,
 		Delivered: s.stats.delivered.Load(), Failed: s.stats.failed.Load(), Timeouts: s.stats.timeouts.Load(),
 		Retried: s.stats.retried.Load(), DeadLettered: s.stats.deadLettered.Load(), Dropped: s.stats.dropped.Load(),
-		Conflated: s.stats.conflated.Load(), Malformed: s.stats.malformed.Load(), Slow: s.stats.slow.Load(),
+		Conflated: s.stats.conflated.Load(), Malformed: s.stats.malformed.Load(), Slow: s.stats.slow.Load(), Abandoned: s.stats.abandoned.Load(),
 	}
 	s.mu.Lock()
 	st.Workers = len(s.workers)
 	for _, w := range s.workers {
-		if w.busy.Load() {
+		if w.started.Load() > 0 {
 			st.Busy++
 		}
 	}

@@ -113,8 +113,9 @@ type Subscription struct {
 
 	mu      sync.Mutex
 	workers []*worker
-	wg      sync.WaitGroup
-	queue   *pubQueue // Reliable: the queue's segments
+	wg      sync.WaitGroup // the workers
+	watchWG sync.WaitGroup // the watchdog
+	queue   *pubQueue      // Reliable: the queue's segments
 	lanes   [envelope.Priorities]*shm.Segment
 	stopped bool
 
@@ -137,9 +138,12 @@ func (s *Subscription) count(local *atomic.Uint64, shared *metrics.Counter, n ui
 
 // worker is one delivering goroutine.
 type worker struct {
-	l       *lanes
-	quit    atomic.Bool // stop after the event in hand
-	busy    atomic.Bool
+	l    *lanes
+	quit atomic.Bool // stop after the event in hand
+	// started is when the handler in progress began (Unix ns), 0 between handler calls,
+	// abandoned once the watchdog gave the worker up (see watch).
+	started atomic.Int64
+	attempt atomic.Uint32 // the attempt in the handler, for the watchdog
 	done    chan struct{}
 	view    envelope.View
 	deliver func(ctx context.Context, v *envelope.View) error
@@ -365,6 +369,10 @@ func (s *Subscription) startReliable() error {
 		return err
 	}
 	s.m = &s.qm.deliveryMetrics
+	if s.timeout > 0 {
+		s.watchWG.Add(1)
+		go s.watch()
+	}
 	for range s.cfg.workers {
 		if err := s.addWorker(); err != nil {
 			return err
@@ -440,9 +448,9 @@ func (s *Subscription) handleOnce(w *worker, b []byte) {
 		return
 	}
 	start := time.Now()
-	w.busy.Store(true)
+	w.started.Store(start.UnixNano())
 	err = w.deliver(s.ctx, &w.view)
-	w.busy.Store(false)
+	w.started.Store(0)
 	s.m.observe(&s.stats, s.b.cfg.SlowHandler, &w.view, start, err)
 }
 
@@ -533,10 +541,14 @@ func (s *Subscription) runLatest(w *worker) {
 // handler with retries, and releases the event (the acknowledgement) only after success or
 // dead-lettering.
 func (s *Subscription) runReliable(w *worker) {
-	defer s.wg.Done()
-	defer close(w.done)
-	defer w.l.close()
-	defer s.nworkers.Add(-1)
+	defer func() {
+		w.l.close()
+		close(w.done)
+		if w.started.Load() != abandoned { // else the watchdog accounted for it
+			s.nworkers.Add(-1)
+			s.wg.Done()
+		}
+	}()
 	for {
 		sv := w.l.stopValue()
 		if w.quit.Load() {
@@ -571,7 +583,8 @@ func (s *Subscription) runReliable(w *worker) {
 }
 
 // handleReliable runs the handler on a borrowed event until it succeeds or is dead-lettered
-// (true: release it), or the subscription is closed meanwhile (false: leave it borrowed).
+// (true: release it), or the subscription is closed or the watchdog abandoned the worker
+// meanwhile (false: leave it borrowed).
 func (s *Subscription) handleReliable(w *worker, rec ring.Record, p int) bool {
 	var err error
 	if w.view, err = envelope.Parse(rec.Data); err != nil {
@@ -582,15 +595,22 @@ func (s *Subscription) handleReliable(w *worker, rec ring.Record, p int) bool {
 		return true
 	}
 	attempt := max(w.view.Attempt, 1)
+	if int(attempt) > s.retry.MaxAttempts {
+		// Its last attempt's worker died or was abandoned: no attempt is left.
+		return s.deadLetter(rec, p, errLastAttemptLost, attempt-1)
+	}
 	for {
 		// Before the handler runs: if this process dies now, the event comes back as the next
 		// attempt, so an event that kills its workers ends in the dead-letter queue.
 		_ = envelope.SetAttempt(rec.Data, attempt+1)
 		w.view.Attempt = attempt
 		start := time.Now()
-		w.busy.Store(true)
+		w.attempt.Store(attempt)
+		w.started.Store(start.UnixNano())
 		err = s.call(w)
-		w.busy.Store(false)
+		if !w.started.CompareAndSwap(start.UnixNano(), 0) {
+			return false // abandoned by the watchdog: the event went to another worker
+		}
 		if err == nil && s.timeout > 0 && time.Since(start) > s.timeout {
 			err = ErrDeliveryTimeout
 		}
@@ -606,6 +626,57 @@ func (s *Subscription) handleReliable(w *worker, rec ring.Record, p int) bool {
 			return false
 		}
 		attempt++
+	}
+}
+
+// abandoned is worker.started of a worker the watchdog gave up.
+const abandoned = -1
+
+// errLastAttemptLost is the dead-letter cause of an event whose last attempt ended with its
+// worker: the process died, or the watchdog abandoned the handler.
+var errLastAttemptLost = errors.New("bus: the worker of the last attempt died or hung")
+
+// watch is the watchdog of a Reliable subscription with a Timeout: a handler that ignores
+// its ctx and has not returned 2×Timeout after it began (at least Timeout + 10 ms) has its
+// worker abandoned: the attempt counts as failed (ErrDeliveryTimeout), the worker's
+// readers are closed so that its event goes to another worker as the next attempt, and a
+// new worker takes its place. The abandoned goroutine stays blocked in the handler until
+// it returns, then ends without touching the queue; Close does not wait for it.
+func (s *Subscription) watch() {
+	defer s.watchWG.Done()
+	grace := max(s.timeout, 10*time.Millisecond)
+	tick := time.NewTicker(min(max(s.timeout/4, time.Millisecond), 100*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now := time.Now().UnixNano()
+		s.mu.Lock()
+		for i := 0; i < len(s.workers); i++ {
+			w := s.workers[i]
+			st := w.started.Load()
+			if st <= 0 || now-st <= int64(s.timeout+grace) || !w.started.CompareAndSwap(st, abandoned) {
+				continue
+			}
+			s.count(&s.stats.failed, s.m.failed, 1)
+			s.count(&s.stats.timeouts, s.m.timeouts, 1)
+			s.count(&s.stats.abandoned, nil, 1)
+			if int(w.attempt.Load()) < s.retry.MaxAttempts {
+				s.count(&s.stats.retried, s.m.retried, 1) // the next worker makes the next attempt
+			}
+			w.l.close() // the borrowed event goes back to the queue
+			s.workers = append(s.workers[:i], s.workers[i+1:]...)
+			i--
+			s.nworkers.Add(-1)
+			s.wg.Done() // the goroutine's: Close must not wait for a handler that hangs
+			if !s.stopped {
+				_ = s.addWorker()
+			}
+		}
+		s.mu.Unlock()
 	}
 }
 
@@ -722,6 +793,7 @@ func (s *Subscription) Close() error {
 	s.mu.Unlock()
 	s.cancel()
 	s.wg.Wait()
+	s.watchWG.Wait()
 	s.release()
 	s.b.subsMu.Lock()
 	delete(s.b.subs, s)
