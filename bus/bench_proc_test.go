@@ -325,7 +325,7 @@ func BenchmarkAllocsFixed(b *testing.B) {
 	}
 	ctx := context.Background()
 	tick := &Tick{}
-	// Warm up: the first events allocate the subscriber's histogram.
+	// Warm up: the first events grow the publisher's scratch and the subscriber's buffers.
 	for range 100 {
 		if _, err := Publish(ctx, bus, tick); err != nil {
 			b.Fatal(err)
