@@ -33,6 +33,7 @@ func TestMain(m *testing.M) {
 	proctest.Register("raw-sub", roleRawSub)
 	proctest.Register("latency-worker", roleLatencyWorker)
 	proctest.Register("flood", roleFlood)
+	proctest.Register("raw-latency", roleRawLatency)
 	proctest.Register("env-sub", roleEnvSub)
 	proctest.Register("pool-worker", rolePoolWorker)
 	proctest.Main(m)
