@@ -100,9 +100,13 @@ func TestRateLimit(t *testing.T) {
 			t.Fatal("an event published under the rate limit was not delivered")
 		}
 	}
+	slow := openTest(t, dir, Config{Source: "pub", Rate: 1, Burst: 1})
+	if _, err := Publish(context.Background(), slow, &Tick{}); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
 	defer cancel()
-	if _, err := Publish(ctx, b, &Tick{}); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("publish with the bucket empty and 1ms to wait: %v", err)
+	if _, err := Publish(ctx, slow, &Tick{}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("publish with the bucket empty for a second and 1ms to wait: %v", err)
 	}
 }

@@ -111,13 +111,14 @@ type Subscription struct {
 	ctx      context.Context
 	cancel   context.CancelFunc
 
-	mu      sync.Mutex
-	workers []*worker
-	wg      sync.WaitGroup // the workers
-	watchWG sync.WaitGroup // the watchdog
-	queue   *pubQueue      // Reliable: the queue's segments
-	lanes   [envelope.Priorities]*shm.Segment
-	stopped bool
+	mu       sync.Mutex
+	workers  []*worker
+	wg       sync.WaitGroup // the workers
+	watchWG  sync.WaitGroup // the watchdog
+	queue    *pubQueue      // Reliable: the queue's segments
+	lanes    [envelope.Priorities]*shm.Segment
+	stopped  bool
+	draining bool // drain has told the workers to stop: no new worker replaces one
 
 	stats      subCounters      // this process's
 	m          *deliveryMetrics // shared: the bus set's mode series, or qm's
@@ -672,7 +673,7 @@ func (s *Subscription) watch() {
 			i--
 			s.nworkers.Add(-1)
 			s.wg.Done() // the goroutine's: Close must not wait for a handler that hangs
-			if !s.stopped {
+			if !s.stopped && !s.draining {
 				_ = s.addWorker()
 			}
 		}
@@ -805,6 +806,7 @@ func (s *Subscription) Close() error {
 // ends; then it closes like Close. It reports whether every worker stopped in time.
 func (s *Subscription) drain(ctx context.Context) bool {
 	s.mu.Lock()
+	s.draining = true
 	for _, w := range s.workers {
 		w.quit.Store(true)
 		w.l.wake()
