@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/shmq/shmq/metrics"
 	"github.com/shmq/shmq/ring"
 	"github.com/shmq/shmq/shm"
 	"github.com/shmq/shmq/topic"
@@ -41,37 +41,38 @@ type Stats struct {
 	Looped uint64
 }
 
-type counters struct {
-	forwarded, received, dropped, retried, duplicates, looped atomic.Uint64
-}
-
-func (c *counters) snapshot() Stats {
-	return Stats{
-		Forwarded: c.forwarded.Load(), Received: c.received.Load(), Dropped: c.dropped.Load(),
-		Retried: c.retried.Load(), Duplicates: c.duplicates.Load(), Looped: c.looped.Load(),
-	}
-}
-
 // Bridge forwards the routes of its Config while Run runs.
 type Bridge struct {
 	cfg   Config
-	stats map[string]*counters // by RouteKey
+	stats map[string]*counters    // by RouteKey
+	sets  map[string]*metrics.Set // the counters' sets, by topic
 }
 
-// New checks cfg (ErrConfig) and returns a bridge ready to Run.
+// New checks cfg (ErrConfig) and opens the shared-memory counters of its routes (see
+// metrics.go), so that shmctl stat of each bridged topic shows them: a bridge ready to Run.
+// Close it when done.
 func New(cfg Config) (*Bridge, error) {
 	c, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
 	}
-	b := &Bridge{cfg: c, stats: map[string]*counters{}}
-	for _, r := range c.Out {
-		b.stats[RouteKey(true, r)] = &counters{}
-	}
-	for _, r := range c.In {
-		b.stats[RouteKey(false, r)] = &counters{}
+	b := &Bridge{cfg: c, stats: map[string]*counters{}, sets: map[string]*metrics.Set{}}
+	if err := b.openCounters(); err != nil {
+		b.Close()
+		return nil, err
 	}
 	return b, nil
+}
+
+// Close closes the bridge's counter sets (they stay in the directory, for shmctl). Safe to
+// call more than once; call it after Run returned.
+func (b *Bridge) Close() error {
+	var errs []error
+	for k, s := range b.sets {
+		errs = append(errs, s.Close())
+		delete(b.sets, k)
+	}
+	return errors.Join(errs...)
 }
 
 // RouteKey names a route in Stats: "out:TOPIC>SUBJECT" or "in:SUBJECT>TOPIC".
@@ -94,12 +95,13 @@ func (b *Bridge) Stats() map[string]Stats {
 	return m
 }
 
-// Run is New followed by Bridge.Run.
+// Run is New followed by Bridge.Run and Close.
 func Run(ctx context.Context, cfg Config) error {
 	b, err := New(cfg)
 	if err != nil {
 		return err
 	}
+	defer b.Close()
 	return b.Run(ctx)
 }
 

@@ -64,6 +64,7 @@ func runBridge(c *proctest.Child) error {
 			}
 		}
 	}
+	defer b.Close()
 	bridge.SetTestHooks(hook("written"), hook("acked"))
 	c.Point("started")
 	err = b.Run(ctx)
@@ -74,13 +75,13 @@ func runBridge(c *proctest.Child) error {
 // natsServer is an embedded NATS server with JetStream, restartable on the same port and
 // store.
 type natsServer struct {
-	t     *testing.T
+	t     testing.TB
 	store string
 	port  int
 	s     *server.Server
 }
 
-func startNATS(t *testing.T) *natsServer {
+func startNATS(t testing.TB) *natsServer {
 	n := &natsServer{t: t, store: t.TempDir(), port: -1}
 	n.start()
 	n.port = n.s.Addr().(*net.TCPAddr).Port

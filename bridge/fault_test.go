@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/shmq/shmq/bridge"
+	"github.com/shmq/shmq/metrics"
 	"github.com/shmq/shmq/ring"
 	"github.com/shmq/shmq/shm"
 	"github.com/shmq/shmq/topic"
@@ -134,4 +135,36 @@ func TestReliableNATSDown(t *testing.T) {
 		"JetStream did not get the %d messages written", written)
 	require.NoError(t, write(time.Minute), "the topic did not drain after NATS came back")
 	require.Eventually(t, func() bool { return streamMsgs(t, ns.url()) == uint64(written) }, time.Minute, 50*time.Millisecond)
+}
+
+// TestCountersInSharedMemory reads a bridge's counters from another process's view of the
+// segments (metrics.Read, as shmctl and the Prometheus collector do).
+func TestCountersInSharedMemory(t *testing.T) {
+	ns := startNATS(t)
+	a, b := newHost(t, "a"), newHost(t, "b")
+	atB := collect(t, b)
+	pa := startBridge(t, a.config(ns.url()))
+	startBridge(t, b.config(ns.url()))
+	pub, err := a.t.Publisher(ring.Options{})
+	require.NoError(t, err)
+	defer pub.Close()
+	for i := range 100 {
+		require.NoError(t, publish(context.Background(), pub, event(t, i), []byte("x")))
+	}
+	atB.wait(t, 100, time.Minute)
+	read := func(dir, bridgeName, counter, direction string) uint64 {
+		snap, err := metrics.Read(bridge.CountersName(topicName, bridgeName), shm.Options{Dir: dir})
+		require.NoError(t, err)
+		s, ok := snap.Find(counter, metrics.Label{Key: "direction", Value: direction}, metrics.Label{Key: "subject", Value: "shmq." + topicName})
+		require.True(t, ok, "%s{direction=%s}", counter, direction)
+		return s.Counter
+	}
+	require.Eventually(t, func() bool { return read(a.dir, "a", "shmq_bridge_forwarded_total", "out") == 100 }, 30*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return read(b.dir, "b", "shmq_bridge_received_total", "in") == 100 }, 30*time.Second, 10*time.Millisecond)
+	// b's outbound route saw the 100 come in from NATS and did not send them back.
+	require.Eventually(t, func() bool { return read(b.dir, "b", "shmq_bridge_looped_total", "out") == 100 }, 30*time.Second, 10*time.Millisecond)
+	require.Zero(t, read(b.dir, "b", "shmq_bridge_forwarded_total", "out"))
+	// The counters outlive the bridge process.
+	pa.Kill()
+	require.EqualValues(t, 100, read(a.dir, "a", "shmq_bridge_forwarded_total", "out"))
 }

@@ -15,14 +15,13 @@ import (
 
 // The NATS headers that carry an envelope. This file is their one home.
 const (
-	hdrMsgID       = nats.MsgIdHdr // "Nats-Msg-Id": JetStream de-duplication
-	hdrID          = "Shmq-Id"
+	hdrID          = nats.MsgIdHdr // "Nats-Msg-Id": the envelope id, which JetStream de-duplicates by
 	hdrType        = "Shmq-Type"
 	hdrSource      = "Shmq-Source"
 	hdrTime        = "Shmq-Time" // Unix nanoseconds, decimal
 	hdrCorrelation = "Shmq-Correlation"
-	hdrPriority    = "Shmq-Priority" // critical, normal, low
-	hdrAttempt     = "Shmq-Attempt"
+	hdrPriority    = "Shmq-Priority"    // critical or low; absent: normal
+	hdrAttempt     = "Shmq-Attempt"     // absent: 1
 	hdrOrigin      = "Shmq-Origin"      // the bridge that first sent the message to NATS
 	hdrRecordType  = "Shmq-Record-Type" // a raw (non-envelope) record's type field
 	hdrMeta        = "Shmq-Meta"        // metadata in order: key=value&key=value, each query-escaped
@@ -33,30 +32,80 @@ const (
 // never forwards a message carrying it.
 const OriginKey = "shmq.bridge.origin"
 
-// toNATS builds the NATS message for a local record: the envelope's fields as headers and
-// its payload as data, or the raw record when it is not an envelope. data is copied.
-func toNATS(subject, origin string, rec []byte, typ uint32) *nats.Msg {
-	m := &nats.Msg{Subject: subject, Header: nats.Header{}}
+// outMsgs builds the NATS messages of outbound batches, reusing each message, its header
+// map and its data buffer from one batch to the next (a batch's messages are released once
+// NATS took them: PublishMsg copies, and JetStream keeps an asynchronous publish's message
+// only until its acknowledgement, which the batch waits for), and the strings of type and
+// source names while they repeat.
+type outMsgs struct {
+	subject, origin string
+	msgs            []*nats.Msg
+	n               int
+	typ, source     string // the last type and source names seen
+}
+
+// batch is the messages built since reset.
+func (o *outMsgs) batch() []*nats.Msg { return o.msgs[:o.n] }
+
+func (o *outMsgs) reset() { o.n = 0 }
+
+// set puts a header's value, reusing its slice.
+func set(h nats.Header, k, v string) {
+	if s := h[k]; len(s) == 1 {
+		s[0] = v
+		return
+	}
+	h[k] = []string{v}
+}
+
+// intern returns s's bytes as the cached string when they are equal (no allocation).
+func intern(cache *string, b []byte) string {
+	if string(b) != *cache {
+		*cache = string(b)
+	}
+	return *cache
+}
+
+// add builds the next message of the batch from a local record: the envelope's fields as
+// headers and its payload as data, or the raw record when it is not an envelope. The record
+// is copied.
+func (o *outMsgs) add(rec []byte, typ uint32) {
+	if o.n == len(o.msgs) {
+		o.msgs = append(o.msgs, &nats.Msg{Subject: o.subject, Header: nats.Header{}})
+	}
+	m := o.msgs[o.n]
+	o.n++
+	h := m.Header
 	v, err := envelope.Parse(rec)
 	if err != nil {
-		m.Header[hdrRecordType] = []string{strconv.FormatUint(uint64(typ), 10)}
-		m.Header[hdrOrigin] = []string{origin}
-		m.Data = append([]byte(nil), rec...)
-		return m
+		clear(h)
+		h[hdrRecordType] = []string{strconv.FormatUint(uint64(typ), 10)}
+		h[hdrOrigin] = []string{o.origin}
+		m.Data = append(m.Data[:0], rec...)
+		return
 	}
-	id := v.ID.String()
-	h := m.Header
-	h[hdrMsgID] = []string{id}
-	h[hdrID] = []string{id}
-	h[hdrType] = []string{string(v.Type())}
-	h[hdrSource] = []string{string(v.Source())}
-	h[hdrTime] = []string{strconv.FormatInt(v.Time, 10)}
+	delete(h, hdrRecordType)
+	set(h, hdrID, v.ID.String())
+	set(h, hdrType, intern(&o.typ, v.Type()))
+	set(h, hdrSource, intern(&o.source, v.Source()))
+	set(h, hdrTime, strconv.FormatInt(v.Time, 10))
+	set(h, hdrOrigin, o.origin)
+	// The common values go without a header: every header costs each subscriber a parse.
 	if c := v.Correlation(); len(c) > 0 {
-		h[hdrCorrelation] = []string{string(c)}
+		set(h, hdrCorrelation, string(c))
+	} else {
+		delete(h, hdrCorrelation)
 	}
-	h[hdrPriority] = []string{v.Priority.String()}
-	h[hdrAttempt] = []string{strconv.FormatUint(uint64(v.Attempt), 10)}
-	h[hdrOrigin] = []string{origin}
+	if v.Priority != envelope.Normal {
+		set(h, hdrPriority, v.Priority.String())
+	} else {
+		delete(h, hdrPriority)
+	}
+	if v.Attempt != 1 {
+		set(h, hdrAttempt, strconv.FormatUint(uint64(v.Attempt), 10))
+	} else {
+		delete(h, hdrAttempt)
+	}
 	if v.MetaLen() > 0 {
 		var b strings.Builder
 		v.EachMeta(func(k, val []byte) bool {
@@ -68,10 +117,11 @@ func toNATS(subject, origin string, rec []byte, typ uint32) *nats.Msg {
 			b.WriteString(url.QueryEscape(string(val)))
 			return true
 		})
-		h[hdrMeta] = []string{b.String()}
+		set(h, hdrMeta, b.String())
+	} else {
+		delete(h, hdrMeta)
 	}
-	m.Data = append([]byte(nil), v.Payload()...)
-	return m
+	m.Data = append(m.Data[:0], v.Payload()...)
 }
 
 // cameFromNATS reports whether rec is an envelope a bridge wrote into a local topic from NATS.
@@ -110,16 +160,21 @@ func fromNATS(m *nats.Msg, ids *envelope.IDs) (envelope.Header, error) {
 			return h, fmt.Errorf("bridge: %s header: %w", hdrTime, err)
 		}
 		h.Time = time.Unix(0, ns)
-		att, err := strconv.ParseUint(get(hdrAttempt), 10, 32)
-		if err != nil {
-			return h, fmt.Errorf("bridge: %s header: %w", hdrAttempt, err)
+		h.Attempt, h.Priority = 1, envelope.Normal
+		if s := get(hdrAttempt); s != "" {
+			att, err := strconv.ParseUint(s, 10, 32)
+			if err != nil {
+				return h, fmt.Errorf("bridge: %s header: %w", hdrAttempt, err)
+			}
+			h.Attempt = uint32(att)
 		}
-		h.Attempt = uint32(att)
-		p, err := parsePriority(get(hdrPriority))
-		if err != nil {
-			return h, err
+		if s := get(hdrPriority); s != "" {
+			p, err := parsePriority(s)
+			if err != nil {
+				return h, err
+			}
+			h.Priority = p
 		}
-		h.Priority = p
 		h.Type, h.Source, h.Correlation = get(hdrType), get(hdrSource), get(hdrCorrelation)
 	} else {
 		now := time.Now()

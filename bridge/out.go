@@ -24,7 +24,8 @@ func countLag(err error, c *counters) bool {
 }
 
 // outBestEffort forwards a topic to core NATS with an anonymous subscription from the next
-// message: what NATS does not take is dropped, and the topic never waits for the bridge.
+// message, in batches of up to Window: what NATS does not take is dropped, and the topic
+// never waits for NATS.
 func (b *Bridge) outBestEffort(ctx context.Context, nc *nats.Conn, r Route, c *counters) error {
 	t, err := b.openTopic(r, false)
 	if err != nil {
@@ -38,33 +39,24 @@ func (b *Bridge) outBestEffort(ctx context.Context, nc *nats.Conn, r Route, c *c
 	defer sub.Close()
 	stop := context.AfterFunc(ctx, func() { sub.Close() })
 	defer stop()
+	out := &outMsgs{subject: r.Subject, origin: b.cfg.Name}
 	for {
-		rec, err := sub.Next(ctx)
-		if countLag(err, c) {
-			continue
-		}
+		// A batch is copied out and checked intact before the records are released, then sent.
+		msgs, err := b.borrow(ctx, sub, r, c, out)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return fmt.Errorf("bridge: read %s: %w", r.Topic, err)
-		}
-		if cameFromNATS(rec.Data) {
-			c.looped.Add(1)
-			sub.Release()
-			continue
-		}
-		m := toNATS(r.Subject, b.cfg.Name, rec.Data, rec.Type)
-		if countLag(sub.Validate(), c) { // overwritten while copied: the copy may be torn
-			sub.Release()
-			continue
+			return err
 		}
 		sub.Release()
-		if err := nc.PublishMsg(m); err != nil {
-			c.dropped.Add(1)
-			continue
+		for _, m := range msgs {
+			if err := nc.PublishMsg(m); err != nil {
+				c.dropped.Add(1)
+				continue
+			}
+			c.forwarded.Add(1)
 		}
-		c.forwarded.Add(1)
 	}
 }
 
@@ -83,7 +75,7 @@ func (b *Bridge) outReliable(ctx context.Context, js jetstream.JetStream, r Rout
 		return err
 	}
 	name := "bridge." + b.cfg.Name
-	msgs := make([]*nats.Msg, 0, b.cfg.Window)
+	out := &outMsgs{subject: r.Subject, origin: b.cfg.Name}
 	futs := make([]jetstream.PubAckFuture, 0, b.cfg.Window)
 	for ctx.Err() == nil {
 		sub, err := t.Subscribe(ctx, ring.SubscribeOptions{Name: name, Start: ring.FromOldest})
@@ -99,8 +91,8 @@ func (b *Bridge) outReliable(ctx context.Context, js jetstream.JetStream, r Rout
 		}
 		stop := context.AfterFunc(ctx, func() { sub.Close() })
 		for {
-			msgs, err = b.borrow(ctx, sub, r, c, msgs[:0])
-			if err != nil {
+			var msgs []*nats.Msg
+			if msgs, err = b.borrow(ctx, sub, r, c, out); err != nil {
 				break
 			}
 			if err = b.publishAll(ctx, js, msgs, &futs); err != nil {
@@ -121,6 +113,9 @@ func (b *Bridge) outReliable(ctx context.Context, js jetstream.JetStream, r Rout
 		if !errors.Is(err, errRetry) {
 			return err
 		}
+		// JetStream may still hold the failed batch's messages for its own retries: build the
+		// next batches in new ones.
+		out = &outMsgs{subject: r.Subject, origin: b.cfg.Name}
 		pause(ctx, b.cfg.RetryWait)
 	}
 	return nil
@@ -132,7 +127,8 @@ var errRetry = errors.New("bridge: retry")
 // borrow waits for the next record and takes the ones after it that are ready, up to
 // Window, returning the NATS messages to send; records that came from NATS are skipped
 // (they stay borrowed and are released with the batch).
-func (b *Bridge) borrow(ctx context.Context, sub *ring.Subscriber, r Route, c *counters, msgs []*nats.Msg) ([]*nats.Msg, error) {
+func (b *Bridge) borrow(ctx context.Context, sub *ring.Subscriber, r Route, c *counters, out *outMsgs) ([]*nats.Msg, error) {
+	out.reset()
 	for n := 0; n < b.cfg.Window; n++ {
 		var rec ring.Record
 		var err error
@@ -142,7 +138,8 @@ func (b *Bridge) borrow(ctx context.Context, sub *ring.Subscriber, r Route, c *c
 			rec, err = sub.TryNext()
 		}
 		if countLag(err, c) {
-			return msgs[:0], nil // the lapped batch is gone; what is held now starts afresh
+			out.reset() // the lapped batch is gone; what is held now starts afresh
+			return nil, nil
 		}
 		if errors.Is(err, ring.ErrEmpty) {
 			break
@@ -157,12 +154,13 @@ func (b *Bridge) borrow(ctx context.Context, sub *ring.Subscriber, r Route, c *c
 			c.looped.Add(1)
 			continue
 		}
-		msgs = append(msgs, toNATS(r.Subject, b.cfg.Name, rec.Data, rec.Type))
+		out.add(rec.Data, rec.Type)
 	}
 	if countLag(sub.Validate(), c) {
-		return msgs[:0], nil
+		out.reset()
+		return nil, nil
 	}
-	return msgs, nil
+	return out.batch(), nil
 }
 
 // publishAll sends msgs to JetStream and waits until each is acknowledged: errRetry when one

@@ -49,9 +49,8 @@ import (
 // The filters are hashes: a publisher may queue an event a subscription does not want
 // (a hash collision), never skip one it wants; the worker compares the names.
 
-// Kind is the shm kind of a bus registry segment: "BUS" in ASCII, as package dlq's is
-// "DLQ", so that kinds chosen by separate packages do not collide (16 was metrics' too).
-const Kind shm.Kind = 0x425553
+// Kind is the shm kind of a bus registry segment.
+const Kind shm.Kind = 16
 
 func init() { shm.RegisterKind(Kind, "bus") }
 

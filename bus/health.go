@@ -61,12 +61,13 @@ func (h *Health) add(s State, check, sub, format string, args ...any) {
 	h.Reasons = append(h.Reasons, Reason{State: s, Check: check, Subscription: sub, Detail: fmt.Sprintf(format, args...)})
 }
 
-// Thresholds are what a health check compares with.
+// Thresholds are what a health check compares with. Zero fields mean the defaults.
 type Thresholds struct {
-	// NearFull is the queue utilisation (0 to 1) reported as nearly full (Config.NearFull).
+	// NearFull is the queue utilisation (0 to 1) reported as nearly full (Config.NearFull;
+	// 0: DefaultNearFull).
 	NearFull float64
 	// MaxErrorRate is the fraction of failed handler calls above which a subscription is
-	// degraded (Config.MaxErrorRate).
+	// degraded (Config.MaxErrorRate; 0: DefaultMaxErrorRate).
 	MaxErrorRate float64
 	// QueueBytes is the byte bound of each Reliable queue (Config.QueueBytes), 0 if none.
 	QueueBytes int64
@@ -89,6 +90,12 @@ type Thresholds struct {
 // (shm.ErrNotExist when there is no such bus), metrics'.
 func Inspect(name string, opts shm.Options, th Thresholds) (Health, error) {
 	h := Health{Bus: name, State: Healthy, Reasons: []Reason{}, Queues: []QueueHealth{}}
+	if th.NearFull <= 0 {
+		th.NearFull = DefaultNearFull
+	}
+	if th.MaxErrorRate <= 0 {
+		th.MaxErrorRate = DefaultMaxErrorRate
+	}
 	entries, err := readEntries(name, opts)
 	if err != nil {
 		return h, err
@@ -153,7 +160,7 @@ func Inspect(name string, opts shm.Options, th Thresholds) (Health, error) {
 			}
 		}
 		calls := s.Delivered + s.Failed - prev.Delivered - prev.Failed
-		if failed := s.Failed - prev.Failed; th.MaxErrorRate > 0 && calls > 0 && float64(failed)/float64(calls) > th.MaxErrorRate {
+		if failed := s.Failed - prev.Failed; calls > 0 && float64(failed)/float64(calls) > th.MaxErrorRate {
 			h.add(Degraded, "error_rate", label, "%d of %d handler calls failed (threshold %.0f%%)", failed, calls, 100*th.MaxErrorRate)
 		}
 		if slow := s.Slow - prev.Slow; th.Previous != nil && slow > 0 {

@@ -234,6 +234,7 @@ func (m *deliveryMetrics) observe(c *subCounters, slowAfter time.Duration, v *en
 	_ = m.handler.Record(int64(d))
 	if lat := start.UnixNano() - v.Time; lat >= 0 { // wall clocks of two processes may step
 		_ = m.latency.Record(lat)
+		c.latency.record(lat)
 	}
 	if d > slowAfter {
 		c.slow.Add(1)

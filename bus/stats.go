@@ -30,6 +30,7 @@ type subCounters struct {
 	slow         atomic.Uint64
 	handlerNanos atomic.Uint64
 	abandoned    atomic.Uint64
+	latency      latencyRecorder
 }
 
 // Stats are a subscription's counters in this process since Subscribe.
@@ -50,10 +51,13 @@ type Stats struct {
 	Busy         int           `json:"busy"`          // of Workers: in a handler now
 	Idle         int           `json:"idle"`          // of Workers: waiting for an event
 	AvgHandler   time.Duration `json:"avg_handler"`   // mean handler duration
+	LatencyP50   time.Duration `json:"latency_p50"`   // publish → handler start, this process's calls
+	LatencyP95   time.Duration `json:"latency_p95"`
+	LatencyP99   time.Duration `json:"latency_p99"`
 }
 
 // Stats returns the subscription's counters in this process (the shared-memory metrics,
-// ReadMetrics, sum every process's). Latency percentiles are in the metrics.
+// ReadMetrics, sum every process's).
 func (s *Subscription) Stats() Stats {
 	st := Stats{
 		Mode: s.cfg.mode.mode(), Name: s.name,
@@ -73,6 +77,7 @@ func (s *Subscription) Stats() Stats {
 	if calls := st.Delivered + st.Failed; calls > 0 {
 		st.AvgHandler = time.Duration(s.stats.handlerNanos.Load() / calls)
 	}
+	st.LatencyP50, st.LatencyP95, st.LatencyP99 = s.stats.latency.percentiles()
 	return st
 }
 

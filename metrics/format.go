@@ -33,8 +33,10 @@ import (
 // only with atomic adds and stores, from any process; a 128-byte block per series keeps two
 // series (and adjacent-line prefetching) from sharing a cache line.
 
-// SegmentKind is the shm kind of a metrics segment, registered as "metrics".
-const SegmentKind shm.Kind = 16
+// SegmentKind is the shm kind of a metrics segment, registered as "metrics". Its value
+// spells "MET" in ASCII, as dlq's spells "DLQ", far from the small numbers of ring (1-3)
+// and bus (16).
+const SegmentKind shm.Kind = 0x4d4554
 
 func init() { shm.RegisterKind(SegmentKind, "metrics") }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/shmq/shmq/internal/segfile"
 	"github.com/shmq/shmq/internal/units"
 	"github.com/shmq/shmq/metrics"
 	"github.com/shmq/shmq/shm"
@@ -29,6 +30,9 @@ type metricsStatReport struct {
 	UID        int        `json:"uid"`
 	GID        int        `json:"gid"`
 	Peers      []peerJSON `json:"peers"`
+	// ProcessesAlive and ProcessesDead count processes, not peer entries, as for rings.
+	ProcessesAlive int `json:"processes_alive"`
+	ProcessesDead  int `json:"processes_dead"`
 	// Metrics is every series with its value; omitted when the set cannot be read, and
 	// MetricsError says why.
 	Metrics      *metrics.Snapshot `json:"metrics,omitempty"`
@@ -55,6 +59,7 @@ func runStatMetrics(cmd *cobra.Command, s *shm.Segment, opts shm.Options) error 
 	for _, p := range peers {
 		r.Peers = append(r.Peers, peerJSON{Index: p.Index, Role: "recorder", PID: p.PID, Alive: p.Alive, Attached: p.Attached.UTC()})
 	}
+	r.ProcessesAlive, r.ProcessesDead = segfile.Processes(peers)
 	if snap, err := metrics.Read(s.Name(), opts); err != nil {
 		r.MetricsError = segmentError("read", s.Name(), err).Error()
 	} else {
@@ -75,13 +80,7 @@ func printStatMetrics(cmd *cobra.Command, r metricsStatReport) {
 	fmt.Fprintf(tw, "data\t%s at offset %d\n", units.FormatSize(r.DataSize), r.DataOffset)
 	fmt.Fprintf(tw, "created\t%s by pid %d\n", r.Created.Format(time.RFC3339), r.CreatorPID)
 	fmt.Fprintf(tw, "file\tmode %s, uid %d, gid %d\n", r.Mode, r.UID, r.GID)
-	alive := 0
-	for _, p := range r.Peers {
-		if p.Alive {
-			alive++
-		}
-	}
-	fmt.Fprintf(tw, "peers\t%d alive, %d dead\n", alive, len(r.Peers)-alive)
+	fmt.Fprintf(tw, "processes\t%d alive, %d dead (%s)\n", r.ProcessesAlive, r.ProcessesDead, plural(len(r.Peers), "peer entry"))
 	if r.MetricsError != "" {
 		fmt.Fprintf(tw, "metrics error\t%s\n", r.MetricsError)
 	}

@@ -43,8 +43,8 @@ func TestStatMetrics(t *testing.T) {
 
 	stdout, stderr, status := shmctl(t, dir, "stat", "bus.metrics")
 	require.Equal(t, 0, status, stderr)
-	assert.Contains(t, stdout, "kind     metrics, layout 2.0")
-	assert.Contains(t, stdout, "peers    1 alive, 0 dead")
+	assert.Regexp(t, `kind +metrics, layout 2.0`, stdout)
+	assert.Regexp(t, `processes +1 alive, 0 dead \(1 peer entry\)`, stdout)
 	assert.Regexp(t, `bus_published_total\s+counter\s+-\s+42\n`, stdout)
 	assert.Regexp(t, `bus_delivered_total\{sub="audit"\}\s+counter\s+-\s+0\n`, stdout)
 	assert.Regexp(t, `bus_queue_depth\s+gauge\s+-\s+-3\n`, stdout)

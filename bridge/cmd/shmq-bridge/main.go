@@ -67,6 +67,7 @@ func run(args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer b.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if *every > 0 {
