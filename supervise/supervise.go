@@ -327,8 +327,8 @@ func (s *Supervisor) Stats() Stats {
 	return s.stats
 }
 
-// Workers lists the worker processes running now, by index (a stopping worker and its
-// successor of the same index may both be listed).
+// Workers lists the worker processes running now, by index (a worker's successor of the
+// same index starts only once the stopped one is reaped).
 func (s *Supervisor) Workers() []WorkerInfo {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -367,6 +367,10 @@ func (s *Supervisor) run(sl *slot) {
 		select {
 		case <-sl.prev.done:
 		case <-sl.stop:
+			// A later slot of the index may wait for this one: it must not start before
+			// the process this one waited for is reaped. prev is stopped (it retires), so
+			// this ends.
+			<-sl.prev.done
 			return
 		}
 	}
