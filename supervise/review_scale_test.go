@@ -48,3 +48,32 @@ func TestReviewScaleNeverOverlapsAWorker(t *testing.T) {
 	assert.ErrorIs(t, s.Stop(ctx), context.Canceled)
 	assert.Equal(t, 0, s.Live())
 }
+
+// TestReviewSecondStopHonoursItsContext: Stop kills the workers at once when its ctx ends.
+// A second Stop (a second Ctrl-C forcing the shutdown that a first one began gracefully)
+// ignored its ctx and waited out the first one's Grace: an hour here.
+func TestReviewSecondStopHonoursItsContext(t *testing.T) {
+	h := newHarness(t, Options{Workers: 1, Grace: time.Hour}, always("stubborn"))
+	h.waitReady(1)
+	pid := h.sup.Workers()[0].PID
+	first := make(chan error, 1)
+	go func() { first <- h.sup.Stop(context.Background()) }()
+	require.Eventually(t, func() bool { return h.sup.Scale(context.Background(), 1) == ErrStopped },
+		30*time.Second, time.Millisecond, "the first Stop has begun")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	second := make(chan error, 1)
+	go func() { second <- h.sup.Stop(ctx) }()
+	select {
+	case err := <-second:
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+	case <-time.After(30 * time.Second):
+		t.Errorf("the second Stop waited past its context (the worker ignores SIGTERM, Grace is an hour)")
+		_ = syscall.Kill(pid, syscall.SIGKILL) // let both Stops end
+		<-second
+	}
+	assert.ErrorIs(t, syscall.Kill(pid, 0), syscall.ESRCH, "killed and reaped before the second Stop returned")
+	assert.NoError(t, <-first, "the first Stop's own ctx did not end")
+	assert.Equal(t, syscall.SIGKILL, h.waitEvent("exit", isKind(Exited, 0)).Signal)
+}

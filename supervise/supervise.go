@@ -279,13 +279,24 @@ func (s *Supervisor) killSlotLocked(sl *slot) {
 // ctx ends) and returns once every worker process has been reaped; no event follows its
 // return. It returns ctx.Err() if ctx ended first (the workers were then killed, and still
 // reaped before Stop returned), else nil. Stop may be called any number of times, from any
-// goroutine: later calls wait like the first and return nil.
+// goroutine: later calls wait for the first to finish, and return nil, or kill the workers
+// at once if their own ctx ends first and return ctx.Err() once they are reaped.
 func (s *Supervisor) Stop(ctx context.Context) error {
 	s.mu.Lock()
 	if s.stopping {
 		s.mu.Unlock()
+		select {
+		case <-s.stopDone:
+			return nil
+		case <-ctx.Done():
+		}
+		s.mu.Lock()
+		for _, sl := range append(append([]*slot(nil), s.slots...), s.retiring...) {
+			s.killSlotLocked(sl)
+		}
+		s.mu.Unlock()
 		<-s.stopDone
-		return nil
+		return ctx.Err()
 	}
 	s.stopping = true
 	all := append(append([]*slot(nil), s.slots...), s.retiring...)
