@@ -14,7 +14,10 @@
 // Every child is reaped by the goroutine that started it, and Stop returns only when every
 // child has been reaped, so a Supervisor leaks no process. On Linux each worker also gets
 // a parent-death signal (SIGKILL) unless the factory set SysProcAttr, so that the workers
-// die with a supervisor that is killed before it can Stop.
+// die with a supervisor that is killed before it can Stop. Unless the factory set
+// exec.Cmd.WaitDelay, it is set to Grace: a worker whose own children keep its output
+// pipes open is reaped at most Grace after it exits (Wait's exec.ErrWaitDelay, a failure
+// unless the worker was being stopped). Those children are the worker's to end.
 package supervise
 
 import (
@@ -431,6 +434,11 @@ func (s *Supervisor) runOnce(sl *slot, failures, starts *int) (bool, int) {
 		err = ErrNilCommand
 	} else {
 		setParentDeathSignal(cmd)
+		if cmd.WaitDelay == 0 {
+			// Wait also waits for the copying of the worker's output, which a child of the
+			// worker can hold open forever: bound it, so the worker's exit is seen.
+			cmd.WaitDelay = s.grace
+		}
 		err = cmd.Start()
 	}
 	if err != nil {
