@@ -18,7 +18,7 @@ import (
 //	source       PublisherConfig.Source
 //	time         when Publish was called
 //	correlation  the "correlation_id" metadata (Watermill's correlation middleware), if set
-//	metadata     first {"uuid", ""} when the UUID is in id, {"uuid", UUID} otherwise; then
+//	metadata     first {"uuid", ""} when the UUID is in id, {"uuid", "#" + UUID} otherwise; then
 //	             every metadata entry but a non-empty "correlation_id"
 //	payload      the payload
 //
@@ -26,6 +26,10 @@ import (
 
 // uuidKey is the key of the first metadata entry of every envelope this adapter writes.
 const uuidKey = "uuid"
+
+// idMark starts the value of the uuid entry when it holds the UUID (which may be empty),
+// so that an empty value always means "the envelope's id".
+const idMark = "#"
 
 // correlationKey is the metadata key of Watermill's correlation middleware
 // (middleware.CorrelationIDMetadataKey), carried in the envelope's correlation field.
@@ -56,7 +60,7 @@ func (e *encoder) header(msg *message.Message, now time.Time) (envelope.Header, 
 		if err != nil {
 			return h, 0, err
 		}
-		h.ID, idValue = id, msg.UUID
+		h.ID, idValue = id, idMark+msg.UUID
 	}
 	e.meta = append(e.meta[:0], envelope.KV{Key: uuidKey, Value: idValue})
 	for k, v := range msg.Metadata {
@@ -93,10 +97,14 @@ func decode(b []byte, topic string) (*message.Message, error) {
 				err = fmt.Errorf("%w: first metadata entry is %q, not %q", ErrForeign, k, uuidKey)
 				return false
 			}
-			if len(val) == 0 {
+			switch {
+			case len(val) == 0:
 				id = v.ID.String()
-			} else {
-				id = string(val)
+			case val[0] == idMark[0]:
+				id = string(val[1:])
+			default:
+				err = fmt.Errorf("%w: first metadata entry %q is no uuid entry", ErrForeign, val)
+				return false
 			}
 			return true
 		}

@@ -65,7 +65,8 @@ func topicConfig(t TopicConfig) topic.Config {
 }
 
 // acquireTopic maps the topic segment of the Watermill topic name, creating it with the
-// configured shape if it does not exist; an existing one is joined whatever its shape.
+// configured shape if it does not exist; an existing one is joined whatever its shape
+// (ErrInvalidConfig for one with the latest policy).
 func acquireTopic(r resolved, name string) (*sharedSeg, error) {
 	seg := TopicSegment(r.Prefix, name)
 	return acquire(r.opts, seg, func() (*shm.Segment, error) {
@@ -74,18 +75,21 @@ func acquireTopic(r resolved, name string) (*sharedSeg, error) {
 			if err == nil {
 				return t.Segment(), nil
 			}
-			if !errors.Is(err, topic.ErrMismatch) || try == 3 {
-				return nil, fmt.Errorf("topic %q: %w", name, err)
+			if errors.Is(err, topic.ErrMismatch) {
+				ctx, cancel := context.WithCancel(context.Background())
+				cancel() // Join opens once without waiting
+				t, err = topic.Join(ctx, seg, r.opts)
+				if err == nil && t.Policy() == ring.Latest {
+					t.Close()
+					return nil, fmt.Errorf("topic %q: %w: segment %s has the latest policy, which keeps only the newest message", name, ErrInvalidConfig, seg)
+				}
+				if err == nil {
+					return t.Segment(), nil
+				}
 			}
-			// It exists with another shape: join it as it is. A canceled context makes Join
-			// open once without waiting; if the topic went meanwhile, create it again.
-			ctx, cancel := context.WithCancel(context.Background())
-			cancel()
-			t, err = topic.Join(ctx, seg, r.opts)
-			if err == nil {
-				return t.Segment(), nil
-			}
-			if !errors.Is(err, shm.ErrNotExist) {
+			// It existed with another shape and went before it could be joined: create it
+			// again, a few times at most.
+			if !errors.Is(err, shm.ErrNotExist) || try == 3 {
 				return nil, fmt.Errorf("topic %q: %w", name, err)
 			}
 		}
