@@ -478,3 +478,42 @@ func TestSubscribeInitializeKeepsMessagesForTheGroup(t *testing.T) {
 func TestErrClosedIsRingClosed(t *testing.T) {
 	assert.True(t, errors.Is(shmwm.ErrClosed, ring.ErrClosed))
 }
+
+func TestDeleteGroupAndRemoveTopic(t *testing.T) {
+	dir := testDir(t)
+	c := shmwm.Config{Dir: dir}
+	gc := shmwm.SubscriberConfig{Config: c, ConsumerGroup: "g"}
+	sub := newSubscriber(t, gc)
+	ch, err := sub.Subscribe(context.Background(), "t")
+	require.NoError(t, err)
+	assert.ErrorIs(t, shmwm.DeleteGroup(c, "t", "g"), ring.ErrBusy, "a member pumps it")
+	require.NoError(t, sub.Close())
+	for range ch {
+	}
+	names, err := shm.List(shm.Options{Dir: dir})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"wm.t", "wm.t__g"}, names)
+
+	require.NoError(t, shmwm.DeleteGroup(c, "t", "g"))
+	assert.ErrorIs(t, shmwm.DeleteGroup(c, "t", "g"), ring.ErrNoSubscription)
+	names, err = shm.List(shm.Options{Dir: dir})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"wm.t"}, names)
+	st, err := topic.List(shm.Options{Dir: dir})
+	require.NoError(t, err)
+	require.Len(t, st, 1)
+	assert.Zero(t, st[0].Subscriptions, "the durable subscription is gone")
+
+	// A new group of that name starts afresh.
+	pub := newPublisher(t, c)
+	publish(t, pub, "t", "1")
+	require.NoError(t, pub.Close())
+	_, err = newSubscriber(t, gc).Subscribe(context.Background(), "t")
+	require.NoError(t, err)
+	require.NoError(t, shmwm.RemoveTopic(c, "t"))
+	names, err = shm.List(shm.Options{Dir: dir})
+	require.NoError(t, err)
+	assert.Empty(t, names)
+	assert.ErrorIs(t, shmwm.RemoveTopic(c, "t"), shm.ErrNotExist)
+	assert.ErrorIs(t, shmwm.DeleteGroup(c, "t", "g"), shm.ErrNotExist)
+}

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -233,5 +232,3 @@ func TestProcConsumerGroupMemberKilled(t *testing.T) {
 	}
 	assert.True(t, a.Killed())
 }
-
-var _ = watermill.NewUUID

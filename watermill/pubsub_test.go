@@ -2,6 +2,7 @@ package watermill_test
 
 import (
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -38,9 +39,9 @@ func suiteConfig(dir string) shmwm.Config {
 	return shmwm.Config{Dir: dir, Topic: shmwm.TopicConfig{Slots: slots, MaxMessage: 496}}
 }
 
-func TestPubSub(t *testing.T) {
-	dir := testDir(t)
-	features := tests.Features{
+// features are the suite's flags: what the adapter does (the README lists why).
+func features() tests.Features {
+	return tests.Features{
 		ConsumerGroups:                      true,
 		ExactlyOnceDelivery:                 false,
 		GuaranteedOrder:                     true,
@@ -51,6 +52,10 @@ func TestPubSub(t *testing.T) {
 		NewSubscriberReceivesOldMessages:    true,
 		ContextPreserved:                    false,
 	}
+}
+
+func runSuite(t *testing.T, f tests.Features) {
+	dir := testDir(t)
 	newPubSub := func(t *testing.T, group string) (message.Publisher, message.Subscriber) {
 		logger := watermill.NopLogger{}
 		pub, err := shmwm.NewPublisher(shmwm.PublisherConfig{Config: suiteConfig(dir)}, logger)
@@ -59,7 +64,27 @@ func TestPubSub(t *testing.T) {
 		require.NoError(t, err)
 		return pub, sub
 	}
-	tests.TestPubSub(t, features,
+	tests.TestPubSub(t, f,
 		func(t *testing.T) (message.Publisher, message.Subscriber) { return newPubSub(t, "") },
 		newPubSub)
+}
+
+func TestPubSub(t *testing.T) { runSuite(t, features()) }
+
+// TestPubSubOddTopicNames runs the suite on topics whose names a segment name cannot hold:
+// escaped ones, and ones so long that they are hashed (each message's envelope then says
+// which topic it belongs to).
+func TestPubSubOddTopicNames(t *testing.T) {
+	t.Run("escaped", func(t *testing.T) {
+		f := features()
+		f.GenerateTopicFunc = func(tc tests.TestContext) string { return ".odd topic/ü_" + string(tc.TestID) }
+		runSuite(t, f)
+	})
+	t.Run("hashed", func(t *testing.T) {
+		f := features()
+		f.GenerateTopicFunc = func(tc tests.TestContext) string {
+			return strings.Repeat("a long/topic ", 8) + string(tc.TestID)
+		}
+		runSuite(t, f)
+	})
 }
