@@ -239,20 +239,22 @@ func TestOverwriteCountsLost(t *testing.T) {
 		payloads = append(payloads, fmt.Sprint(i))
 	}
 	publish(t, pub, "fast", payloads...) // the publisher never waits; the subscriber is lapped
-	received := 0
-	for {
+	received := uint64(0)
+	deadline := time.After(wait)
+	for received+sub.Stats().Lost < 100 {
 		select {
 		case m := <-ch:
 			m.Ack()
 			received++
-			continue
-		case <-time.After(200 * time.Millisecond):
+		case <-time.After(time.Millisecond):
+		case <-deadline:
+			t.Fatalf("received %d, lost %d of 100", received, sub.Stats().Lost)
 		}
-		break
 	}
+	assertNothing(t, ch, 50*time.Millisecond)
 	st := sub.Stats()
 	assert.Positive(t, st.Lost)
-	assert.Equal(t, uint64(100), uint64(received)+st.Lost)
+	assert.Equal(t, uint64(100), received+st.Lost)
 }
 
 func TestBlockPublishWaitsAndCloseWakesIt(t *testing.T) {
