@@ -152,8 +152,8 @@ func (c *SubscriberConfig) resolve() (resolved, error) {
 	return c.Config.resolve()
 }
 
-// logger returns l, or a logger that discards everything.
-func logger(l watermill.LoggerAdapter) watermill.LoggerAdapter {
+// orNop returns l, or a logger that discards everything.
+func orNop(l watermill.LoggerAdapter) watermill.LoggerAdapter {
 	if l == nil {
 		return watermill.NopLogger{}
 	}

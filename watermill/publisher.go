@@ -49,13 +49,13 @@ var _ message.Publisher = (*Publisher)(nil)
 // NewPublisher returns a Publisher. Topics are opened (and created with cfg.Topic if they
 // do not exist) on first Publish. ErrInvalidConfig for a configuration it cannot use; a nil
 // logger discards.
-func NewPublisher(cfg PublisherConfig, logger_ watermill.LoggerAdapter) (*Publisher, error) {
+func NewPublisher(cfg PublisherConfig, logger watermill.LoggerAdapter) (*Publisher, error) {
 	r, err := cfg.resolve()
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Publisher{cfg: cfg, r: r, logger: logger(logger_), ctx: ctx, cancel: cancel,
+	return &Publisher{cfg: cfg, r: r, logger: orNop(logger), ctx: ctx, cancel: cancel,
 		topics: map[string]*pubTopic{}}, nil
 }
 
@@ -129,6 +129,7 @@ func (p *Publisher) open(t *pubTopic, topicName string) error {
 		return fmt.Errorf("topic %q: %w", topicName, err)
 	}
 	t.seg, t.pub, t.enc = seg, pub, newEncoder(topicName, p.cfg.Source)
+	p.logger.Debug("Publishing to a topic", watermill.LogFields{"topic": topicName, "segment": seg.seg.Name(), "max_message": pub.MaxMessage()})
 	return nil
 }
 

@@ -44,13 +44,13 @@ var (
 
 // NewSubscriber returns a Subscriber. ErrInvalidConfig for a configuration it cannot use;
 // a nil logger discards.
-func NewSubscriber(cfg SubscriberConfig, logger_ watermill.LoggerAdapter) (*Subscriber, error) {
+func NewSubscriber(cfg SubscriberConfig, logger watermill.LoggerAdapter) (*Subscriber, error) {
 	r, err := cfg.resolve()
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Subscriber{cfg: cfg, r: r, logger: logger(logger_), ctx: ctx, cancel: cancel}, nil
+	return &Subscriber{cfg: cfg, r: r, logger: orNop(logger), ctx: ctx, cancel: cancel}, nil
 }
 
 // Stats counts what the Subscriber's subscriptions did.
@@ -92,6 +92,9 @@ func (s *Subscriber) start() ring.Start {
 // subscription ends. Errors: ErrClosed, the topic's (shm.ErrInvalidName and the like),
 // ring.ErrSubscriptionsFull when the topic has 64 subscriptions already.
 func (s *Subscriber) Subscribe(ctx context.Context, topicName string) (<-chan *message.Message, error) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
 	if !s.begin() {
 		return nil, ErrClosed
 	}
