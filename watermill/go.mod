@@ -5,7 +5,7 @@ go 1.26.0
 require (
 	github.com/ThreeDotsLabs/watermill v1.5.1
 	github.com/google/uuid v1.6.0
-	github.com/shmq/shmq v0.0.0-00010101000000-000000000000
+	github.com/shmq/shmq v0.0.0
 	github.com/stretchr/testify v1.12.1
 )
 
