@@ -202,18 +202,30 @@ func (p *Publisher) Close() error {
 		return nil
 	}
 	p.closed = true
+	topics := make([]*pubTopic, 0, len(p.topics))
+	for _, t := range p.topics {
+		topics = append(topics, t)
+	}
 	p.mu.Unlock()
 	p.cancel()
-	p.calls.Wait() // no Publish touches the topics from here on
+	// Closing the endpoints wakes a Publish waiting for room even if its wait missed the
+	// cancellation (see closeAtEnd); a ring endpoint may be closed while another goroutine
+	// uses it.
 	var errs []error
-	for _, t := range p.topics {
+	for _, t := range topics {
+		<-t.done // an opener finishes at once: it waits for nothing
 		if t.pub == nil {
 			continue
 		}
 		if err := t.pub.Close(); err != nil && !errors.Is(err, ring.ErrClosed) {
 			errs = append(errs, err)
 		}
-		t.seg.release()
+	}
+	p.calls.Wait() // no Publish touches the topics from here on
+	for _, t := range topics {
+		if t.pub != nil {
+			t.seg.release()
+		}
 	}
 	return errors.Join(errs...)
 }

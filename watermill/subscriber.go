@@ -168,7 +168,12 @@ func (sub *subscription) deliver(msg *message.Message) bool {
 			cancel()
 		case <-sub.ctx.Done():
 			cancel()
-			return false
+			select {
+			case <-m.Acked(): // acked as the subscription ended: handled all the same
+				return true
+			default:
+				return false
+			}
 		}
 		s.redelivered.Add(1)
 		if d := s.cfg.NackDelay; d > 0 {
@@ -181,6 +186,23 @@ func (sub *subscription) deliver(msg *message.Message) bool {
 			}
 		}
 	}
+}
+
+// closeAtEnd closes a ring endpoint when ctx ends, besides the end of ctx waking the
+// endpoint's blocked call: a ring wait can miss a cancellation that lands between its look
+// at ctx and its sleep, and then sleeps on for its timeout (up to 10 s when idle), while a
+// Close is never missed. mu, if not nil, is what the endpoint's goroutine holds from taking
+// a record to releasing it, so that the Close never comes in between: a record closed
+// borrowed is delivered again, and one that was handled and acked must not be. Closing
+// twice is harmless.
+func closeAtEnd(ctx context.Context, mu *sync.Mutex, close func() error) {
+	context.AfterFunc(ctx, func() {
+		if mu != nil {
+			mu.Lock()
+			defer mu.Unlock()
+		}
+		_ = close()
+	})
 }
 
 // ended reports whether err means the subscription's end (its context or Close).
@@ -196,6 +218,7 @@ func (sub *subscription) startPlain() error {
 	if err != nil {
 		return fmt.Errorf("subscribing to %q: %w", sub.topic, err)
 	}
+	closeAtEnd(sub.ctx, nil, rs.Close) // anonymous: what it borrowed is not delivered again anyway
 	if s.cfg.InFlight == 1 {
 		go func() {
 			defer sub.finish()
@@ -350,11 +373,13 @@ func (sub *subscription) startMember() error {
 	}
 	var wg sync.WaitGroup
 	for _, r := range readers {
+		var mu sync.Mutex
+		closeAtEnd(sub.ctx, &mu, r.Close)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer r.Close()
-			m.readQueue(r)
+			m.readQueue(r, &mu)
 		}()
 	}
 	go func() {
@@ -417,8 +442,9 @@ func (m *member) backoff() time.Duration {
 	return min(time.Millisecond<<min(m.retries, 10), time.Second)
 }
 
-// readQueue delivers the group queue's messages until the subscription ends.
-func (m *member) readQueue(r *ring.MPMCReader) {
+// readQueue delivers the group queue's messages until the subscription ends. It holds mu
+// from taking a record to releasing it (see closeAtEnd).
+func (m *member) readQueue(r *ring.MPMCReader, mu *sync.Mutex) {
 	s := m.s
 	for {
 		rec, err := r.Next(m.ctx)
@@ -444,24 +470,39 @@ func (m *member) readQueue(r *ring.MPMCReader) {
 			s.logger.Error("Consumer group member ends", err, watermill.LogFields{"topic": m.topic})
 			return
 		}
-		msg, err := decode(rec.Data, m.topic)
-		if err != nil {
-			r.Reject()
-			s.rejected.Add(1)
-			s.logger.Error("Passing over a record", err, watermill.LogFields{"topic": m.topic})
-			continue
+		if !m.handle(r, mu, rec) {
+			return
 		}
-		if !m.deliver(msg) {
-			return // the record stays borrowed: Close hands it to another member
-		}
-		r.Release()
 	}
+}
+
+// handle delivers the record r borrowed and releases it once acked; false when the
+// subscription ended first (the record stays borrowed: Close hands it to another member).
+func (m *member) handle(r *ring.MPMCReader, mu *sync.Mutex, rec ring.Record) bool {
+	mu.Lock()
+	defer mu.Unlock()
+	if m.ctx.Err() != nil {
+		return false // closeAtEnd may have closed r while this goroutine took rec
+	}
+	msg, err := decode(rec.Data, m.topic)
+	if err != nil {
+		r.Reject()
+		m.s.rejected.Add(1)
+		m.s.logger.Error("Passing over a record", err, watermill.LogFields{"topic": m.topic})
+		return true
+	}
+	if !m.deliver(msg) {
+		return false
+	}
+	r.Release()
+	return true
 }
 
 // pump moves the topic's messages through the group's durable subscription into the
 // group's queue.
 type pump struct {
 	m      *member
+	mu     sync.Mutex // held from Commit to Release (see closeAtEnd)
 	w      *ring.MPMCWriter
 	rs     *ring.Subscriber
 	cancel context.CancelFunc
@@ -494,6 +535,9 @@ func (m *member) startPump() (*pump, error) {
 	}
 	ctx, cancel := context.WithCancel(m.ctx)
 	p := &pump{m: m, w: w, rs: rs, cancel: cancel, done: make(chan struct{})}
+	closeAtEnd(ctx, &p.mu, func() error { // in the pump's order: the subscription, then the writer
+		return errors.Join(rs.Close(), w.Close())
+	})
 	go p.run(ctx)
 	return p, nil
 }
@@ -563,6 +607,8 @@ func (p *pump) move(ctx context.Context) error {
 		}
 		copy(buf, rec.Data)
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if err := p.rs.Validate(); err != nil { // overwritten while copied (ring.Overwrite)
 		p.w.Abort()
 		p.rs.Release()
