@@ -14,7 +14,7 @@
 //
 // BestEffort and LatestOnly subscribers read one publish-subscribe topic per priority lane
 // (ring.Overwrite): a publisher never waits for them; one that falls a lane behind loses
-// events and counts them (Stats.Dropped; LatestOnly: Stats.Conflated). Reliable
+// events and counts them (Stats.Dropped, of any type: the lane no longer says which; LatestOnly also counts the events of its types replaced by newer ones, Stats.Conflated). Reliable
 // subscriptions each own a durable MPMC queue per lane, shared by every worker of that name
 // in any process; publishers learn of a new subscription through the registry segment
 // (format.go) before their next Publish. A worker holds an event in place until its handler

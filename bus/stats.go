@@ -42,8 +42,8 @@ type Stats struct {
 	Timeouts     uint64        `json:"timeouts"`      // of Failed: ErrDeliveryTimeout
 	Retried      uint64        `json:"retried"`       // attempts after a failure
 	DeadLettered uint64        `json:"dead_lettered"` // events put in the dead-letter queue
-	Dropped      uint64        `json:"dropped"`       // BestEffort: events lost to a publisher that lapped us
-	Conflated    uint64        `json:"conflated"`     // LatestOnly: stale events skipped
+	Dropped      uint64        `json:"dropped"`       // BestEffort, LatestOnly: events of any type a lapping publisher overwrote before we read them
+	Conflated    uint64        `json:"conflated"`     // LatestOnly: events this subscription takes, replaced by a newer one of their type
 	Malformed    uint64        `json:"malformed"`     // records that were not a valid envelope
 	Slow         uint64        `json:"slow"`          // handler calls longer than Config.SlowHandler
 	Abandoned    uint64        `json:"abandoned"`     // Reliable: workers given up in a handler that ignored its ctx

@@ -459,11 +459,9 @@ func (s *Subscription) handleOnce(w *worker, b []byte) {
 func (s *Subscription) countReadError(err error) {
 	var lag *ring.LagError
 	if errors.As(err, &lag) {
-		if _, latest := s.cfg.mode.(LatestOnly); latest {
-			s.count(&s.stats.conflated, s.m.conflated, lag.Missed)
-		} else {
-			s.count(&s.stats.dropped, s.m.dropped, lag.Missed)
-		}
+		// What the lane overwrote unread, of every type: whether the subscription wanted
+		// them is not known any more.
+		s.count(&s.stats.dropped, s.m.dropped, lag.Missed)
 		return
 	}
 	s.count(&s.stats.malformed, s.m.malformed, 1)
@@ -509,9 +507,6 @@ func (s *Subscription) runLatest(w *worker) {
 				s.countReadError(err)
 				continue
 			}
-			sl := find(rec.Type)
-			var tmp [0]byte
-			_ = tmp
 			n := copy(w.buf, rec.Data)
 			verr := w.l.rs[p].(*ring.Subscriber).Validate()
 			w.l.rs[p].Release()
@@ -519,6 +514,15 @@ func (s *Subscription) runLatest(w *worker) {
 				s.countReadError(verr)
 				continue
 			}
+			// Only events the subscription takes replace one another (and count as conflated).
+			if w.view, err = envelope.Parse(w.buf[:n]); err != nil {
+				s.count(&s.stats.malformed, s.m.malformed, 1)
+				continue
+			}
+			if !s.match(&w.view) {
+				continue
+			}
+			sl := find(rec.Type)
 			if sl.have {
 				s.count(&s.stats.conflated, s.m.conflated, 1)
 			}
