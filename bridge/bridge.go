@@ -150,6 +150,9 @@ func (b *Bridge) Run(ctx context.Context) error {
 			start(func(ctx context.Context) error { return b.outBestEffort(ctx, nc, r, c) })
 		}
 	}
+	for _, r := range b.cfg.Buses {
+		start(func(ctx context.Context) error { return b.runBus(ctx, nc, js, r) })
+	}
 	for _, r := range b.cfg.In {
 		c := b.stats[RouteKey(false, r)]
 		if r.Reliable {
@@ -167,6 +170,11 @@ func (b *Bridge) Run(ctx context.Context) error {
 
 func (b *Bridge) reliable() bool {
 	for _, r := range append(append([]Route(nil), b.cfg.Out...), b.cfg.In...) {
+		if r.Reliable {
+			return true
+		}
+	}
+	for _, r := range b.cfg.Buses {
 		if r.Reliable {
 			return true
 		}

@@ -28,6 +28,8 @@ type Config struct {
 	// subscription is named after the bridge) and one reliable route in (the JetStream
 	// consumer is named after the bridge and the topic). ErrConfig otherwise.
 	Out, In []Route
+	// Buses forward event buses (package bus) both or one way.
+	Buses []BusRoute
 	// Stream is the JetStream stream that carries reliable routes, created or updated to
 	// hold StreamSubjects. Default "SHMQ".
 	Stream string
@@ -81,7 +83,7 @@ func (c *Config) withDefaults() (Config, error) {
 	if d.URL == "" {
 		return d, fmt.Errorf("%w: no NATS URL", ErrConfig)
 	}
-	if len(d.Out)+len(d.In) == 0 {
+	if len(d.Out)+len(d.In)+len(d.Buses) == 0 {
 		return d, fmt.Errorf("%w: no routes", ErrConfig)
 	}
 	if d.Stream == "" {
@@ -120,7 +122,7 @@ func (c *Config) withDefaults() (Config, error) {
 			if r.Subject == "" {
 				r.Subject = "shmq." + r.Topic
 			}
-			if strings.ContainsAny(r.Subject, " \t\r\n") || strings.Contains(r.Subject, "..") || strings.HasSuffix(r.Subject, ".") || strings.HasPrefix(r.Subject, ".") {
+			if !validSubject(r.Subject) {
 				return nil, fmt.Errorf("%w: route %d: subject %q", ErrConfig, i, r.Subject)
 			}
 			// Wildcards are whole tokens; '>' only last; none where messages are published.
@@ -178,7 +180,18 @@ func (c *Config) withDefaults() (Config, error) {
 			}
 		}
 	}
+	d.Buses = append([]BusRoute(nil), d.Buses...)
+	for i := range d.Buses {
+		if err := d.Buses[i].check(i, d.StreamSubjects); err != nil {
+			return d, err
+		}
+	}
 	return d, nil
+}
+
+// validSubject reports whether s can be published to: no whitespace, no empty token.
+func validSubject(s string) bool {
+	return s != "" && !strings.ContainsAny(s, " \t\r\n") && !strings.Contains(s, "..") && !strings.HasSuffix(s, ".") && !strings.HasPrefix(s, ".")
 }
 
 // matchesAny reports whether subject matches one of the NATS subject patterns.

@@ -129,12 +129,22 @@ func (b *Bridge) inReliable(ctx context.Context, js jetstream.JetStream, r Route
 	return nil
 }
 
-// consume runs one pull subscription until it fails (errRetry) or ctx ends.
+// consume runs one pull subscription of the route's durable consumer into the topic.
 func (b *Bridge) consume(ctx context.Context, js jetstream.JetStream, r Route, pub *ring.Publisher, ids *envelope.IDs, seen *seenIDs, c *counters) error {
+	return b.pull(ctx, js, b.durableName(r.Topic), r.Subject, func(m *nats.Msg) error {
+		return b.writeLocal(ctx, pub, m, ids, seen, c)
+	}, c)
+}
+
+// pull runs one pull subscription of the durable consumer named durable on subject until it
+// fails (errRetry) or ctx ends, handing each message to write and acknowledging it once
+// write returned nil. A message write refuses is terminated (it would come back forever)
+// and counted as dropped.
+func (b *Bridge) pull(ctx context.Context, js jetstream.JetStream, durable, subject string, write func(*nats.Msg) error, c *counters) error {
 	cctx, cancel := context.WithTimeout(ctx, b.cfg.AckTimeout)
 	cons, err := js.CreateOrUpdateConsumer(cctx, b.cfg.Stream, jetstream.ConsumerConfig{
-		Durable:       b.durableName(r.Topic),
-		FilterSubject: r.Subject,
+		Durable:       durable,
+		FilterSubject: subject,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		MaxAckPending: b.cfg.Window,
@@ -160,11 +170,10 @@ func (b *Bridge) consume(ctx context.Context, js jetstream.JetStream, r Route, p
 			return fmt.Errorf("%w: next: %w", errRetry, err)
 		}
 		m := &nats.Msg{Subject: msg.Subject(), Header: nats.Header(msg.Headers()), Data: msg.Data()}
-		if err := b.writeLocal(ctx, pub, m, ids, seen, c); err != nil {
+		if err := write(m); err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			// A message that cannot become an envelope would come back forever: terminate it.
 			c.dropped.Add(1)
 			_ = msg.Term()
 			continue

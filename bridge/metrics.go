@@ -51,13 +51,24 @@ func (b *Bridge) openCounters() error {
 	type route struct {
 		out bool
 		r   Route
+		key string
 	}
 	byTopic := map[string][]route{}
 	for _, r := range b.cfg.Out {
-		byTopic[r.Topic] = append(byTopic[r.Topic], route{true, r})
+		byTopic[r.Topic] = append(byTopic[r.Topic], route{true, r, RouteKey(true, r)})
 	}
 	for _, r := range b.cfg.In {
-		byTopic[r.Topic] = append(byTopic[r.Topic], route{false, r})
+		byTopic[r.Topic] = append(byTopic[r.Topic], route{false, r, RouteKey(false, r)})
+	}
+	// A bus route's counters are in the set named after the bus, as a topic's are.
+	for _, br := range b.cfg.Buses {
+		r := Route{Topic: br.Bus, Subject: br.Subject}
+		if br.Out {
+			byTopic[br.Bus] = append(byTopic[br.Bus], route{true, r, BusRouteKey(true, br)})
+		}
+		if br.In {
+			byTopic[br.Bus] = append(byTopic[br.Bus], route{false, r, BusRouteKey(false, br)})
+		}
 	}
 	opts := shm.Options{Dir: b.cfg.Dir}
 	for topicName, routes := range byTopic {
@@ -85,7 +96,7 @@ func (b *Bridge) openCounters() error {
 					return fmt.Errorf("bridge: counters %s: %w", name, err)
 				}
 			}
-			b.stats[RouteKey(rt.out, rt.r)] = c
+			b.stats[rt.key] = c
 		}
 	}
 	return nil

@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/shmq/shmq/codec"
+	"github.com/shmq/shmq/dlq"
 	"github.com/shmq/shmq/envelope"
 	"github.com/shmq/shmq/ring"
 	"github.com/shmq/shmq/shm"
@@ -43,7 +44,8 @@ type Bus struct {
 	closing  atomic.Bool
 	subsMu   sync.Mutex
 	subs     map[*Subscription]struct{}
-	dlq      deadLetters
+	dlq      *dlq.Queue
+	metrics  *busMetrics
 	counters counters // this process's totals (see Stats)
 	health   healthState
 	closeErr error
@@ -52,9 +54,11 @@ type Bus struct {
 
 // pubQueue is a Reliable subscription's queue as a publisher holds it.
 type pubQueue struct {
-	entry subEntry
-	segs  [envelope.Priorities]*shm.Segment
-	ws    [envelope.Priorities]*ring.MPMCWriter
+	entry      subEntry
+	segs       [envelope.Priorities]*shm.Segment
+	ws         [envelope.Priorities]*ring.MPMCWriter
+	qm         *subMetrics // the subscription's set (writers only)
+	lastSample time.Time
 }
 
 // Open opens the bus name in cfg.Dir, creating its segments if they do not exist. cfg's zero
@@ -95,6 +99,9 @@ func Open(name string, cfg Config) (*Bus, error) {
 		}
 	}
 	if b.dlq, err = openDeadLetters(name, cfg, b.opts); err != nil {
+		return nil, err
+	}
+	if b.metrics, err = openBusMetrics(name, b.opts); err != nil {
 		return nil, err
 	}
 	ok = true
@@ -195,10 +202,8 @@ func Publish[T any](ctx context.Context, b *Bus, v *T, opts ...PublishOption) (u
 	if err != nil {
 		return uuid.UUID{}, err
 	}
-	if b.limiter != nil {
-		if err := b.limiter.wait(ctx); err != nil {
-			return uuid.UUID{}, err
-		}
+	if err := b.limit(ctx); err != nil {
+		return uuid.UUID{}, err
 	}
 	h := envelope.Header{Type: ti.name, Source: b.cfg.Source, Priority: envelope.Normal, Attempt: 1}
 	for i := range opts {
@@ -229,18 +234,11 @@ func Publish[T any](ctx context.Context, b *Bus, v *T, opts ...PublishOption) (u
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closing.Load() {
-		return uuid.UUID{}, ErrShuttingDown
-	}
 	h.Time = time.Now()
 	if h.ID, err = b.ids.New(h.Time); err != nil {
 		return uuid.UUID{}, err
 	}
-	if err := b.refreshQueues(); err != nil {
-		return uuid.UUID{}, err
-	}
-	pub := b.pubs[h.Priority]
-	rec, err := pub.Reserve(ctx, ti.id, size)
+	rec, err := b.reserve(ctx, h.Priority, ti.id, size)
 	if err != nil {
 		return uuid.UUID{}, err
 	}
@@ -249,12 +247,73 @@ func Publish[T any](ctx context.Context, b *Bus, v *T, opts ...PublishOption) (u
 		err = ti.codec.Encode(payload, v)
 	}
 	if err != nil {
-		pub.Abort()
+		b.pubs[h.Priority].Abort()
 		return uuid.UUID{}, err
 	}
+	return h.ID, b.commit(ctx, h.Priority, ti.id, b.sourceID, rec)
+}
+
+// PublishEnvelope publishes env, an encoded envelope (package envelope) made elsewhere: by
+// another bus's process, or received from the network (the NATS bridge). It goes where
+// Publish sends an event of its type, priority and source, unchanged: same id, time,
+// source and attempt. It returns the envelope's id. Safe for concurrent use; it waits as
+// Publish does.
+//
+// Errors: those of Publish, and envelope.ErrMalformed (or envelope's other errors) for
+// bytes that are not a valid envelope.
+func (b *Bus) PublishEnvelope(ctx context.Context, env []byte) (uuid.UUID, error) {
+	if b.closing.Load() {
+		return uuid.UUID{}, ErrShuttingDown
+	}
+	v, err := envelope.Parse(env)
+	if err != nil {
+		return uuid.UUID{}, err
+	}
+	if v.TypeID != envelope.TypeID(string(v.Type())) {
+		return uuid.UUID{}, fmt.Errorf("%w: type id %#x is not that of %q", envelope.ErrMalformed, v.TypeID, v.Type())
+	}
+	if len(env) > b.cfg.MaxEvent {
+		return uuid.UUID{}, fmt.Errorf("%w: event of %d bytes, MaxEvent is %d", ring.ErrTooLarge, len(env), b.cfg.MaxEvent)
+	}
+	if err := b.limit(ctx); err != nil {
+		return uuid.UUID{}, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	rec, err := b.reserve(ctx, v.Priority, v.TypeID, len(env))
+	if err != nil {
+		return uuid.UUID{}, err
+	}
+	copy(rec, env)
+	return v.ID, b.commit(ctx, v.Priority, v.TypeID, envelope.TypeID(string(v.Source())), rec)
+}
+
+// limit waits for the rate limiter, if there is one.
+func (b *Bus) limit(ctx context.Context) error {
+	if b.limiter == nil {
+		return nil
+	}
+	return b.limiter.wait(ctx)
+}
+
+// reserve is the first half of a publish, with b.mu held: it brings the Reliable queues up
+// to date and reserves size bytes in lane p for an event of type typ.
+func (b *Bus) reserve(ctx context.Context, p envelope.Priority, typ uint32, size int) ([]byte, error) {
+	if b.closing.Load() {
+		return nil, ErrShuttingDown
+	}
+	if err := b.refreshQueues(); err != nil {
+		return nil, err
+	}
+	return b.pubs[p].Reserve(ctx, typ, size)
+}
+
+// commit is the second half, with b.mu held: it commits the envelope rec in the lane, then
+// copies it into the queue of every Reliable subscription that wants it.
+func (b *Bus) commit(ctx context.Context, p envelope.Priority, typ, source uint32, rec []byte) error {
 	reliable := false
 	for _, q := range b.queues {
-		if q.entry.wants(ti.id, b.sourceID) {
+		if q.entry.wants(typ, source) {
 			reliable = true
 			break
 		}
@@ -262,42 +321,84 @@ func Publish[T any](ctx context.Context, b *Bus, v *T, opts ...PublishOption) (u
 	if reliable {
 		b.scratch = append(b.scratch[:0], rec...)
 	}
-	if err := pub.Commit(); err != nil {
-		return uuid.UUID{}, err
+	if err := b.pubs[p].Commit(); err != nil {
+		return err
 	}
-	b.counters.published[h.Priority].Add(1)
+	b.counters.published[p].Add(1)
+	b.metrics.published[p].Inc()
 	if !reliable {
-		return h.ID, nil
+		return nil
 	}
 	var errs error
 	for _, q := range b.queues {
-		if !q.entry.wants(ti.id, b.sourceID) {
+		if !q.entry.wants(typ, source) {
 			continue
 		}
-		if err := b.enqueue(ctx, q, h.Priority, ti.id); err != nil {
+		if err := b.enqueue(ctx, q, p, typ, b.scratch); err != nil {
 			errs = errors.Join(errs, err)
 		}
 	}
-	return h.ID, errs
+	return errs
 }
 
-// enqueue copies the envelope in b.scratch into q's lane p.
-func (b *Bus) enqueue(ctx context.Context, q *pubQueue, p envelope.Priority, typ uint32) error {
+// enqueue copies the envelope env into q's lane p, with b.mu held. The queue is full when
+// its lane has no free slot, or when Config.QueueBytes is set and the bytes queued (every
+// publisher's, counted in the subscription's bus_queue_bytes) would pass it.
+func (b *Bus) enqueue(ctx context.Context, q *pubQueue, p envelope.Priority, typ uint32, env []byte) error {
+	if err := b.waitBytes(ctx, q, len(env)); err != nil {
+		return err
+	}
 	w := q.ws[p]
-	rec, err := w.TryReserve(typ, len(b.scratch))
+	rec, err := w.TryReserve(typ, len(env))
 	if errors.Is(err, ring.ErrFull) {
 		b.counters.full.Add(1)
+		q.qm.queueFull.Inc()
 		if b.cfg.QueueFull != BlockWhenFull {
 			return fmt.Errorf("%w: %s (%v lane)", ErrQueueFull, q.entry.name, p)
 		}
-		rec, err = w.Reserve(ctx, typ, len(b.scratch))
+		rec, err = w.Reserve(ctx, typ, len(env))
 	}
 	if err != nil {
 		return fmt.Errorf("bus: queue %s: %w", q.entry.name, err)
 	}
-	copy(rec, b.scratch)
+	copy(rec, env)
 	if err := w.Commit(); err != nil {
 		return fmt.Errorf("bus: queue %s: %w", q.entry.name, err)
+	}
+	// After the commit: a publisher that dies between the two counts too little, never too
+	// much, so that a queue cannot stay full of bytes nobody holds.
+	q.qm.bytes.Add(int64(len(env)))
+	if now := time.Now(); now.Sub(q.lastSample) >= sampleEvery {
+		q.lastSample = now
+		sampleQueue(q.segs, q.qm)
+	}
+	return nil
+}
+
+// waitBytes returns once n more bytes fit q's byte bound (Config.QueueBytes), or
+// ErrQueueFull (FailWhenFull), or ctx's error (BlockWhenFull). The count is shared by
+// every process and not reserved: publishers racing for the last bytes may pass the
+// bound by an event each.
+func (b *Bus) waitBytes(ctx context.Context, q *pubQueue, n int) error {
+	limit := b.cfg.QueueBytes
+	if limit <= 0 || q.qm.bytes.Load()+int64(n) <= limit {
+		return nil
+	}
+	b.counters.full.Add(1)
+	q.qm.queueFull.Inc()
+	if b.cfg.QueueFull != BlockWhenFull {
+		return fmt.Errorf("%w: %s (%d bytes queued, QueueBytes %d)", ErrQueueFull, q.entry.name, q.qm.bytes.Load(), limit)
+	}
+	wait := 50 * time.Microsecond
+	for q.qm.bytes.Load()+int64(n) > limit {
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("bus: queue %s: %w", q.entry.name, ctx.Err())
+		}
+		wait = min(2*wait, 5*time.Millisecond)
 	}
 	return nil
 }
@@ -360,10 +461,18 @@ func (b *Bus) openQueue(e subEntry, writers bool) (*pubQueue, error) {
 			}
 		}
 	}
+	if writers {
+		var err error
+		if q.qm, err = openSubMetrics(b.name, e.name, b.opts); err != nil {
+			q.close()
+			return nil, err
+		}
+	}
 	return q, nil
 }
 
 func (q *pubQueue) close() {
+	q.qm.close()
 	for p := range q.segs {
 		if q.ws[p] != nil {
 			q.ws[p].Close()
@@ -392,6 +501,9 @@ func (b *Bus) release() {
 	}
 	if b.dlq != nil {
 		b.dlq.Close()
+	}
+	if b.metrics != nil {
+		b.metrics.set.Close()
 	}
 	if b.reg != nil {
 		b.reg.seg.Close()

@@ -316,25 +316,25 @@ func TestRetryThenDeadLetter(t *testing.T) {
 		t.Fatalf("%d dead letters, want 2", len(dl))
 	}
 	for _, d := range dl {
-		v, err := envelope.Parse(d.Envelope)
+		v, err := envelope.Parse(d.Data)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if d.Attempts != 3 || d.Subscription != "work" || !strings.Contains(d.Error, "refused") || !v.IsType("tick") {
-			t.Fatalf("dead letter %+v", d)
+		if d.Attempts != 3 || d.Subscription != "work" || d.Priority != envelope.Normal || !strings.Contains(d.Err, "refused") ||
+			!v.IsType("tick") || v.Attempt != 1 || d.Origin != queueName("tbus", "work", envelope.Normal) {
+			t.Fatalf("dead letter %+v (attempt %d)", d, v.Attempt)
 		}
 	}
 }
 
-// readDeadLetters takes every record of the local dead-letter queue.
+// readDeadLetters lists the dead-letter queue.
 func readDeadLetters(t *testing.T, dir string) []DeadLetter {
 	t.Helper()
-	seg, err := shm.Open(dlqName("tbus"), shm.Options{Dir: dir})
+	dl, err := DeadLetters("tbus", shm.Options{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer seg.Close()
-	return takeDeadLetters(t, seg)
+	return dl
 }
 
 // Unsubscribe removes a Reliable subscription: publishers stop queueing for it (no
@@ -364,8 +364,10 @@ func TestUnsubscribeAndQueueFull(t *testing.T) {
 			t.Fatalf("after Unsubscribe: %v", err)
 		}
 	}
-	if _, err := os.Stat(filepath.Join(dir, queueName("tbus", "q", envelope.Normal))); !os.IsNotExist(err) {
-		t.Fatalf("queue segment after Unsubscribe: %v", err)
+	for _, name := range []string{queueName("tbus", "q", envelope.Normal), subMetricsName("tbus", "q")} {
+		if _, err := os.Stat(filepath.Join(dir, name)); !os.IsNotExist(err) {
+			t.Fatalf("segment %s after Unsubscribe: %v", name, err)
+		}
 	}
 }
 
@@ -389,6 +391,51 @@ func TestReliableTimeoutRedelivers(t *testing.T) {
 	}
 	if seen := readLog(t, path); len(seen) != 5 {
 		t.Fatalf("handled %v", seen)
+	}
+}
+
+// A handler that ignores its ctx and hangs does not hold its worker or its event: at
+// twice the Timeout the worker is abandoned, the event goes to a new worker as the next
+// attempt, and closing the subscription does not wait for the hung handler.
+func TestReliableHungHandlerAbandoned(t *testing.T) {
+	dir := t.TempDir()
+	b := openTest(t, dir, Config{Source: "pub"})
+	path, log := logFile(t)
+	w := proctest.Start(t, "worker", proctest.Options{Args: []string{dir, "attempts=3", "hang=5", "timeout=50ms", "exit-after=10"}, Files: []*os.File{log}})
+	w.WaitPoint("ready", 30*time.Second)
+	for i := 1; i <= 10; i++ {
+		if _, err := Publish(context.Background(), b, &Tick{Seq: uint64(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var res workerResult
+	readResult(t, w, &res) // the worker closed its subscription: Close did not wait for the hung handler
+	seen := readLogAttempts(t, path)
+	if len(seen) != 10 || seen[5] != 2 {
+		t.Fatalf("handled %v (seq → attempt): want 1..10, 5 at attempt 2", seen)
+	}
+	if st := res.Stats; st.Abandoned != 1 || st.Timeouts != 1 || st.Delivered != 10 || st.Workers != 1 {
+		t.Fatalf("stats %+v: want 1 abandoned worker (a timeout), 10 delivered, 1 worker", st)
+	}
+
+	// An event that hangs every attempt goes to the dead-letter queue after the last one,
+	// without a further run.
+	w2 := proctest.Start(t, "worker", proctest.Options{Args: []string{dir, "attempts=2", "hang=20", "hangall=1", "timeout=50ms"}})
+	w2.WaitPoint("ready", 30*time.Second)
+	if _, err := Publish(context.Background(), b, &Tick{Seq: 20}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		dl := readDeadLetters(t, dir)
+		if len(dl) == 1 {
+			if dl[0].Attempts != 2 || !strings.Contains(dl[0].Err, "died or hung") {
+				t.Fatalf("dead letter %+v", dl[0])
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no dead letter: %v", dl)
+		}
 	}
 }
 
@@ -427,8 +474,9 @@ func TestScaleWorkersNoLossNoDuplicate(t *testing.T) {
 func TestShutdownReportsLeftovers(t *testing.T) {
 	dir := t.TempDir()
 	b := openTest(t, dir, Config{Source: "pub"})
-	block := make(chan struct{})
+	block, entered := make(chan struct{}), make(chan struct{}, 10)
 	sub, err := Subscribe(b, func(ctx context.Context, ev *envelope.View, v *Tick) error {
+		entered <- struct{}{}
 		<-block
 		return nil
 	}, Delivery(Reliable{Name: "slow"}))
@@ -441,6 +489,7 @@ func TestShutdownReportsLeftovers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	<-entered // the worker holds the first event when Shutdown begins
 	go func() { time.Sleep(300 * time.Millisecond); close(block) }()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -63,6 +63,11 @@ type Config struct {
 	// Weights[0]+Weights[1]+Weights[2] events taken while all lanes are busy, each lane gets
 	// its weight. Each at least 1. Env SHMQ_BUS_WEIGHTS ("8,4,1"); default 8, 4, 1.
 	Weights [envelope.Priorities]int
+	// QueueBytes bounds each Reliable subscription's queue in envelope bytes as well (all
+	// lanes; the count is shared by every process, bus_queue_bytes): a publish that would
+	// pass it finds the queue full. Each publishing process applies its own value. Env
+	// SHMQ_BUS_QUEUE_BYTES; default 0, no bound but the slots (QueueSlots × slot bytes).
+	QueueBytes int64
 	// QueueFull is what Publish does when a Reliable queue is full. Env SHMQ_BUS_QUEUE_FULL
 	// ("fail" or "block"); default FailWhenFull.
 	QueueFull FullPolicy
@@ -170,6 +175,9 @@ func (c Config) resolve(getenv func(string) string) (Config, error) {
 			c.Weights = defaultWeights
 		}
 	}
+	if c.QueueBytes == 0 {
+		add(env("SHMQ_BUS_QUEUE_BYTES", func(v string) (err error) { c.QueueBytes, err = strconv.ParseInt(v, 10, 64); return err }))
+	}
 	if c.QueueFull == FullDefault {
 		add(env("SHMQ_BUS_QUEUE_FULL", func(v string) error {
 			switch v {
@@ -182,6 +190,9 @@ func (c Config) resolve(getenv func(string) string) (Config, error) {
 			}
 			return nil
 		}))
+		if c.QueueBytes == 0 {
+			add(env("SHMQ_BUS_QUEUE_BYTES", func(v string) (err error) { c.QueueBytes, err = strconv.ParseInt(v, 10, 64); return err }))
+		}
 		if c.QueueFull == FullDefault {
 			c.QueueFull = FailWhenFull
 		}
@@ -248,6 +259,8 @@ func (c Config) validate() error {
 		return bad("QueueSlots %d is not a power of two from 2 to 2^24", c.QueueSlots)
 	case c.MaxEvent < envelope.HeaderSize || c.MaxEvent > 1<<20:
 		return bad("MaxEvent %d is not from %d to 1 MiB", c.MaxEvent, envelope.HeaderSize)
+	case c.QueueBytes < 0 || c.QueueBytes > 0 && c.QueueBytes < int64(c.MaxEvent):
+		return bad("QueueBytes %d is not 0 (none) or at least MaxEvent (%d)", c.QueueBytes, c.MaxEvent)
 	case c.QueueFull != FailWhenFull && c.QueueFull != BlockWhenFull:
 		return bad("QueueFull %d is not FailWhenFull or BlockWhenFull", c.QueueFull)
 	case c.Rate < 0 || math.IsNaN(c.Rate) || math.IsInf(c.Rate, 0):

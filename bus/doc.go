@@ -14,7 +14,7 @@
 //
 // BestEffort and LatestOnly subscribers read one publish-subscribe topic per priority lane
 // (ring.Overwrite): a publisher never waits for them; one that falls a lane behind loses
-// events and counts them (Stats.Dropped; LatestOnly: Stats.Conflated). Reliable
+// events and counts them (Stats.Dropped, of any type: the lane no longer says which; LatestOnly also counts the events of its types replaced by newer ones, Stats.Conflated). Reliable
 // subscriptions each own a durable MPMC queue per lane, shared by every worker of that name
 // in any process; publishers learn of a new subscription through the registry segment
 // (format.go) before their next Publish. A worker holds an event in place until its handler
@@ -22,6 +22,32 @@
 // place, after the backoff, with the attempt number written into the record first, so that
 // the event of a worker that dies comes again, to another worker, as the next attempt.
 // Delivery is at least once: a handler may see an event again after a crash.
+//
+// A Reliable queue is bounded in events (Config.QueueSlots per lane) and, with
+// Config.QueueBytes, in envelope bytes, counted by every process in the subscription's
+// metrics set (bus_queue_bytes); when it is full, Publish returns ErrQueueFull or waits
+// (Config.QueueFull). Config.Rate limits a process's publishing.
+//
+// SubscribeEnvelopes and Bus.PublishEnvelope are the untyped forms, for infrastructure
+// (the NATS bridge, dead-letter replays): envelopes of any type, handed over and
+// published unchanged (id, source, time, attempt).
+//
+// # Worker processes
+//
+// StartWorkers runs N processes that serve one Reliable subscription (package supervise):
+// a crashed one is restarted after PoolConfig.RestartDelay and its event delivered again
+// to another worker; WorkerPool.ScaleWorkers changes N at run time, the stopped ones
+// finishing the event in hand (Serve). A subscription made with Fallback, in the
+// publishing process, handles the events while no worker process is alive.
+//
+// # Dead letters
+//
+// An event that failed its last attempt goes to the bus's dead-letter queue (package dlq,
+// segment NAME.dlq) with its last error and attempt count, tagged with the queue lane it
+// came from. DeadLetters lists it; ReplayDeadLetters (and `shmctl dlq NAME.dlq replay`)
+// puts each event back into the queue of the subscription that failed it, at attempt 1;
+// Bus.ReplayDeadLetters can also republish to the whole bus. While the dead-letter queue
+// is full, a worker keeps its failed event (nothing is dropped) and health is unhealthy.
 //
 // # Priorities
 //
@@ -35,9 +61,20 @@
 // (Reliable) or into the subscription's buffer (BestEffort, LatestOnly): valid only during
 // the call. Copy what must outlive it (View.Header).
 //
-// A Reliable handler that ignores its ctx and never returns holds its worker and its event:
-// Timeout is checked when the handler returns, and health reports it as slow.
+// A Reliable handler that ignores its ctx cannot be stopped: at twice its Timeout its
+// worker is abandoned (a watchdog gives the event to a new worker, as the next attempt),
+// and its goroutine stays blocked until the handler returns, still pointing into the
+// queue's memory, which may by then hold another event. Without a Timeout such a handler
+// holds its worker and its event for good (health: slow_handlers).
 //
-// Metrics are kept per process (Subscription.Stats, Bus.Stats) until the shared-memory
-// metrics segment is wired in; `shmctl health` reads what the segments themselves show.
+// # Metrics
+//
+// Every process records into shared-memory metrics sets (package metrics): NAME.metrics
+// for the bus (events published by priority; BestEffort and LatestOnly deliveries summed
+// by mode) and NAME.m.SUB for each Reliable subscription (delivered, failed, timeouts,
+// retried, dead-lettered, queue full, queue depth by lane, bytes and utilisation, live
+// workers, and HdrHistograms of publish → handler latency and handler duration, in
+// nanoseconds). ReadMetrics, Health, `shmctl health` and `shmctl stat NAME.m.SUB` read
+// them from any process; metrics.go lists the series. Subscription.Stats and Bus.Stats
+// are this process's share.
 package bus

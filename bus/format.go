@@ -21,7 +21,9 @@ import (
 //	NAME.be.critical|normal|low   one topic per priority lane (ring.Overwrite): best-effort
 //	                          and latest-only subscribers read them; a publisher never waits
 //	NAME.q.SUB.critical|normal|low  one MPMC ring per lane for each Reliable subscription SUB
-//	NAME.dlq                  the dead-letter queue
+//	NAME.dlq                  the dead-letter queue (package dlq; deadletter.go says what
+//	                          its entries hold)
+//	NAME.metrics, NAME.m.SUB  metrics sets (package metrics; metrics.go has their schemas)
 //
 // # Registry layout, version 1 (the data region; little-endian)
 //

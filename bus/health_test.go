@@ -28,7 +28,7 @@ func TestHealthAcrossProcesses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h.State != Healthy || len(h.Queues) != 1 || h.Queues[0].Workers != 3 {
+	if h.State != Healthy || len(h.Queues) != 1 || h.Queues[0].Workers != 1 {
 		t.Fatalf("with a live worker: %+v", h)
 	}
 	for i := 1; i <= 5; i++ { // seq 5 fails its only attempt: a dead letter

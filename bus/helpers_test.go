@@ -1,30 +1,12 @@
 package bus
 
 import (
-	"testing"
-
-	"github.com/shmq/shmq/ring"
-	"github.com/shmq/shmq/shm"
+	"fmt"
+	"strings"
 )
 
-func takeDeadLetters(t *testing.T, seg *shm.Segment) []DeadLetter {
-	t.Helper()
-	r, err := ring.NewMPMCReader(seg, ring.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	var out []DeadLetter
-	for {
-		rec, err := r.TryNext()
-		if err != nil {
-			return out
-		}
-		d, err := parseDeadLetter(rec.Data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, d)
-		r.Release()
-	}
+func splitLines(s string) []string { return strings.Split(strings.TrimSpace(s), "\n") }
+
+func fmtSscan(line string, seq *uint64, attempt *uint32) (int, error) {
+	return fmt.Sscan(line, seq, attempt)
 }

@@ -106,6 +106,12 @@ func (l *lanes) wait(stop uint32, timeout time.Duration) {
 	}
 }
 
+// pause sleeps d, or until wake is called (stop as for wait), whether or not a lane has
+// an event.
+func (l *lanes) pause(stop uint32, d time.Duration) {
+	_ = futex.Wait(&l.stop, stop, d)
+}
+
 // wake makes a wait return (and every later one until the caller waits with a new stop
 // value). Safe from any goroutine.
 func (l *lanes) wake() {

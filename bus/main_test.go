@@ -33,6 +33,9 @@ func TestMain(m *testing.M) {
 	proctest.Register("raw-sub", roleRawSub)
 	proctest.Register("latency-worker", roleLatencyWorker)
 	proctest.Register("flood", roleFlood)
+	proctest.Register("raw-latency", roleRawLatency)
+	proctest.Register("env-sub", roleEnvSub)
+	proctest.Register("pool-worker", rolePoolWorker)
 	proctest.Main(m)
 }
 
@@ -169,7 +172,8 @@ func roleLatestSub(c *proctest.Child) error {
 // it handled to the log file (file 0) after the handler's work, and reports "handled-N"
 // points every 100 events. fail=N fails every event whose Seq % N == 0; failfirst=K fails
 // each event's first K attempts; workers=N runs N goroutines; sleep=D sleeps D per event;
-// exit-after=N stops after N events (Shutdown) and reports its order.
+// exit-after=N stops after N events (Shutdown) and reports its order; hang=SEQ blocks SEQ's
+// first attempt (every attempt with hangall=1) for an hour, ignoring ctx.
 func roleWorker(c *proctest.Child) error {
 	dir, kv := childConfig(c.Args)
 	cfg := Config{Source: "worker", QueueSlots: uint64(atoi(kv["queue"])), MaxEvent: atoi(kv["maxevent"])}
@@ -185,7 +189,7 @@ func roleWorker(c *proctest.Child) error {
 	var mu sync.Mutex
 	var order []string
 	handled := 0
-	fail, failFirst := atoi(kv["fail"]), atoi(kv["failfirst"])
+	fail, failFirst, hang := atoi(kv["fail"]), atoi(kv["failfirst"]), atoi(kv["hang"])
 	sleep, _ := time.ParseDuration(kv["sleep"])
 	exitAfter := atoi(kv["exit-after"])
 	stop := make(chan struct{})
@@ -204,6 +208,9 @@ func roleWorker(c *proctest.Child) error {
 		}
 		if slowFirst > 0 && ev.Attempt == 1 {
 			time.Sleep(slowFirst)
+		}
+		if hang > 0 && v.Seq == uint64(hang) && (ev.Attempt == 1 || kv["hangall"] == "1") {
+			time.Sleep(time.Hour) // ignores ctx
 		}
 		if fail > 0 && v.Seq%uint64(fail) == 0 {
 			return fmt.Errorf("seq %d refused", v.Seq)

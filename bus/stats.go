@@ -7,6 +7,9 @@ import (
 	"github.com/shmq/shmq/envelope"
 )
 
+// This process's own counters, beside the shared-memory series of metrics.go: Stats and
+// BusStats say what happened here (a Reliable subscription's set sums every process).
+
 // counters are a process's bus-wide totals.
 type counters struct {
 	published [envelope.Priorities]atomic.Uint64
@@ -26,6 +29,7 @@ type subCounters struct {
 	malformed    atomic.Uint64
 	slow         atomic.Uint64
 	handlerNanos atomic.Uint64
+	abandoned    atomic.Uint64
 	latency      latencyRecorder
 }
 
@@ -38,52 +42,38 @@ type Stats struct {
 	Timeouts     uint64        `json:"timeouts"`      // of Failed: ErrDeliveryTimeout
 	Retried      uint64        `json:"retried"`       // attempts after a failure
 	DeadLettered uint64        `json:"dead_lettered"` // events put in the dead-letter queue
-	Dropped      uint64        `json:"dropped"`       // BestEffort: events lost to a publisher that lapped us
-	Conflated    uint64        `json:"conflated"`     // LatestOnly: stale events skipped
+	Dropped      uint64        `json:"dropped"`       // BestEffort, LatestOnly: events of any type a lapping publisher overwrote before we read them
+	Conflated    uint64        `json:"conflated"`     // LatestOnly: events this subscription takes, replaced by a newer one of their type
 	Malformed    uint64        `json:"malformed"`     // records that were not a valid envelope
 	Slow         uint64        `json:"slow"`          // handler calls longer than Config.SlowHandler
+	Abandoned    uint64        `json:"abandoned"`     // Reliable: workers given up in a handler that ignored its ctx
 	Workers      int           `json:"workers"`       // worker goroutines
 	Busy         int           `json:"busy"`          // of Workers: in a handler now
+	Idle         int           `json:"idle"`          // of Workers: waiting for an event
 	AvgHandler   time.Duration `json:"avg_handler"`   // mean handler duration
-	LatencyP50   time.Duration `json:"latency_p50"`   // publish → handler start
+	LatencyP50   time.Duration `json:"latency_p50"`   // publish → handler start, this process's calls
 	LatencyP95   time.Duration `json:"latency_p95"`
 	LatencyP99   time.Duration `json:"latency_p99"`
 }
 
-// observe counts one handler call that started at start with the result err.
-func (s *Subscription) observe(v *envelope.View, start time.Time, err error) {
-	d := time.Since(start)
-	s.stats.handlerNanos.Add(uint64(d))
-	if d > s.b.cfg.SlowHandler {
-		s.stats.slow.Add(1)
-	}
-	s.stats.latency.record(start.UnixNano() - v.Time)
-	if err == nil {
-		s.stats.delivered.Add(1)
-		return
-	}
-	s.stats.failed.Add(1)
-	if isTimeout(err) {
-		s.stats.timeouts.Add(1)
-	}
-}
-
-// Stats returns the subscription's counters in this process.
+// Stats returns the subscription's counters in this process (the shared-memory metrics,
+// ReadMetrics, sum every process's).
 func (s *Subscription) Stats() Stats {
 	st := Stats{
 		Mode: s.cfg.mode.mode(), Name: s.name,
 		Delivered: s.stats.delivered.Load(), Failed: s.stats.failed.Load(), Timeouts: s.stats.timeouts.Load(),
 		Retried: s.stats.retried.Load(), DeadLettered: s.stats.deadLettered.Load(), Dropped: s.stats.dropped.Load(),
-		Conflated: s.stats.conflated.Load(), Malformed: s.stats.malformed.Load(), Slow: s.stats.slow.Load(),
+		Conflated: s.stats.conflated.Load(), Malformed: s.stats.malformed.Load(), Slow: s.stats.slow.Load(), Abandoned: s.stats.abandoned.Load(),
 	}
 	s.mu.Lock()
 	st.Workers = len(s.workers)
 	for _, w := range s.workers {
-		if w.busy.Load() {
+		if w.started.Load() > 0 {
 			st.Busy++
 		}
 	}
 	s.mu.Unlock()
+	st.Idle = st.Workers - st.Busy
 	if calls := st.Delivered + st.Failed; calls > 0 {
 		st.AvgHandler = time.Duration(s.stats.handlerNanos.Load() / calls)
 	}

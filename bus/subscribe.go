@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/shmq/shmq/envelope"
+	"github.com/shmq/shmq/metrics"
 	"github.com/shmq/shmq/ring"
 	"github.com/shmq/shmq/shm"
 )
@@ -45,11 +47,13 @@ func (Reliable) mode() string   { return "reliable" }
 
 // subConfig is what SubscribeOptions set.
 type subConfig struct {
-	mode    Mode
-	sources []string
-	pred    func(*envelope.View) bool
-	workers int
-	retry   *Retry
+	mode     Mode
+	types    []string // SubscribeEnvelopes: OfTypes; Subscribe: T's name
+	sources  []string
+	pred     func(*envelope.View) bool
+	workers  int
+	retry    *Retry
+	fallback bool
 }
 
 // SubscribeOption configures a subscription.
@@ -57,6 +61,12 @@ type SubscribeOption func(*subConfig)
 
 // Delivery sets the delivery mode (default BestEffort).
 func Delivery(m Mode) SubscribeOption { return func(c *subConfig) { c.mode = m } }
+
+// OfTypes keeps only events of these type names, for SubscribeEnvelopes (default: every
+// type). Subscribe refuses it: its type is T's.
+func OfTypes(names ...string) SubscribeOption {
+	return func(c *subConfig) { c.types = append(c.types, names...) }
+}
 
 // FromSources keeps only events published by these sources (Config.Source of the
 // publishing process).
@@ -74,6 +84,13 @@ func Where(pred func(*envelope.View) bool) SubscribeOption {
 // (default 1); ScaleWorkers changes it later.
 func Workers(n int) SubscribeOption { return func(c *subConfig) { c.workers = n } }
 
+// Fallback makes this process's workers of a Reliable subscription a fall-back: they take
+// events only while no other process has a live worker of the subscription (a WorkerPool
+// whose processes all died, or are restarting). Use it in the publishing process to have
+// events handled there when the worker processes are down. Whether others live is looked
+// at about every 50 ms (ring.ReadStats of the queue: reader endpoints of live processes).
+func Fallback() SubscribeOption { return func(c *subConfig) { c.fallback = true } }
+
 // WithRetry sets a Reliable subscription's retry policy (default Config.Retry).
 func WithRetry(r Retry) SubscribeOption { return func(c *subConfig) { c.retry = &r } }
 
@@ -86,7 +103,7 @@ type Handler[T any] func(ctx context.Context, ev *envelope.View, v *T) error
 type Subscription struct {
 	b        *Bus
 	cfg      subConfig
-	typeName string
+	typeName string // for labels: the type names, or "*"
 	name     string // Reliable: the queue name; else empty
 	retry    Retry
 	timeout  time.Duration
@@ -94,21 +111,40 @@ type Subscription struct {
 	ctx      context.Context
 	cancel   context.CancelFunc
 
-	mu      sync.Mutex
-	workers []*worker
-	wg      sync.WaitGroup
-	queue   *pubQueue // Reliable: the queue's segments
-	lanes   [envelope.Priorities]*shm.Segment
-	stopped bool
+	mu       sync.Mutex
+	workers  []*worker
+	wg       sync.WaitGroup // the workers
+	watchWG  sync.WaitGroup // the watchdog
+	queue    *pubQueue      // Reliable: the queue's segments
+	lanes    [envelope.Priorities]*shm.Segment
+	stopped  bool
+	draining bool // drain has told the workers to stop: no new worker replaces one
 
-	stats subCounters
+	stats      subCounters      // this process's
+	m          *deliveryMetrics // shared: the bus set's mode series, or qm's
+	qm         *subMetrics      // Reliable: the subscription's set
+	lastSample atomic.Int64     // Unix ns of the last sampleQueue
+
+	// Fallback: whether another process had a live worker, looked at othersChecked.
+	othersAlive   atomic.Bool
+	othersChecked atomic.Int64
+	nworkers      atomic.Int32 // worker goroutines running
+}
+
+// count adds n to one of this process's counters and to its shared series.
+func (s *Subscription) count(local *atomic.Uint64, shared *metrics.Counter, n uint64) {
+	local.Add(n)
+	shared.Add(n)
 }
 
 // worker is one delivering goroutine.
 type worker struct {
-	l       *lanes
-	quit    atomic.Bool // stop after the event in hand
-	busy    atomic.Bool
+	l    *lanes
+	quit atomic.Bool // stop after the event in hand
+	// started is when the handler in progress began (Unix ns), 0 between handler calls,
+	// abandoned once the watchdog gave the worker up (see watch).
+	started atomic.Int64
+	attempt atomic.Uint32 // the attempt in the handler, for the watchdog
 	done    chan struct{}
 	view    envelope.View
 	deliver func(ctx context.Context, v *envelope.View) error
@@ -147,6 +183,23 @@ func Subscribe[T any](b *Bus, handler Handler[T], opts ...SubscribeOption) (*Sub
 	return b.subscribe(ti.name, deliver, opts)
 }
 
+// EnvelopeHandler handles one event as its envelope, for infrastructure that forwards
+// events without decoding them (the NATS bridge). ev is valid only during the call.
+type EnvelopeHandler func(ctx context.Context, ev *envelope.View) error
+
+// SubscribeEnvelopes is Subscribe for events of any type (OfTypes to choose some), handed
+// over as envelopes: the same delivery modes, filters, workers and retries. A Reliable
+// subscriber acknowledges by returning nil, so a bridge acknowledges after the far side
+// did. Errors: as Subscribe's, ErrConfig for more than 16 OfTypes names.
+func SubscribeEnvelopes(b *Bus, handler EnvelopeHandler, opts ...SubscribeOption) (*Subscription, error) {
+	if handler == nil {
+		return nil, fmt.Errorf("%w: nil handler", ErrConfig)
+	}
+	deliver := func() func(ctx context.Context, v *envelope.View) error { return handler }
+	return b.subscribe("", deliver, opts)
+}
+
+// subscribe starts a subscription to typeName (empty: the types of OfTypes, or every type).
 func (b *Bus) subscribe(typeName string, deliver func() func(context.Context, *envelope.View) error, opts []SubscribeOption) (*Subscription, error) {
 	if b.closing.Load() {
 		return nil, ErrShuttingDown
@@ -155,8 +208,24 @@ func (b *Bus) subscribe(typeName string, deliver func() func(context.Context, *e
 	for _, o := range opts {
 		o(&cfg)
 	}
+	if typeName != "" {
+		if len(cfg.types) > 0 {
+			return nil, fmt.Errorf("%w: OfTypes is for SubscribeEnvelopes; Subscribe's type is %s", ErrConfig, typeName)
+		}
+		cfg.types = []string{typeName}
+	}
+	if len(cfg.types) > maxFilter {
+		return nil, fmt.Errorf("%w: %d types, at most %d", ErrConfig, len(cfg.types), maxFilter)
+	}
+	typeName = strings.Join(cfg.types, ",")
+	if typeName == "" {
+		typeName = "*"
+	}
 	if cfg.mode == nil {
 		cfg.mode = BestEffort{}
+	}
+	if _, ok := cfg.mode.(Reliable); cfg.fallback && !ok {
+		return nil, fmt.Errorf("%w: Fallback of a %s subscription", ErrConfig, cfg.mode.mode())
 	}
 	if cfg.workers < 1 {
 		return nil, fmt.Errorf("%w: %d workers", ErrConfig, cfg.workers)
@@ -175,6 +244,7 @@ func (b *Bus) subscribe(typeName string, deliver func() func(context.Context, *e
 	var err error
 	switch m := cfg.mode.(type) {
 	case BestEffort, LatestOnly:
+		s.m = b.metrics.modes[m.mode()]
 		err = s.startLanes()
 	case Reliable:
 		if !validSubName(m.Name) {
@@ -216,8 +286,17 @@ func validSubName(n string) bool {
 
 // match applies the subscription's filters to an envelope.
 func (s *Subscription) match(v *envelope.View) bool {
-	if !v.IsType(s.typeName) {
-		return false
+	if len(s.cfg.types) > 0 {
+		ok := false
+		for _, t := range s.cfg.types {
+			if v.IsType(t) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
 	}
 	if len(s.cfg.sources) > 0 {
 		ok := false
@@ -274,8 +353,10 @@ func closeReaders(rs [envelope.Priorities]ring.Reader) {
 // startReliable opens the subscription's queue, starts its workers, then registers it so
 // that publishers queue for it.
 func (s *Subscription) startReliable() error {
-	types := []uint32{envelope.TypeID(s.typeName)}
-	var sources []uint32
+	var types, sources []uint32
+	for _, t := range s.cfg.types {
+		types = append(types, envelope.TypeID(t))
+	}
 	for _, src := range s.cfg.sources {
 		sources = append(sources, envelope.TypeID(src))
 	}
@@ -285,6 +366,14 @@ func (s *Subscription) startReliable() error {
 		return err
 	}
 	s.queue = q
+	if s.qm, err = openSubMetrics(s.b.name, s.name, s.b.opts); err != nil {
+		return err
+	}
+	s.m = &s.qm.deliveryMetrics
+	if s.timeout > 0 {
+		s.watchWG.Add(1)
+		go s.watch()
+	}
 	for range s.cfg.workers {
 		if err := s.addWorker(); err != nil {
 			return err
@@ -307,6 +396,7 @@ func (s *Subscription) addWorker() error {
 	}
 	w := &worker{l: newLanes(rs, s.b.cfg.Weights), done: make(chan struct{}), deliver: s.deliver()}
 	s.workers = append(s.workers, w)
+	s.nworkers.Add(1)
 	s.wg.Add(1)
 	go s.runReliable(w)
 	return nil
@@ -352,31 +442,29 @@ func (s *Subscription) runBestEffort(w *worker) {
 func (s *Subscription) handleOnce(w *worker, b []byte) {
 	var err error
 	if w.view, err = envelope.Parse(b); err != nil {
-		s.stats.malformed.Add(1)
+		s.count(&s.stats.malformed, s.m.malformed, 1)
 		return
 	}
 	if !s.match(&w.view) {
 		return
 	}
 	start := time.Now()
-	w.busy.Store(true)
+	w.started.Store(start.UnixNano())
 	err = w.deliver(s.ctx, &w.view)
-	w.busy.Store(false)
-	s.observe(&w.view, start, err)
+	w.started.Store(0)
+	s.m.observe(&s.stats, s.b.cfg.SlowHandler, &w.view, start, err)
 }
 
 // countReadError counts what a lane read reports: missed events (a *ring.LagError) as drops.
 func (s *Subscription) countReadError(err error) {
 	var lag *ring.LagError
 	if errors.As(err, &lag) {
-		if _, latest := s.cfg.mode.(LatestOnly); latest {
-			s.stats.conflated.Add(lag.Missed)
-		} else {
-			s.stats.dropped.Add(lag.Missed)
-		}
+		// What the lane overwrote unread, of every type: whether the subscription wanted
+		// them is not known any more.
+		s.count(&s.stats.dropped, s.m.dropped, lag.Missed)
 		return
 	}
-	s.stats.malformed.Add(1)
+	s.count(&s.stats.malformed, s.m.malformed, 1)
 }
 
 // latestSlot is the newest event of one type, held by a LatestOnly subscription.
@@ -419,9 +507,6 @@ func (s *Subscription) runLatest(w *worker) {
 				s.countReadError(err)
 				continue
 			}
-			sl := find(rec.Type)
-			var tmp [0]byte
-			_ = tmp
 			n := copy(w.buf, rec.Data)
 			verr := w.l.rs[p].(*ring.Subscriber).Validate()
 			w.l.rs[p].Release()
@@ -429,8 +514,17 @@ func (s *Subscription) runLatest(w *worker) {
 				s.countReadError(verr)
 				continue
 			}
+			// Only events the subscription takes replace one another (and count as conflated).
+			if w.view, err = envelope.Parse(w.buf[:n]); err != nil {
+				s.count(&s.stats.malformed, s.m.malformed, 1)
+				continue
+			}
+			if !s.match(&w.view) {
+				continue
+			}
+			sl := find(rec.Type)
 			if sl.have {
-				s.stats.conflated.Add(1)
+				s.count(&s.stats.conflated, s.m.conflated, 1)
 			}
 			sl.n = copy(sl.buf, w.buf[:n])
 			sl.have, got = true, true
@@ -452,26 +546,41 @@ func (s *Subscription) runLatest(w *worker) {
 // handler with retries, and releases the event (the acknowledgement) only after success or
 // dead-lettering.
 func (s *Subscription) runReliable(w *worker) {
-	defer s.wg.Done()
-	defer close(w.done)
-	defer w.l.close()
+	defer func() {
+		w.l.close()
+		close(w.done)
+		if w.started.Load() != abandoned { // else the watchdog accounted for it
+			s.nworkers.Add(-1)
+			s.wg.Done()
+		}
+	}()
 	for {
 		sv := w.l.stopValue()
 		if w.quit.Load() {
 			return
 		}
+		if s.cfg.fallback && s.othersWork() {
+			// No Maintain either: it would adopt a dead worker's event, to hold it here.
+			w.l.pause(sv, fallbackCheck)
+			continue
+		}
 		rec, p, err := w.l.next()
 		if err == errIdle {
 			w.l.maintain()
+			s.sample()
 			w.l.wait(sv, idleWait)
 			continue
 		}
 		if err != nil {
-			s.stats.malformed.Add(1)
+			s.count(&s.stats.malformed, s.m.malformed, 1)
 			continue
 		}
-		if s.handleReliable(w, rec) {
+		if s.handleReliable(w, rec, p) {
+			// Before the release: a worker that dies between the two counts too little,
+			// never too much (see Bus.enqueue).
+			s.qm.bytes.Add(-int64(len(rec.Data)))
 			w.l.rs[p].Release()
+			s.sample()
 		} else {
 			return // the subscription closes: the event stays borrowed, to be delivered again
 		}
@@ -479,43 +588,100 @@ func (s *Subscription) runReliable(w *worker) {
 }
 
 // handleReliable runs the handler on a borrowed event until it succeeds or is dead-lettered
-// (true: release it), or the subscription is closed meanwhile (false: leave it borrowed).
-func (s *Subscription) handleReliable(w *worker, rec ring.Record) bool {
+// (true: release it), or the subscription is closed or the watchdog abandoned the worker
+// meanwhile (false: leave it borrowed).
+func (s *Subscription) handleReliable(w *worker, rec ring.Record, p int) bool {
 	var err error
 	if w.view, err = envelope.Parse(rec.Data); err != nil {
-		s.stats.malformed.Add(1)
-		s.deadLetter(rec.Data, err, 0)
-		return true
+		s.count(&s.stats.malformed, s.m.malformed, 1)
+		return s.deadLetter(rec, p, err, 0)
 	}
 	if !s.match(&w.view) {
 		return true
 	}
 	attempt := max(w.view.Attempt, 1)
+	if int(attempt) > s.retry.MaxAttempts {
+		// Its last attempt's worker died or was abandoned: no attempt is left.
+		return s.deadLetter(rec, p, errLastAttemptLost, attempt-1)
+	}
 	for {
 		// Before the handler runs: if this process dies now, the event comes back as the next
 		// attempt, so an event that kills its workers ends in the dead-letter queue.
 		_ = envelope.SetAttempt(rec.Data, attempt+1)
 		w.view.Attempt = attempt
 		start := time.Now()
-		w.busy.Store(true)
+		w.attempt.Store(attempt)
+		w.started.Store(start.UnixNano())
 		err = s.call(w)
-		w.busy.Store(false)
+		if !w.started.CompareAndSwap(start.UnixNano(), 0) {
+			return false // abandoned by the watchdog: the event went to another worker
+		}
 		if err == nil && s.timeout > 0 && time.Since(start) > s.timeout {
 			err = ErrDeliveryTimeout
 		}
-		s.observe(&w.view, start, err)
+		s.m.observe(&s.stats, s.b.cfg.SlowHandler, &w.view, start, err)
 		if err == nil {
 			return true
 		}
 		if int(attempt) >= s.retry.MaxAttempts {
-			s.deadLetter(rec.Data, err, attempt)
-			return true
+			return s.deadLetter(rec, p, err, attempt)
 		}
-		s.stats.retried.Add(1)
+		s.count(&s.stats.retried, s.m.retried, 1)
 		if !s.sleep(s.retry.delay(int(attempt))) {
 			return false
 		}
 		attempt++
+	}
+}
+
+// abandoned is worker.started of a worker the watchdog gave up.
+const abandoned = -1
+
+// errLastAttemptLost is the dead-letter cause of an event whose last attempt ended with its
+// worker: the process died, or the watchdog abandoned the handler.
+var errLastAttemptLost = errors.New("bus: the worker of the last attempt died or hung")
+
+// watch is the watchdog of a Reliable subscription with a Timeout: a handler that ignores
+// its ctx and has not returned 2×Timeout after it began (at least Timeout + 10 ms) has its
+// worker abandoned: the attempt counts as failed (ErrDeliveryTimeout), the worker's
+// readers are closed so that its event goes to another worker as the next attempt, and a
+// new worker takes its place. The abandoned goroutine stays blocked in the handler until
+// it returns, then ends without touching the queue; Close does not wait for it.
+func (s *Subscription) watch() {
+	defer s.watchWG.Done()
+	grace := max(s.timeout, 10*time.Millisecond)
+	tick := time.NewTicker(min(max(s.timeout/4, time.Millisecond), 100*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now := time.Now().UnixNano()
+		s.mu.Lock()
+		for i := 0; i < len(s.workers); i++ {
+			w := s.workers[i]
+			st := w.started.Load()
+			if st <= 0 || now-st <= int64(s.timeout+grace) || !w.started.CompareAndSwap(st, abandoned) {
+				continue
+			}
+			s.count(&s.stats.failed, s.m.failed, 1)
+			s.count(&s.stats.timeouts, s.m.timeouts, 1)
+			s.count(&s.stats.abandoned, nil, 1)
+			if int(w.attempt.Load()) < s.retry.MaxAttempts {
+				s.count(&s.stats.retried, s.m.retried, 1) // the next worker makes the next attempt
+			}
+			w.l.close() // the borrowed event goes back to the queue
+			s.workers = append(s.workers[:i], s.workers[i+1:]...)
+			i--
+			s.nworkers.Add(-1)
+			s.wg.Done() // the goroutine's: Close must not wait for a handler that hangs
+			if !s.stopped && !s.draining {
+				_ = s.addWorker()
+			}
+		}
+		s.mu.Unlock()
 	}
 }
 
@@ -533,6 +699,36 @@ func (s *Subscription) call(w *worker) error {
 	return err
 }
 
+// fallbackCheck is how often a Fallback subscription looks whether other processes have
+// live workers.
+const fallbackCheck = 50 * time.Millisecond
+
+// othersWork reports whether a process other than this one has a live worker of the
+// subscription: reader endpoints of live processes on the Critical lane beyond this
+// subscription's own workers. Refreshed at most every fallbackCheck.
+func (s *Subscription) othersWork() bool {
+	now := time.Now().UnixNano()
+	last := s.othersChecked.Load()
+	if now-last < int64(fallbackCheck) || !s.othersChecked.CompareAndSwap(last, now) {
+		return s.othersAlive.Load()
+	}
+	st, err := ring.ReadStats(s.queue.segs[envelope.Critical])
+	alive := err == nil && st.ReadersOpen > int(s.nworkers.Load())
+	s.othersAlive.Store(alive)
+	return alive
+}
+
+// sample refreshes the queue's sampled gauges if no worker of this process did for
+// sampleEvery.
+func (s *Subscription) sample() {
+	now := time.Now().UnixNano()
+	last := s.lastSample.Load()
+	if now-last < int64(sampleEvery) || !s.lastSample.CompareAndSwap(last, now) {
+		return
+	}
+	sampleQueue(s.queue.segs, s.qm)
+}
+
 // sleep waits d, or until the subscription closes (false).
 func (s *Subscription) sleep(d time.Duration) bool {
 	if d <= 0 {
@@ -546,15 +742,6 @@ func (s *Subscription) sleep(d time.Duration) bool {
 	case <-s.ctx.Done():
 		return false
 	}
-}
-
-// deadLetter puts an event that failed every attempt into the dead-letter queue.
-func (s *Subscription) deadLetter(env []byte, cause error, attempts uint32) {
-	if err := s.b.dlq.Put(s.name, env, cause, attempts); err != nil {
-		s.stats.dlqErrors.Add(1)
-		return
-	}
-	s.stats.deadLettered.Add(1)
 }
 
 // ScaleWorkers sets the number of this process's worker goroutines of a Reliable
@@ -611,6 +798,7 @@ func (s *Subscription) Close() error {
 	s.mu.Unlock()
 	s.cancel()
 	s.wg.Wait()
+	s.watchWG.Wait()
 	s.release()
 	s.b.subsMu.Lock()
 	delete(s.b.subs, s)
@@ -622,6 +810,7 @@ func (s *Subscription) Close() error {
 // ends; then it closes like Close. It reports whether every worker stopped in time.
 func (s *Subscription) drain(ctx context.Context) bool {
 	s.mu.Lock()
+	s.draining = true
 	for _, w := range s.workers {
 		w.quit.Store(true)
 		w.l.wake()
@@ -640,8 +829,8 @@ func (s *Subscription) drain(ctx context.Context) bool {
 }
 
 // Unsubscribe closes the subscription and, for a Reliable one, removes it from the bus:
-// publishers stop queueing for it and its queue is deleted with what it held (other
-// processes' workers of the same name stop receiving). Safe to call any number of times.
+// publishers stop queueing for it and its queue and metrics set are deleted with what they
+// held (other processes' workers of the same name stop receiving). Safe to call any number of times.
 func (s *Subscription) Unsubscribe() error {
 	s.Close()
 	if s.name == "" {
@@ -651,9 +840,12 @@ func (s *Subscription) Unsubscribe() error {
 		return err
 	}
 	var errs error
+	names := []string{subMetricsName(s.b.name, s.name)}
 	for p := range envelope.Priorities {
-		err := shm.Remove(queueName(s.b.name, s.name, envelope.Priority(p)), s.b.opts)
-		if err != nil && !errors.Is(err, shm.ErrNotExist) {
+		names = append(names, queueName(s.b.name, s.name, envelope.Priority(p)))
+	}
+	for _, n := range names {
+		if err := shm.Remove(n, s.b.opts); err != nil && !errors.Is(err, shm.ErrNotExist) {
 			errs = errors.Join(errs, err)
 		}
 	}
@@ -661,6 +853,7 @@ func (s *Subscription) Unsubscribe() error {
 }
 
 func (s *Subscription) release() {
+	s.qm.close()
 	if s.queue != nil {
 		s.queue.close()
 		s.queue = nil

@@ -140,7 +140,7 @@ func newSet(seg *shm.Segment, schema []Desc, series []seriesLayout) (*Set, error
 func Open(name string, opts shm.Options) (*Set, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), ReadyWait)
 	defer cancel()
-	return openSet(ctx, "open", name, opts, true)
+	return openSet(ctx, "open", name, opts, true, false)
 }
 
 // WaitOpen is Open that waits, until ctx is done, for the set to be created (as
@@ -152,7 +152,7 @@ func WaitOpen(ctx context.Context, name string, opts shm.Options) (*Set, error) 
 	if err != nil {
 		return nil, err
 	}
-	return finishOpen(ctx, "open", name, seg)
+	return finishOpen(ctx, "open", name, seg, false)
 }
 
 // Inspect opens the set name read-only, after the same validation as Open: it maps the
@@ -162,7 +162,7 @@ func WaitOpen(ctx context.Context, name string, opts shm.Options) (*Set, error) 
 func Inspect(name string, opts shm.Options) (*Set, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), ReadyWait)
 	defer cancel()
-	return openSet(ctx, "inspect", name, opts, false)
+	return openSet(ctx, "inspect", name, opts, false, false)
 }
 
 // Read returns a snapshot of the set name: Inspect, Snapshot, Close.
@@ -175,7 +175,9 @@ func Read(name string, opts shm.Options) (Snapshot, error) {
 	return s.Snapshot()
 }
 
-func openSet(ctx context.Context, op, name string, opts shm.Options, writable bool) (*Set, error) {
+// openSet opens the set name; removeDead removes it if its creator died before it was ready
+// (the error is then errCreatorDied all the same).
+func openSet(ctx context.Context, op, name string, opts shm.Options, writable, removeDead bool) (*Set, error) {
 	opts.Kind = SegmentKind
 	open := shm.Inspect
 	if writable {
@@ -185,13 +187,17 @@ func openSet(ctx context.Context, op, name string, opts shm.Options, writable bo
 	if err != nil {
 		return nil, err
 	}
-	return finishOpen(ctx, op, name, seg)
+	return finishOpen(ctx, op, name, seg, removeDead)
 }
 
-// finishOpen validates an open segment as a set and returns it, or closes it.
-func finishOpen(ctx context.Context, op, name string, seg *shm.Segment) (*Set, error) {
+// finishOpen validates an open segment as a set and returns it, or closes it (and removes
+// it, if removeDead, when its creator died before it was ready).
+func finishOpen(ctx context.Context, op, name string, seg *shm.Segment, removeDead bool) (*Set, error) {
 	s, err := parseSet(ctx, seg)
 	if err != nil {
+		if removeDead && errors.Is(err, errCreatorDied) {
+			_ = seg.Remove() // only if the name still refers to this segment
+		}
 		_ = seg.Close()
 		return nil, pathError(op, name, err)
 	}
@@ -231,6 +237,10 @@ func parseSet(ctx context.Context, seg *shm.Segment) (s *Set, err error) {
 	return newSet(seg, schema, series)
 }
 
+// errCreatorDied is ErrNotReady for a set whose creator died before it was ready: a set no
+// process can open, which OpenOrCreate replaces.
+var errCreatorDied = fmt.Errorf("%w: its creator died", ErrNotReady)
+
 // waitReady waits until the creator has stored stateReady (see create), while the creator
 // may be alive and ctx is not done.
 func waitReady(ctx context.Context, seg *shm.Segment) error {
@@ -248,7 +258,7 @@ func waitReady(ctx context.Context, seg *shm.Segment) error {
 			if atomic.LoadUint32(state) == stateReady { // it finished, then went
 				return nil
 			}
-			return fmt.Errorf("%w: its creator died", ErrNotReady)
+			return errCreatorDied
 		}
 		select {
 		case <-ctx.Done():
@@ -279,6 +289,7 @@ const openOrCreateTries = 8
 // whether this call created it. An existing set with another schema is refused with
 // ErrMismatch (see Check). Losing the creation to another process opens the winner's set
 // (waiting up to ReadyWait for it to be ready); if that is removed before it is opened,
+// or its creator died before it was ready (it is removed then: no process can open it),
 // OpenOrCreate starts over a few times. Errors are those of Create and Open, as
 // *fs.PathError.
 func OpenOrCreate(name string, schema []Desc, opts shm.Options) (s *Set, created bool, err error) {
@@ -293,9 +304,9 @@ func OpenOrCreate(name string, schema []Desc, opts shm.Options) (s *Set, created
 		if !errors.Is(err, shm.ErrExist) {
 			return nil, false, err
 		}
-		s, err = Open(name, opts)
-		if errors.Is(err, shm.ErrNotExist) {
-			continue
+		s, err = openOrCreateOpen(name, opts)
+		if errors.Is(err, shm.ErrNotExist) || errors.Is(err, errCreatorDied) {
+			continue // removed before we could open it, or half-made by a dead creator
 		}
 		if err != nil {
 			return nil, false, err
@@ -308,6 +319,14 @@ func OpenOrCreate(name string, schema []Desc, opts shm.Options) (s *Set, created
 	}
 	return nil, false, pathError("open", name,
 		fmt.Errorf("%w: removed and re-created %d times while opening", shm.ErrNotExist, openOrCreateTries))
+}
+
+// openOrCreateOpen is Open that removes a set whose creator died before it was ready: no
+// process can have it open, and OpenOrCreate can then create it.
+func openOrCreateOpen(name string, opts shm.Options) (*Set, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), ReadyWait)
+	defer cancel()
+	return openSet(ctx, "open", name, opts, true, true)
 }
 
 // Check reports whether the set was created with schema (labels in any order): nil if so,

@@ -3,7 +3,9 @@ package promshmq
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -75,18 +77,98 @@ func (c *Collector) Close() error {
 var segmentLabels = []string{"name", "kind"}
 
 var (
-	descUp = prometheus.NewDesc("shmq_segment_up",
-		"1 if the segment was read, 0 if it is damaged or could not be read.", segmentLabels, nil)
-	descDataBytes = prometheus.NewDesc("shmq_segment_data_bytes",
-		"Size of the segment's data region in bytes.", segmentLabels, nil)
-	descCreated = prometheus.NewDesc("shmq_segment_created_timestamp_seconds",
-		"When the segment was created, in seconds since the Unix epoch.", segmentLabels, nil)
-	descProcesses = prometheus.NewDesc("shmq_segment_processes",
-		"Processes attached to the segment: state alive, or dead (died attached).",
-		append(segmentLabels, "state"), nil)
+	descUp = newDesc("shmq_segment_up",
+		"1 if the segment was read, 0 if it is damaged or could not be read.")
+	descDataBytes = newDesc("shmq_segment_data_bytes",
+		"Size of the segment's data region in bytes.")
+	descCreated = newDesc("shmq_segment_created_timestamp_seconds",
+		"When the segment was created, in seconds since the Unix epoch.")
+	descProcesses = newDesc("shmq_segment_processes",
+		"Processes attached to the segment: state alive, or dead (died attached).", "state")
 	descListError = prometheus.NewDesc("shmq_scrape_list_error",
 		"The segment directory could not be listed.", nil, nil)
 )
+
+// fixedNames are the names of the collector's own metrics (newDesc), which no series of a
+// metrics set may take.
+var fixedNames = map[string]bool{"shmq_scrape_list_error": true}
+
+// newDesc describes one of the collector's own metrics: the segment labels, then extra.
+func newDesc(name, help string, extra ...string) *prometheus.Desc {
+	fixedNames[name] = true
+	return prometheus.NewDesc(name, help, append(append([]string(nil), segmentLabels...), extra...), nil)
+}
+
+// scrape is what one Collect has sent of the series of metrics sets, whose names and labels
+// the collector does not choose. A Prometheus registry fails the whole scrape, every
+// segment's metrics, for a family whose metrics disagree on type or help, a series sent
+// twice, or a name that is a summary's _count or _sum; admit keeps the series of one set
+// from doing that to the others.
+type scrape struct {
+	families map[string]family
+	seen     map[string]bool // series sent: name and sorted label pairs
+}
+
+type family struct {
+	typ  metricType
+	help string
+}
+
+type metricType uint8
+
+const (
+	typeCounter metricType = iota + 1
+	typeGauge
+	typeSummary
+)
+
+func newScrape() *scrape { return &scrape{families: map[string]family{}, seen: map[string]bool{}} }
+
+// admit reports whether the series name{labels=values} of type typ can be sent without the
+// registry refusing the scrape, and the help to send it with: the family's, once a series
+// of the name was sent (the help of a family is one text). It records the series as sent.
+func (sc *scrape) admit(name string, typ metricType, help string, labels, values []string) (string, bool) {
+	if fixedNames[name] {
+		return "", false
+	}
+	f, known := sc.families[name]
+	switch {
+	case known && f.typ != typ:
+		return "", false
+	case known:
+		help = f.help
+	case sc.collides(name, typ):
+		return "", false
+	}
+	pairs := make([]string, len(labels))
+	for i := range labels {
+		pairs[i] = labels[i] + "\xff" + values[i] // 0xff is in no UTF-8 string
+	}
+	slices.Sort(pairs)
+	id := name + "\xfe" + strings.Join(pairs, "\xfe")
+	if sc.seen[id] {
+		return "", false
+	}
+	sc.seen[id] = true
+	if !known {
+		sc.families[name] = family{typ: typ, help: help}
+	}
+	return help, true
+}
+
+// collides reports whether a new family name of type typ would clash with a summary's
+// _count or _sum series, as the registry checks.
+func (sc *scrape) collides(name string, typ metricType) bool {
+	for _, suffix := range []string{"_count", "_sum"} {
+		if base, ok := strings.CutSuffix(name, suffix); ok && sc.families[base].typ == typeSummary {
+			return true
+		}
+		if _, ok := sc.families[name+suffix]; typ == typeSummary && (ok || fixedNames[name+suffix]) {
+			return true
+		}
+	}
+	return false
+}
 
 // Describe sends nothing: the series of metrics sets (package metrics) are only known when
 // they are read, so the Collector is an unchecked collector (see prometheus.Collector). The
@@ -108,9 +190,13 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	listed := make(map[string]bool, len(names))
+	sc := newScrape()
 	for _, name := range names {
+		if listed[name] { // named twice: its series would be sent twice
+			continue
+		}
 		listed[name] = true
-		c.collectSegment(name, ch)
+		c.collectSegment(name, sc, ch)
 	}
 	for name, m := range c.open {
 		if !listed[name] {
@@ -152,7 +238,7 @@ func (c *Collector) forget(name string) {
 	}
 }
 
-func (c *Collector) collectSegment(name string, ch chan<- prometheus.Metric) {
+func (c *Collector) collectSegment(name string, sc *scrape, ch chan<- prometheus.Metric) {
 	seg, keep, err := c.segment(name)
 	if err != nil {
 		if segfile.Shmq(c.opts.Segments.ResolvedDir(), name, err) {
@@ -164,7 +250,7 @@ func (c *Collector) collectSegment(name string, ch chan<- prometheus.Metric) {
 		defer seg.Close()
 	}
 	d := seg.Descriptor()
-	e := emitter{ch: ch, labels: []string{name, d.Kind.String()}}
+	e := emitter{ch: ch, labels: []string{name, d.Kind.String()}, sc: sc}
 	e.gauge(descDataBytes, float64(d.DataSize))
 	e.gauge(descCreated, float64(d.Created.UnixNano())/1e9)
 	up := 1.0
@@ -225,6 +311,7 @@ func kindReader(sk shm.Kind) (kind, bool) {
 type emitter struct {
 	ch     chan<- prometheus.Metric
 	labels []string
+	sc     *scrape // the scrape's series so far
 }
 
 func (e emitter) counter(d *prometheus.Desc, v float64, extra ...string) {

@@ -44,13 +44,18 @@
 //
 // A metrics set (package metrics, kind "metrics") exports its own series under their own
 // names, with the set's name and kind as labels besides their own (a series label called
-// name or kind becomes exported_name, exported_kind): counters as counters, gauges as
+// name or kind becomes exported_name, exported_kind, prefixed again while the key is
+// taken): counters as counters, gauges as
 // gauges, histograms as summaries (quantiles 0.5, 0.9, 0.95, 0.99, 0.999, the count, and a
 // sum computed as mean times count: a histogram keeps no exact sum), plus
 // <name>_out_of_range_total for the values a histogram refused. Values recorded in
 // nanoseconds, microseconds or milliseconds are converted to seconds, and the unit
 // (seconds, bytes) is appended to the name unless it ends with it already:
-// bus_delivery_latency in nanoseconds becomes bus_delivery_latency_seconds.
+// bus_delivery_latency in nanoseconds becomes bus_delivery_latency_seconds. Series of
+// several sets that share a name are one family, shown with the help of the first one read;
+// a series that would break the scrape (a name another family has with another type, or
+// that is the collector's own, a summary's _count or _sum, a series sent already) is left
+// out, so that one set cannot fail the scrape of the others.
 //
 // Files in the directory that are not shmq segments are passed over.
 //

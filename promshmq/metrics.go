@@ -37,15 +37,36 @@ func (metricsKind) collect(seg *shm.Segment, opts shm.Options, e emitter) error 
 		name, scale := promName(s.Name, s.Unit, s.Type)
 		labels := append([]string(nil), segmentLabels...)
 		values := append([]string(nil), e.labels...)
+		used := map[string]bool{}
+		for _, l := range segmentLabels {
+			used[l] = true
+		}
 		for _, l := range s.Labels {
 			k := l.Key
-			if k == "name" || k == "kind" { // the segment's labels come first
+			for used[k] { // the segment's labels come first, as Prometheus renames
 				k = "exported_" + k
 			}
+			used[k] = true
 			labels = append(labels, k)
 			values = append(values, l.Value)
 		}
-		d := prometheus.NewDesc(name, s.Help, labels, nil)
+		var typ metricType
+		switch s.Type {
+		case metrics.TypeCounter:
+			typ = typeCounter
+		case metrics.TypeGauge:
+			typ = typeGauge
+		case metrics.TypeHistogram:
+			typ = typeSummary
+		}
+		if typ == 0 {
+			continue
+		}
+		help, ok := e.sc.admit(name, typ, s.Help, labels, values)
+		if !ok {
+			continue // its name is another family's, or the series was sent already
+		}
+		d := prometheus.NewDesc(name, help, labels, nil)
 		var m prometheus.Metric
 		switch s.Type {
 		case metrics.TypeCounter:
@@ -62,15 +83,15 @@ func (metricsKind) collect(seg *shm.Segment, opts shm.Options, e emitter) error 
 				q[summaryQuantiles[i]] = float64(v) * scale
 			}
 			m, err = prometheus.NewConstSummary(d, uint64(max(h.Count, 0)), h.Mean*float64(h.Count)*scale, q, values...)
-			oor := prometheus.NewDesc(strings.TrimSuffix(name, "_seconds")+"_out_of_range_total",
-				"Values refused by "+s.Name+" as outside its range.", labels, nil)
-			if om, oerr := prometheus.NewConstMetric(oor, prometheus.CounterValue, float64(h.OutOfRange), values...); oerr == nil {
-				e.ch <- om
-			} else {
-				e.ch <- prometheus.NewInvalidMetric(oor, oerr)
+			oorName := strings.TrimSuffix(name, "_seconds") + "_out_of_range_total"
+			if oorHelp, ok := e.sc.admit(oorName, typeCounter, "Values refused by "+s.Name+" as outside its range.", labels, values); ok {
+				oor := prometheus.NewDesc(oorName, oorHelp, labels, nil)
+				if om, oerr := prometheus.NewConstMetric(oor, prometheus.CounterValue, float64(h.OutOfRange), values...); oerr == nil {
+					e.ch <- om
+				} else {
+					e.ch <- prometheus.NewInvalidMetric(oor, oerr)
+				}
 			}
-		default:
-			continue
 		}
 		if err != nil {
 			m = prometheus.NewInvalidMetric(d, err)

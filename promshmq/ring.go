@@ -4,8 +4,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/shmq/shmq/ring"
 	"github.com/shmq/shmq/shm"
 )
@@ -20,10 +18,6 @@ func init() {
 // ringKind exports the counters of SPSC and MPMC rings and topics (ring.ReadStats) and the
 // subscriptions of topics (ring.ReadTopicStats).
 type ringKind struct{}
-
-func newDesc(name, help string, extra ...string) *prometheus.Desc {
-	return prometheus.NewDesc(name, help, append(append([]string(nil), segmentLabels...), extra...), nil)
-}
 
 var (
 	descWriteMessages = newDesc("shmq_write_messages_total", "Messages written to the ring.")

@@ -14,7 +14,10 @@
 // Every child is reaped by the goroutine that started it, and Stop returns only when every
 // child has been reaped, so a Supervisor leaks no process. On Linux each worker also gets
 // a parent-death signal (SIGKILL) unless the factory set SysProcAttr, so that the workers
-// die with a supervisor that is killed before it can Stop.
+// die with a supervisor that is killed before it can Stop. Unless the factory set
+// exec.Cmd.WaitDelay, it is set to Grace: a worker whose own children keep its output
+// pipes open is reaped at most Grace after it exits (Wait's exec.ErrWaitDelay, a failure
+// unless the worker was being stopped). Those children are the worker's to end.
 package supervise
 
 import (
@@ -279,13 +282,24 @@ func (s *Supervisor) killSlotLocked(sl *slot) {
 // ctx ends) and returns once every worker process has been reaped; no event follows its
 // return. It returns ctx.Err() if ctx ended first (the workers were then killed, and still
 // reaped before Stop returned), else nil. Stop may be called any number of times, from any
-// goroutine: later calls wait like the first and return nil.
+// goroutine: later calls wait for the first to finish, and return nil, or kill the workers
+// at once if their own ctx ends first and return ctx.Err() once they are reaped.
 func (s *Supervisor) Stop(ctx context.Context) error {
 	s.mu.Lock()
 	if s.stopping {
 		s.mu.Unlock()
+		select {
+		case <-s.stopDone:
+			return nil
+		case <-ctx.Done():
+		}
+		s.mu.Lock()
+		for _, sl := range append(append([]*slot(nil), s.slots...), s.retiring...) {
+			s.killSlotLocked(sl)
+		}
+		s.mu.Unlock()
 		<-s.stopDone
-		return nil
+		return ctx.Err()
 	}
 	s.stopping = true
 	all := append(append([]*slot(nil), s.slots...), s.retiring...)
@@ -327,8 +341,8 @@ func (s *Supervisor) Stats() Stats {
 	return s.stats
 }
 
-// Workers lists the worker processes running now, by index (a stopping worker and its
-// successor of the same index may both be listed).
+// Workers lists the worker processes running now, by index (a worker's successor of the
+// same index starts only once the stopped one is reaped).
 func (s *Supervisor) Workers() []WorkerInfo {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -367,6 +381,10 @@ func (s *Supervisor) run(sl *slot) {
 		select {
 		case <-sl.prev.done:
 		case <-sl.stop:
+			// A later slot of the index may wait for this one: it must not start before
+			// the process this one waited for is reaped. prev is stopped (it retires), so
+			// this ends.
+			<-sl.prev.done
 			return
 		}
 	}
@@ -416,6 +434,11 @@ func (s *Supervisor) runOnce(sl *slot, failures, starts *int) (bool, int) {
 		err = ErrNilCommand
 	} else {
 		setParentDeathSignal(cmd)
+		if cmd.WaitDelay == 0 {
+			// Wait also waits for the copying of the worker's output, which a child of the
+			// worker can hold open forever: bound it, so the worker's exit is seen.
+			cmd.WaitDelay = s.grace
+		}
 		err = cmd.Start()
 	}
 	if err != nil {

@@ -26,7 +26,9 @@ func newDLQCommand() *cobra.Command {
 			"  replay  write each entry back, oldest first, to the ring named by its origin\n" +
 			"          (or --to RING for all), as one record of the type it had; an entry is\n" +
 			"          removed only once written. Stops at the first entry that cannot be\n" +
-			"          written, which stays in the queue.\n" +
+			"          written, which stays in the queue. An event bus's NAME.dlq (without\n" +
+			"          --to) goes through the bus: each event back to the queue of the\n" +
+			"          subscription that failed it, if it is still registered.\n" +
 			"  purge   remove every entry (except those a live replay holds).",
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) < 1 || len(args) > 2 {
@@ -145,6 +147,11 @@ func listDLQ(cmd *cobra.Command, name string) error {
 
 func replayDLQ(cmd *cobra.Command, name string) error {
 	opts := options(cmd)
+	if to, _ := cmd.Flags().GetString("to"); to == "" {
+		if busName, ok := busOfDLQ(name, opts); ok {
+			return replayBusDLQ(cmd, busName, name)
+		}
+	}
 	q, err := dlq.Open(name, opts)
 	if err != nil {
 		return segmentError("dlq replay", name, err)

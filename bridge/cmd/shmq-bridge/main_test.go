@@ -17,6 +17,14 @@ func TestRouteFlags(t *testing.T) {
 	require.Equal(t, routes{{Topic: "orders", Reliable: true}, {Topic: "ticks", Subject: "market.ticks"}}, r)
 }
 
+func TestBusFlags(t *testing.T) {
+	var b buses
+	require.NoError(t, b.Set("plant,reliable"))
+	require.NoError(t, b.Set("plant=x.y,in"))
+	require.Error(t, b.Set("plant,sideways"))
+	require.Equal(t, buses{{Bus: "plant", Reliable: true, Out: true, In: true}, {Bus: "plant", Subject: "x.y", In: true}}, b)
+}
+
 func TestRunRejectsBadConfig(t *testing.T) {
 	var out bytes.Buffer
 	err := run([]string{"--name", "a.b", "--out", "orders"}, &out)
