@@ -131,6 +131,10 @@ func (b *Bridge) busOut(ctx context.Context, bs *bus.Bus, nc *nats.Conn, js jets
 				c.forwarded.Add(1)
 				return nil
 			}
+			if errors.Is(err, nats.ErrMaxPayload) { // would fail forever and hold up the route
+				c.dropped.Add(1)
+				return nil
+			}
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
@@ -200,7 +204,8 @@ func (b *Bridge) busIn(ctx context.Context, bs *bus.Bus, nc *nats.Conn, js jetst
 		<-ctx.Done()
 		return s.Unsubscribe()
 	}
-	durable := b.durableName("bus_" + r.Bus)
+	// Topic routes' consumers are shmq_NAME_TOPIC: a bus's has a prefix of its own.
+	durable := "shmqbus_" + b.durableName(r.Bus)[len("shmq_"):]
 	for ctx.Err() == nil {
 		err := b.pull(ctx, js, durable, r.Subject, func(m *nats.Msg) error { return publish(ctx, m) }, c)
 		if ctx.Err() != nil {

@@ -370,14 +370,14 @@ func (s *Subscription) startReliable() error {
 		return err
 	}
 	s.m = &s.qm.deliveryMetrics
-	if s.timeout > 0 {
-		s.watchWG.Add(1)
-		go s.watch()
-	}
 	for range s.cfg.workers {
 		if err := s.addWorker(); err != nil {
 			return err
 		}
+	}
+	if s.timeout > 0 { // after the workers: addWorker runs without s.mu until s is shared
+		s.watchWG.Add(1)
+		go s.watch()
 	}
 	return s.b.reg.add(e)
 }
