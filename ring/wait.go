@@ -204,14 +204,17 @@ func (e event) sleepers() int { return bits.OnesCount64(atomic.LoadUint64(e.wait
 // waiter runs one endpoint's waits.
 type waiter struct {
 	strategy Wait
-	loc      *local       // marks this process asleep on an event
-	closed   *atomic.Bool // the endpoint's own Close
+	loc      *local         // marks this process asleep on an event
+	stop     *atomic.Uint32 // the endpoint's stop bits: non-zero once its Close began
 	stats    *counters
 	// watched, if set, is asked before a kernel sleep once the wait has been idle for
 	// idleAfter: true means every process on the other side is watched for its death
 	// (endpoint.watchOtherSide), so the sleep may last idleSleep instead of
 	// livenessInterval: a death, a new peer and a publish each wake the sleeper.
 	watched func() bool
+	// intact, if set, checks the segment's file size with every liveness check: a
+	// truncation that leaves the words the wait polls in place is found too.
+	intact func() error
 }
 
 // An idle waiter whose peers' deaths are watched sleeps idleSleep at a time rather than
@@ -245,7 +248,7 @@ func (w *waiter) await(ctx context.Context, ev event, ready func() bool, check f
 		if ready() {
 			return nil
 		}
-		if w.closed.Load() {
+		if w.stop.Load() != 0 {
 			return ErrClosed
 		}
 		if err := check(false); err != nil {
@@ -260,6 +263,11 @@ func (w *waiter) await(ctx context.Context, ev event, ready func() bool, check f
 			return err
 		}
 		if now.After(nextCheck) {
+			if w.intact != nil {
+				if err := w.intact(); err != nil {
+					return err
+				}
+			}
 			if err := check(true); err != nil {
 				return err
 			}
@@ -283,7 +291,7 @@ func (w *waiter) await(ctx context.Context, ev event, ready func() bool, check f
 			if stopWake == nil && ctx.Done() != nil {
 				done := make(chan struct{}) // captured by the AfterFunc, not woke: woke stays on the stack
 				woke = done
-				stopWake = context.AfterFunc(ctx, func() { ev.wakeAll(); close(done) })
+				stopWake = context.AfterFunc(ctx, func() { ev.wakeAllGuarded(); close(done) })
 			}
 			w.sleep(ev, ready, timeout)
 		}
@@ -295,7 +303,7 @@ func (w *waiter) sleep(ev event, ready func() bool, timeout time.Duration) {
 	v := atomic.LoadUint32(ev.seq)
 	w.loc.mark(ev)
 	atomic.AddUint64(ev.rounds, 1) // after the mark, before ready(): pairs with notify's load
-	if !ready() && !w.closed.Load() {
+	if !ready() && w.stop.Load() == 0 {
 		w.stats.add(ctrFutexWaits, 1)
 		if err := futex.Wait(ev.seq, v, timeout); err == futex.ErrTimeout && ready() {
 			// The condition held when the timeout fired: unless it turned true in the
