@@ -39,10 +39,25 @@
 // A borrowed Record's Data is shared memory: valid until Release (or the reader's next
 // Next), and only as trustworthy as the writing process. Under a topic's Overwrite and
 // Latest policies a publisher may overwrite it while it is read: validate after use
-// (Subscriber.Validate) or copy (Read). A segment truncated by another process still kills
-// a process that touches the lost pages (SIGBUS). Records still borrowed when their
-// endpoint or segment closes stay mapped until they are released; Segment.Close then
-// returns shm.ErrBorrowed instead of waiting.
+// (Subscriber.Validate) or copy (Read). Records still borrowed when their endpoint or
+// segment closes stay mapped until they are released; Segment.Close then returns
+// shm.ErrBorrowed instead of waiting.
+//
+// A segment's file truncated by another process (of the same user) loses pages under the
+// mapping, and touching one raises SIGBUS. This package turns that into an error wrapping
+// shm.ErrTruncated where it can afford debug.SetPanicOnFault (a call to set it and one to
+// restore it, per goroutine): in the views (ReadStats, Peek, ...), in the wait of a
+// blocking call (a Reserve, Write, ReserveBatch or Next that had to wait, which also checks
+// the file's size every 100 ms or, idle, at each wake-up: up to 10 s), in Read and Drain
+// (once per call; a Drain callback's use of its records included), in Close, Arm, Disarm,
+// Maintain and the constructors, and in package shm's own accesses to the peer table. The
+// endpoint is then broken: every later call returns the same error without touching the
+// mapping, Release and Abort give back what it held, and Close detaches what it can. Still
+// exposed, and killed by SIGBUS if the pages they touch are gone: the single-record fast
+// paths (TryReserve, TryWrite, Commit, Abort, TryNext, Release, Reject, Ready, and Reserve,
+// Write or Next when they need not wait), which a guard would slow by 10-40%; a caller's
+// own use of a reserved slice or of a borrowed Record outside Drain's callback; and the
+// publishers of a topic.
 //
 // The race detector does not see memory outside the Go heap; this package's concurrency is
 // proven by cross-process tests that check every message.

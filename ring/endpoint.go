@@ -260,10 +260,14 @@ func (e *endpoint) leave() { fence.StoreRelease32(&e.busy, 0) }
 // holds (Release, Reject, Commit, Abort after Close): it waits until Close has finished,
 // runs forget (which drops the Go-side record of what was held), then gives back the
 // endpoint's pin, which Close kept while records were borrowed or reserved. It touches no
-// shared memory. An endpoint that is broken but not closed keeps what it holds until its
-// Close (and a call after that).
+// shared memory. On an endpoint that is broken (its segment was truncated) but not closed,
+// it only runs forget: what was held is given back, Go-side (the ring is gone), so that
+// Close need not keep the mapping for it.
 func (e *endpoint) afterClose(forget func()) {
 	if !e.isClosed() {
+		if forget != nil {
+			forget()
+		}
 		return
 	}
 	_ = e.closer() // returns once the first Close is done

@@ -2,7 +2,6 @@ package ring
 
 import (
 	"errors"
-	"fmt"
 	"runtime/debug"
 
 	"github.com/shmq/shmq/shm"
@@ -107,20 +106,22 @@ func (e event) wakeAllGuarded() {
 	e.wakeAll()
 }
 
-// The views of a segment (ReadStats, ReadTopicStats, Peek, PeekTopic) run rarely: they run
+// The views of a segment (ReadStats, ReadTopicStats, Peek, PeekTopic, PeerEndpoints) run rarely: they run
 // under SetPanicOnFault whole, and recover a fault as shm.ErrTruncated.
 
 // viewFaults starts a guarded view: it returns the function to defer, which restores the
-// goroutine's setting and turns a fault into an error in *err (other panics go on).
+// goroutine's setting and turns a fault in the mapping into an error wrapping
+// shm.ErrTruncated in *err (other panics go on).
 func viewFaults(seg *shm.Segment, err *error) func() {
 	old := debug.SetPanicOnFault(true)
 	return func() {
 		debug.SetPanicOnFault(old)
 		if v := recover(); v != nil {
-			if _, fault := v.(interface{ Addr() uintptr }); !fault {
+			ferr := seg.Fault(v)
+			if ferr == nil {
 				panic(v)
 			}
-			*err = fmt.Errorf("%w: %s shrank under its mapping (%v)", shm.ErrTruncated, seg.Name(), v)
+			*err = ferr
 		}
 	}
 }

@@ -289,7 +289,7 @@ func (w *MPMCWriter) awaitRoom(ctx context.Context) error {
 // readers. It returns ErrNotReserved if nothing is reserved.
 func (w *MPMCWriter) Commit() error {
 	if err := w.enter(); err != nil {
-		w.afterClose(nil)
+		w.afterClose(w.forgetPending)
 		return err
 	}
 	defer w.leave()
@@ -323,7 +323,7 @@ func (w *MPMCWriter) commit() {
 // skips, which readers pass over.
 func (w *MPMCWriter) Abort() {
 	if w.enter() != nil {
-		w.afterClose(nil)
+		w.afterClose(w.forgetPending)
 		return
 	}
 	defer w.leave()
@@ -413,6 +413,10 @@ func (w *MPMCWriter) Disarm() { w.disarm() }
 // again. Close wakes a blocked call of this writer. It is safe from any goroutine, any
 // number of times.
 func (w *MPMCWriter) Close() error { return w.closeMPMC(w.skipPending) }
+
+// forgetPending drops the Go-side record of what was reserved (a broken or closed writer:
+// nothing is published or skipped).
+func (w *MPMCWriter) forgetPending() { w.pending, w.pendingLen = w.pending[:0], 0 }
 
 func (w *MPMCWriter) skipPending() {
 	for _, pos := range w.pending {

@@ -273,7 +273,7 @@ func (w *SPSCWriter) awaitRoom(ctx context.Context, need uint64) error {
 // the reader if it sleeps. It returns ErrNotReserved if nothing is reserved.
 func (w *SPSCWriter) Commit() error {
 	if err := w.enter(); err != nil {
-		w.afterClose(nil)
+		w.afterClose(w.forgetPending)
 		return err
 	}
 	defer w.leave()
@@ -300,12 +300,16 @@ func (w *SPSCWriter) commit() {
 // Abort discards every record reserved since the last Commit: the reader never sees them.
 func (w *SPSCWriter) Abort() {
 	if w.enter() != nil {
-		w.afterClose(nil)
+		w.afterClose(w.forgetPending)
 		return
 	}
 	defer w.leave()
 	w.abort()
 }
+
+// forgetPending drops the Go-side record of what was reserved (a broken or closed writer:
+// nothing is published or skipped).
+func (w *SPSCWriter) forgetPending() { w.pending, w.pendingLen = 0, 0 }
 
 func (w *SPSCWriter) abort() {
 	w.pos = atomic.LoadUint64(w.writePos) // only this writer stores it
