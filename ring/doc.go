@@ -32,7 +32,9 @@
 //
 // A waiter sleeps in the kernel (Futex, Adaptive) at most 100 ms at a time at first, to
 // check that the other side's processes live; after 200 ms idle it watches their deaths
-// instead (a pidfd each) and sleeps up to 10 s, woken by a publish, a new peer or a death.
+// instead (a pidfd each) and sleeps up to 30 s, woken by a publish, a new peer or a death;
+// the idle waiters of a process wake together, on one 30 s grid. A death is reported about
+// 10 ms after the watch wakes the waiter (a second check confirms it).
 //
 // # Caveats
 //
@@ -48,7 +50,7 @@
 // shm.ErrTruncated where it can afford debug.SetPanicOnFault (a call to set it and one to
 // restore it, per goroutine): in the views (ReadStats, Peek, ...), in the wait of a
 // blocking call (a Reserve, Write, ReserveBatch or Next that had to wait, which also checks
-// the file's size every 100 ms or, idle, at each wake-up: up to 10 s), in Read and Drain
+// the file's size every 100 ms or, idle, at each wake-up: up to 30 s), in Read and Drain
 // (once per call; a Drain callback's use of its records included), in Close, Arm, Disarm,
 // Maintain and the constructors, and in package shm's own accesses to the peer table. The
 // endpoint is then broken: every later call returns the same error without touching the

@@ -100,7 +100,13 @@ type endpoint struct {
 	armed     bool // an event loop armed this endpoint's wake-up word (Arm)
 	// watches are the death watches of the other side's processes (watchOtherSide), by pid:
 	// the endpoint's goroutine sets them up, close cancels them.
-	watches map[int]func()
+	watches map[int]*deathWatch
+}
+
+// deathWatch is one death watch of a process on the other side.
+type deathWatch struct {
+	cancel func()
+	fired  atomic.Bool // the process died: the watch is spent
 }
 
 // attach checks the segment, takes the exclusive role if there is one and counts the
@@ -144,7 +150,7 @@ func (e *endpoint) attach(seg *shm.Segment, kind shm.Kind, sd side, role shm.Rol
 		e.stats = newCounters(e.hdr, e.retiredBlock(), true)
 	}
 	e.wait = waiter{strategy: opts.Wait.normalized(), loc: loc, stop: &e.stop, stats: &e.stats,
-		watched: e.watchOtherSide, intact: e.intact}
+		watched: e.watchOtherSide, intact: e.intact, suspect: &e.suspect}
 	if role != 0 {
 		l, err := seg.AcquireRole(role)
 		if err != nil {
@@ -303,8 +309,8 @@ func (e *endpoint) close(finish func()) error {
 			e.spaceEvent().wakeAllGuarded()
 			time.Sleep(20 * time.Microsecond)
 		}
-		for pid, cancel := range e.watches {
-			cancel() // returns once a death callback running now is done with the mapping
+		for pid, w := range e.watches {
+			w.cancel() // returns once a death callback running now is done with the mapping
 			delete(e.watches, pid)
 		}
 		held = e.holds() // records handed out stay mapped until given back (afterClose)
@@ -386,34 +392,26 @@ func (e *endpoint) watchOtherSide() bool {
 	if e.side == readerSide {
 		other = writerSide
 	}
-	listed := func() (map[int]int, bool) { // pid by entry index of the other side's live processes
-		pids := map[int]int{}
-		ok := true
-		err := e.sideCounts(other, func(alive bool, index int, count *uint32) {
-			if atomic.LoadUint32(count) == 0 {
-				return
-			}
-			if !alive {
-				ok = false
-			}
-			pids[index] = -1
-		})
-		if err != nil || !ok {
-			return nil, false
-		}
+	// listed lists the other side's live processes by entry index (their pids), with one
+	// listing of the peer table; false if one of them is dead or the table cannot be read.
+	listed := func() (map[int]int, bool) {
 		peers, err := e.seg.Peers()
 		if err != nil {
 			return nil, false
 		}
+		pids := map[int]int{}
 		for _, p := range peers {
-			if _, ok := pids[p.Index]; ok && p.Alive {
-				pids[p.Index] = p.PID
-			}
-		}
-		for _, pid := range pids {
-			if pid <= 0 {
+			words, err := e.seg.PeerWords(p.Index)
+			if err != nil {
 				return nil, false
 			}
+			if atomic.LoadUint32(layout.Uint32(words, other.countWord())) == 0 {
+				continue
+			}
+			if !p.Alive || p.PID <= 0 {
+				return nil, false
+			}
+			pids[p.Index] = p.PID
 		}
 		return pids, true
 	}
@@ -422,29 +420,43 @@ func (e *endpoint) watchOtherSide() bool {
 		return false
 	}
 	if e.watches == nil {
-		e.watches = map[int]func(){}
+		e.watches = map[int]*deathWatch{}
 	}
 	want := map[int]bool{}
 	own := e.ownEvent()
+	added := false
 	for _, pid := range before {
 		want[pid] = true
-		if _, ok := e.watches[pid]; ok {
-			continue
+		if w, ok := e.watches[pid]; ok {
+			if !w.fired.Load() {
+				continue
+			}
+			w.cancel() // spent: its process died, and the pid names another one now
 		}
-		cancel, err := deathwatch.Watch(pid, own.wakeAllGuarded)
+		w := &deathWatch{}
+		cancel, err := deathwatch.Watch(pid, func() { w.fired.Store(true); own.wakeAllGuarded() })
 		if err != nil {
+			delete(e.watches, pid)
 			return false
 		}
-		e.watches[pid] = cancel
+		w.cancel = cancel
+		e.watches[pid] = w
+		added = true
 	}
-	for pid, cancel := range e.watches {
+	for pid, w := range e.watches {
 		if !want[pid] {
-			cancel()
+			w.cancel()
 			delete(e.watches, pid)
 		}
 	}
-	// A pid names the process only while it runs: listed again after the watches began,
-	// each entry still held by the same pid means each watch is on the right process.
+	if !added {
+		// Every watch was in place before this listing: each is on the process it was set
+		// up for (a pidfd names its process for good), and that process was listed alive
+		// just now, so the watches cover the other side.
+		return true
+	}
+	// A pid names the process only while it runs: listed again after the new watches
+	// began, each entry still held by the same pid means each watch is on the right process.
 	after, ok := listed()
 	if !ok || len(after) != len(before) {
 		return false

@@ -48,7 +48,9 @@ const (
 // shm.ErrTruncated already in *err (the size check's) breaks it too.
 func (e *endpoint) catch(old bool, err *error) {
 	debug.SetPanicOnFault(old)
-	e.settle(recover(), err, true)
+	if v := recover(); v != nil || *err != nil {
+		e.settle(v, err, true)
+	}
 }
 
 // catchQuiet is catch for code that may run on another goroutine than the endpoint's

@@ -14,9 +14,13 @@ import (
 // mapping into a truncation error (catch), then ends the operation.
 func (e *endpoint) endDrain(old bool, err *error) {
 	fence.StoreRelease32(&e.inCallback, 0)
-	defer e.leave()
 	debug.SetPanicOnFault(old)
-	e.settle(recover(), err, true)
+	if v := recover(); v != nil || *err != nil {
+		defer e.leave() // settle may panic on
+		e.settle(v, err, true)
+		return
+	}
+	e.leave()
 }
 
 // borrower is what the readers of every kind provide to the operations they share.

@@ -112,8 +112,10 @@ func (e *endpoint) forgetDeadPeers() {
 
 // otherSideDead reports ErrPeerDead's condition for the side this endpoint waits on: no
 // live process has an endpoint of that side attached, and one that had died. It must hold
-// on two checks in a row (a liveness interval apart), so that the moment in which the last
-// writers close at once, uncounted and not yet ending the stream, never reads as a death.
+// on two checks in a row (the second recheckInterval after the first: a waiter repeats a
+// check that found the side dead that soon), so that the moment in which the last writers
+// close at once, uncounted and not yet ending the stream (microseconds), never reads as a
+// death.
 func (e *endpoint) otherSideDead() (bool, error) {
 	other := readerSide
 	if e.side == readerSide {
