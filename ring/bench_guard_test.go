@@ -9,7 +9,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/shmq/shmq/ring"
-	"github.com/shmq/shmq/shm"
 )
 
 // The hot paths, timed by the thread's CPU clock as well as the wall clock (cpu-ns/op):
@@ -153,5 +152,3 @@ func BenchmarkHotMPMC64(b *testing.B) {
 		r.Release()
 	})
 }
-
-var _ = shm.NextPow2
