@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/bits"
+	"math/rand/v2"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -238,8 +239,9 @@ const (
 	idleSleep = 30 * time.Second
 )
 
-// idleEpoch starts the process's grid of idle wake-ups.
-var idleEpoch = time.Now()
+// idleEpoch starts the process's grid of idle wake-ups, at a random phase: processes
+// started together do not all wake at once.
+var idleEpoch = time.Now().Add(-time.Duration(rand.Int64N(int64(idleSleep))))
 
 // untilIdleTick is how long an idle sleep that begins at now lasts: until the next tick of
 // a grid of idleSleep shared by the whole process, so that the idle waiters of a process
