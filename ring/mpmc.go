@@ -357,16 +357,22 @@ func (w *MPMCWriter) Write(ctx context.Context, typ uint32, p []byte) error {
 	if len(w.pending) > 0 {
 		return ErrPending
 	}
-	buf, err := w.tryReserve(typ, len(p))
-	if err == nil {
-		copy(buf, p)
-		w.commit()
-		return nil
-	}
-	if err != ErrFull {
+	if err := w.writeOnce(typ, p); err != ErrFull {
 		return err
 	}
 	return w.writeSlow(ctx, typ, p)
+}
+
+// writeOnce copies p into one record of type typ and publishes it, if it fits now: ErrFull
+// if not.
+func (w *MPMCWriter) writeOnce(typ uint32, p []byte) error {
+	buf, err := w.tryReserve(typ, len(p))
+	if err != nil {
+		return err
+	}
+	copy(buf, p)
+	w.commit()
+	return nil
 }
 
 // writeSlow is Write once the ring was found full: it waits and writes, under
@@ -377,13 +383,7 @@ func (w *MPMCWriter) writeSlow(ctx context.Context, typ uint32, p []byte) (err e
 		if err := w.awaitRoom(ctx); err != nil {
 			return err
 		}
-		buf, err := w.tryReserve(typ, len(p))
-		if err == nil {
-			copy(buf, p)
-			w.commit()
-			return nil
-		}
-		if err != ErrFull {
+		if err := w.writeOnce(typ, p); err != ErrFull {
 			return err
 		}
 	}

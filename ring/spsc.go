@@ -344,16 +344,22 @@ func (w *SPSCWriter) Write(ctx context.Context, typ uint32, p []byte) error {
 	if w.pending > 0 {
 		return ErrPending
 	}
-	buf, err := w.tryReserve(typ, len(p))
-	if err == nil {
-		copy(buf, p)
-		w.commit()
-		return nil
-	}
-	if err != ErrFull {
+	if err := w.writeOnce(typ, p); err != ErrFull {
 		return err
 	}
 	return w.writeSlow(ctx, typ, p)
+}
+
+// writeOnce copies p into one record of type typ and publishes it, if it fits now: ErrFull
+// if not.
+func (w *SPSCWriter) writeOnce(typ uint32, p []byte) error {
+	buf, err := w.tryReserve(typ, len(p))
+	if err != nil {
+		return err
+	}
+	copy(buf, p)
+	w.commit()
+	return nil
 }
 
 // writeSlow is Write once the ring was found full: it waits and writes, under
@@ -364,13 +370,7 @@ func (w *SPSCWriter) writeSlow(ctx context.Context, typ uint32, p []byte) (err e
 		if err := w.awaitRoom(ctx, w.need(len(p))); err != nil {
 			return err
 		}
-		buf, err := w.tryReserve(typ, len(p))
-		if err == nil {
-			copy(buf, p)
-			w.commit()
-			return nil
-		}
-		if err != ErrFull {
+		if err := w.writeOnce(typ, p); err != ErrFull {
 			return err
 		}
 	}
