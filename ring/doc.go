@@ -59,8 +59,8 @@
 // paths (TryReserve, TryWrite, Commit, Abort, TryNext, Release, Reject, Ready, and Reserve,
 // Write or Next when they need not wait), which a guard would slow as it slows Read (one
 // per call: +9-21% CPU time for a 64-byte record on the project's VM); a caller's
-// own use of a reserved slice or of a borrowed Record outside Drain's callback; and the
-// publishers of a topic. A program that must survive a truncation anywhere runs the
+// own use of a reserved slice or of a borrowed Record outside Drain's callback; and a
+// topic publisher's wait for its lock. A program that must survive a truncation anywhere runs the
 // goroutine that uses its endpoints under debug.SetPanicOnFault(true) (set once: nothing
 // per call) with a deferred recover, and asks shm's Segment.Fault whether what it
 // recovered was a truncation of that segment (cmd/shmbench's children do).

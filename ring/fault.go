@@ -17,6 +17,7 @@ import (
 // where a call already pays more:
 //
 //   - the views (ReadStats, Peek, ...) run under it (viewFaults);
+//   - a topic publisher's wait for room (Block) runs under it;
 //   - a blocking call runs its slow path under it: from the moment Reserve, ReserveBatch
 //     or Write find no room, or Next finds nothing, until it returns (the wait, its
 //     liveness checks and the record taken after it); and every livenessInterval a waiter

@@ -168,16 +168,24 @@ func runTruncChild(c *proctest.Child) error {
 
 // TestTruncatedUnderEndpoints: a process whose segment another process truncates, to
 // nothing or to half, while it is blocked in Reserve or Next, copies records with Read or
-// Drain, views the ring with ReadStats and Peek, or is about to Close, gets an error
-// wrapping shm.ErrTruncated from that call (and from the endpoint's later calls) and exits
-// normally. On code without the defence, each child dies of SIGBUS.
+// Drain, views the ring with ReadStats and Peek, or is about to Close (SPSC and MPMC; a
+// topic's publisher and subscriber blocked in Reserve and Next), gets an error wrapping
+// shm.ErrTruncated from that call (and from the endpoint's later calls) and exits normally.
+// On code without the defence, each child dies of SIGBUS.
 func TestTruncatedUnderEndpoints(t *testing.T) {
 	specs := []ring.Spec{
 		{Kind: ring.SPSC, Size: 1 << 20},
 		{Kind: ring.MPMC, Size: 1 << 20, SlotSize: 128},
+		{Kind: ring.Topic, Size: 1 << 20, SlotSize: 128, Policy: ring.Block},
 	}
 	for _, spec := range specs {
-		for _, scenario := range []string{"reserve", "next", "read", "drain", "views", "close"} {
+		scenarios := []string{"reserve", "next", "read", "drain", "views", "close"}
+		if spec.Kind == ring.Topic {
+			// A publisher blocked by a subscriber that does not read (the parent's), and a
+			// subscriber blocked in Next.
+			scenarios = []string{"reserve", "next"}
+		}
+		for _, scenario := range scenarios {
 			for _, cut := range []string{"zero", "half"} {
 				t.Run(fmt.Sprintf("%v/%s/%s", spec.Kind, scenario, cut), func(t *testing.T) {
 					testTruncatedUnder(t, spec, scenario, cut)
@@ -203,6 +211,12 @@ func testTruncatedUnder(t *testing.T, spec ring.Spec, scenario, cut string) {
 			}
 		}
 		require.NoError(t, w.Close())
+	}
+	if spec.Kind == ring.Topic && scenario == "reserve" {
+		// Under Block, a publisher waits for its slowest subscriber: this one never reads.
+		sub, err := ring.Subscribe(t.Context(), seg, ring.SubscribeOptions{})
+		require.NoError(t, err)
+		t.Cleanup(func() { sub.Close() })
 	}
 	cfg := truncConfig{Dir: dir, Name: "cut", Scenario: scenario}
 	b, _ := json.Marshal(cfg)
