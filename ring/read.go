@@ -9,10 +9,11 @@ import (
 	"github.com/shmq/shmq/internal/fence"
 )
 
-// endDrain is deferred by Drain: it clears the callback mark (fn may have panicked while
-// marked), restores the goroutine's SetPanicOnFault setting and turns a fault in the
-// mapping into a truncation error (catch), then ends the operation.
-func (e *endpoint) endDrain(old bool, err *error) {
+// endGuarded is deferred by the operations that run under SetPanicOnFault whole (Read,
+// Drain), with the goroutine's previous setting: it clears the callback mark (Drain's fn
+// may have panicked while marked), restores the setting, turns a fault in the mapping into
+// a truncation error (catch), then ends the operation (leave): one deferred call for all.
+func (e *endpoint) endGuarded(old bool, err *error) {
 	fence.StoreRelease32(&e.inCallback, 0)
 	debug.SetPanicOnFault(old)
 	if v := recover(); v != nil || *err != nil {
@@ -94,8 +95,7 @@ func read(b borrower, ctx context.Context, dst []byte) (n int, typ uint32, err e
 	if err := b.enter(); err != nil {
 		return 0, 0, err
 	}
-	defer b.leave()
-	defer b.ep().catch(debug.SetPanicOnFault(true), &err)
+	defer b.ep().endGuarded(debug.SetPanicOnFault(true), &err) // and leave
 	rec, err := nextLocked(b, ctx)
 	if err != nil {
 		return 0, 0, err
@@ -134,7 +134,7 @@ func drain(b borrower, ctx context.Context, fn func(Record) error, max int) (n i
 	if err := b.enter(); err != nil {
 		return 0, err
 	}
-	defer b.ep().endDrain(debug.SetPanicOnFault(true), &err)
+	defer b.ep().endGuarded(debug.SetPanicOnFault(true), &err) // and leave
 	seen := 0
 	for max <= 0 || seen < max {
 		rec, err := b.tryNext()
