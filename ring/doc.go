@@ -32,7 +32,9 @@
 //
 // A waiter sleeps in the kernel (Futex, Adaptive) at most 100 ms at a time at first, to
 // check that the other side's processes live; after 200 ms idle it watches their deaths
-// instead (a pidfd each) and sleeps up to 30 s, woken by a publish, a new peer or a death;
+// instead (a pidfd each) and sleeps up to 30 s (an MPMC reader 10 s: it also repairs what
+// dead readers left, and their deaths do not wake it), woken by a publish, a new peer or a
+// death;
 // the idle waiters of a process wake together, on one 30 s grid. A death is reported about
 // 10 ms after the watch wakes the waiter (a second check confirms it).
 //

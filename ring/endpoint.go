@@ -150,7 +150,10 @@ func (e *endpoint) attach(seg *shm.Segment, kind shm.Kind, sd side, role shm.Rol
 		e.stats = newCounters(e.hdr, e.retiredBlock(), true)
 	}
 	e.wait = waiter{strategy: opts.Wait.normalized(), loc: loc, stop: &e.stop, stats: &e.stats,
-		watched: e.watchOtherSide, intact: e.intact, suspect: &e.suspect}
+		watched: e.watchOtherSide, intact: e.intact, suspect: &e.suspect, idle: idleSleep}
+	if kind == MPMC && sd == readerSide {
+		e.wait.idle = mpmcReaderIdleSleep
+	}
 	if role != 0 {
 		l, err := seg.AcquireRole(role)
 		if err != nil {

@@ -10,15 +10,21 @@ import (
 // sleep begun in the same period.
 func TestUntilIdleTick(t *testing.T) {
 	base := time.Now()
-	end := base.Add(untilIdleTick(base))
-	for _, d := range []time.Duration{0, time.Millisecond, time.Second, idleSleep / 2} {
-		now := base.Add(d)
-		got := untilIdleTick(now)
-		if got <= 0 || got > idleSleep {
-			t.Fatalf("untilIdleTick at +%v = %v, want (0, %v]", d, got, idleSleep)
+	for _, period := range []time.Duration{idleSleep, mpmcReaderIdleSleep} {
+		end := base.Add(untilIdleTick(base, period))
+		for _, d := range []time.Duration{0, time.Millisecond, time.Second, period / 2} {
+			now := base.Add(d)
+			got := untilIdleTick(now, period)
+			if got <= 0 || got > period {
+				t.Fatalf("untilIdleTick(+%v, %v) = %v, want (0, %v]", d, period, got, period)
+			}
+			if tick := now.Add(got); !tick.Equal(end) && !tick.Equal(end.Add(period)) {
+				t.Fatalf("a sleep begun at +%v ends at %v, not on the grid (%v, or one period later)", d, tick.Sub(base), end.Sub(base))
+			}
 		}
-		if tick := now.Add(got); !tick.Equal(end) && !tick.Equal(end.Add(idleSleep)) {
-			t.Fatalf("a sleep begun at +%v ends at %v, not on the grid (%v, or one period later)", d, tick.Sub(base), end.Sub(base))
-		}
+	}
+	// Every tick of idleSleep is a tick of the MPMC readers' grid too.
+	if long := base.Add(untilIdleTick(base, idleSleep)); untilIdleTick(long, mpmcReaderIdleSleep) != mpmcReaderIdleSleep {
+		t.Fatalf("the grids of %v and %v are not aligned", idleSleep, mpmcReaderIdleSleep)
 	}
 }

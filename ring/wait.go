@@ -224,6 +224,9 @@ type waiter struct {
 	// suspect, if set, is the endpoint's flag that the last liveness check found the other
 	// side dead: the next check, which confirms it, comes recheckInterval later.
 	suspect *bool
+	// idle is how long a watched idle sleep lasts at most: idleSleep, or
+	// mpmcReaderIdleSleep.
+	idle time.Duration
 }
 
 // An idle waiter whose peers' deaths are watched sleeps idleSleep at a time rather than
@@ -237,18 +240,24 @@ type waiter struct {
 const (
 	idleAfter = 2 * livenessInterval
 	idleSleep = 30 * time.Second
+	// mpmcReaderIdleSleep is an MPMC reader's: it also repairs what dead readers left (a
+	// record borrowed, to deliver again), and a reader's death does not wake it (only the
+	// other side's processes are watched), so it looks more often. A divisor of idleSleep:
+	// every idleSleep tick is one of its ticks too.
+	mpmcReaderIdleSleep = idleSleep / 3
 )
 
 // idleEpoch starts the process's grid of idle wake-ups, at a random phase: processes
 // started together do not all wake at once.
 var idleEpoch = time.Now().Add(-time.Duration(rand.Int64N(int64(idleSleep))))
 
-// untilIdleTick is how long an idle sleep that begins at now lasts: until the next tick of
-// a grid of idleSleep shared by the whole process, so that the idle waiters of a process
-// wake together, once per idleSleep, rather than each at its own moment: a wake-up of the
-// process (the Go runtime's own work around it included) is paid once for all of them.
-func untilIdleTick(now time.Time) time.Duration {
-	return idleSleep - now.Sub(idleEpoch)%idleSleep
+// untilIdleTick is how long an idle sleep of period (idleSleep, or a divisor of it) that
+// begins at now lasts: until the next tick of a grid shared by the whole process, so that
+// the idle waiters of a process wake together rather than each at its own moment: a
+// wake-up of the process (the Go runtime's own work around it included) is paid once for
+// all of them.
+func untilIdleTick(now time.Time, period time.Duration) time.Duration {
+	return period - now.Sub(idleEpoch)%period
 }
 
 // await returns nil once ready() holds. It returns ErrClosed after the endpoint's Close,
@@ -306,7 +315,7 @@ func (w *waiter) await(ctx context.Context, ev event, ready func() bool, check f
 		if w.suspect != nil && *w.suspect {
 			timeout = max(nextCheck.Sub(now), time.Microsecond) // sleep until the confirming check
 		} else if w.watched != nil && w.strategy.mode != modeSleep && now.Sub(start) >= idleAfter && w.watched() {
-			timeout = untilIdleTick(now)
+			timeout = untilIdleTick(now, w.idle)
 		}
 		if dl, ok := ctx.Deadline(); ok {
 			timeout = min(timeout, max(time.Until(dl), time.Microsecond))
