@@ -343,7 +343,12 @@ func (e *endpoint) closeShared(finish func()) (err error) {
 		finish()
 	}
 	e.stats.retire(e.hdr, e.retiredBlock())
+	closing := layout.Uint32(e.pw, pwClosing)
 	if e.opened {
+		// Marked closing from here until the stream is ended or another writer found live:
+		// a reader that finds no writer counted meanwhile sees a live process closing one,
+		// which is no death (sidePeers).
+		atomic.AddUint32(closing, 1)
 		// Before uncounting, so that a reader does not see the stream open with no live
 		// writer while the last one is still deciding to end it (that looks like a death).
 		e.endStream(true)
@@ -353,6 +358,7 @@ func (e *endpoint) closeShared(finish func()) (err error) {
 	}
 	if e.opened {
 		e.endStream(false) // writers closing at once each saw the other: the last one out ends it
+		atomic.AddUint32(closing, ^uint32(0))
 	}
 	return nil
 }
