@@ -60,7 +60,7 @@
 // exposed, and killed by SIGBUS if the pages they touch are gone: the single-record fast
 // paths (TryReserve, TryWrite, Commit, Abort, TryNext, Release, Reject, Ready, and Reserve,
 // Write or Next when they need not wait), which a guard would slow as it slows Read (one
-// per call: +9-21% CPU time for a 64-byte record on the project's VM); a caller's
+// per call: +10-21% CPU time for a 64-byte record on the project's VM); a caller's
 // own use of a reserved slice or of a borrowed Record outside Drain's callback; and a
 // topic publisher's wait for its lock. A program that must survive a truncation anywhere runs the
 // goroutine that uses its endpoints under debug.SetPanicOnFault(true) (set once: nothing

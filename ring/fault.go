@@ -11,7 +11,7 @@ import (
 // the pages past the file's new end are gone, and touching one faults (SIGBUS), which
 // kills the process unless the goroutine runs with debug.SetPanicOnFault, which turns the
 // fault into a panic that a deferred recover can turn into an error. The setting is per
-// goroutine and costs a call to set and one to restore, a few ns with the recover: +9-21%
+// goroutine and costs a call to set and one to restore, a few ns with the recover: +10-21%
 // CPU time for a Read of a 64-byte record (BenchmarkHotSPSCRead64 against the build
 // without it), too much for the calls that move one record in 50 to 60 ns. So it is paid
 // where a call already pays more:
