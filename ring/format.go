@@ -101,11 +101,15 @@ func cellOffset(i int) int { return offCells + (i%cellLines)*blockSize + (i/cell
 // Peer words: the ring's part of each peer entry (shm.Peer.Words), one entry per process
 // and segment, shared by every endpoint that process has on the ring.
 const (
-	pwWriters     = 0                            // uint32: open writer endpoints of this process
-	pwReaders     = 4                            // uint32: open reader endpoints of this process
-	pwWriterCtrs  = 8                            // writer counters, numCounters uint64s
-	pwReaderCtrs  = pwWriterCtrs + numCounters*8 // reader counters
-	peerWordsUsed = pwReaderCtrs + numCounters*8
+	pwWriters    = 0                            // uint32: open writer endpoints of this process
+	pwReaders    = 4                            // uint32: open reader endpoints of this process
+	pwWriterCtrs = 8                            // writer counters, numCounters uint64s
+	pwReaderCtrs = pwWriterCtrs + numCounters*8 // reader counters
+	// pwClosing (uint32) counts the writer endpoints of this process that are closing: from
+	// before their Close first looks for other live writers until after it has ended the
+	// stream or found that another writer lives. Zero in a process of an older build.
+	pwClosing     = pwReaderCtrs + numCounters*8
+	peerWordsUsed = pwClosing + 8
 )
 
 // Counter indexes, in the peer words and in the retired blocks.

@@ -3,6 +3,7 @@ package ring
 import (
 	"context"
 	"fmt"
+	"runtime/debug"
 	"sync/atomic"
 	"time"
 
@@ -28,17 +29,20 @@ func (m *mpmcRing) attachMPMC(seg *shm.Segment, sd side, opts Options, closer fu
 	m.mpmcSlots = mpmcSlots{mem: m.endpoint.data, slots: m.geo.slots, slotSize: m.geo.slotSize}
 	m.maxMsg = int(m.slotSize - slotHeader)
 	m.writePos, m.readPos = m.u64(offWritePos), m.u64(offReadPos)
-	if wp, rp, bad := m.impossiblePositions(); bad {
-		return m.finishAttach(fmt.Errorf("%w: write position %d, read position %d, %d slots", ErrCorrupt, wp, rp, m.slots), nil)
-	}
-	role := uint32(cellWriter)
-	if sd == readerSide {
-		role = cellReader
-	}
-	c, err := m.takeCell(role)
-	if err == nil {
-		m.cell, m.hasCell = c, true
-	}
+	err := m.guarded(func() error {
+		if wp, rp, bad := m.impossiblePositions(); bad {
+			return fmt.Errorf("%w: write position %d, read position %d, %d slots", ErrCorrupt, wp, rp, m.slots)
+		}
+		role := uint32(cellWriter)
+		if sd == readerSide {
+			role = cellReader
+		}
+		c, err := m.takeCell(role)
+		if err == nil {
+			m.cell, m.hasCell = c, true
+		}
+		return err
+	})
 	var open func()
 	if sd == writerSide {
 		open = m.openStream
@@ -159,16 +163,27 @@ func (w *MPMCWriter) Reserve(ctx context.Context, typ uint32, n int) ([]byte, er
 		return nil, err
 	}
 	defer w.leave()
+	p, err := w.tryReserve(typ, n)
+	if err != ErrFull {
+		return p, err
+	}
+	return w.reserveSlow(ctx, typ, n)
+}
+
+// reserveSlow is Reserve once the ring was found full: it commits what is reserved, waits
+// and reserves, under SetPanicOnFault (see fault.go).
+func (w *MPMCWriter) reserveSlow(ctx context.Context, typ uint32, n int) (p []byte, err error) {
+	defer w.catch(debug.SetPanicOnFault(true), &err)
 	for {
-		p, err := w.tryReserve(typ, n)
-		if err != ErrFull {
-			return p, err
-		}
 		if len(w.pending) > 0 {
 			w.commit()
 		}
 		if err := w.awaitRoom(ctx); err != nil {
 			return nil, err
+		}
+		p, err := w.tryReserve(typ, n)
+		if err != ErrFull {
+			return p, err
 		}
 	}
 }
@@ -183,18 +198,32 @@ func (w *MPMCWriter) ReserveBatch(ctx context.Context, typ uint32, n, count int,
 		return dst, err
 	}
 	defer w.leave()
+	got, err := w.tryReserveBatch(typ, n, count, &dst)
+	if err != ErrFull || got > 0 || count <= 0 {
+		if err == ErrFull {
+			err = nil
+		}
+		return dst, err
+	}
+	return w.reserveBatchSlow(ctx, typ, n, count, dst)
+}
+
+// reserveBatchSlow is ReserveBatch once the ring was found full: it commits what is
+// reserved, waits and reserves, under SetPanicOnFault (see fault.go).
+func (w *MPMCWriter) reserveBatchSlow(ctx context.Context, typ uint32, n, count int, dst [][]byte) (_ [][]byte, err error) {
+	defer w.catch(debug.SetPanicOnFault(true), &err)
 	for {
-		got, err := w.tryReserveBatch(typ, n, count, &dst)
-		if err != ErrFull {
-			return dst, err
-		}
-		if got > 0 || count <= 0 {
-			return dst, nil
-		}
 		if len(w.pending) > 0 {
 			w.commit()
 		}
 		if err := w.awaitRoom(ctx); err != nil {
+			return dst, err
+		}
+		got, err := w.tryReserveBatch(typ, n, count, &dst)
+		if err != ErrFull || got > 0 {
+			if err == ErrFull {
+				err = nil
+			}
 			return dst, err
 		}
 	}
@@ -274,7 +303,7 @@ func (w *MPMCWriter) awaitRoom(ctx context.Context) error {
 // readers. It returns ErrNotReserved if nothing is reserved.
 func (w *MPMCWriter) Commit() error {
 	if err := w.enter(); err != nil {
-		w.afterClose(nil)
+		w.afterClose(w.forgetPending)
 		return err
 	}
 	defer w.leave()
@@ -308,7 +337,7 @@ func (w *MPMCWriter) commit() {
 // skips, which readers pass over.
 func (w *MPMCWriter) Abort() {
 	if w.enter() != nil {
-		w.afterClose(nil)
+		w.afterClose(w.forgetPending)
 		return
 	}
 	defer w.leave()
@@ -342,17 +371,33 @@ func (w *MPMCWriter) Write(ctx context.Context, typ uint32, p []byte) error {
 	if len(w.pending) > 0 {
 		return ErrPending
 	}
+	if err := w.writeOnce(typ, p); err != ErrFull {
+		return err
+	}
+	return w.writeSlow(ctx, typ, p)
+}
+
+// writeOnce copies p into one record of type typ and publishes it, if it fits now: ErrFull
+// if not.
+func (w *MPMCWriter) writeOnce(typ uint32, p []byte) error {
+	buf, err := w.tryReserve(typ, len(p))
+	if err != nil {
+		return err
+	}
+	copy(buf, p)
+	w.commit()
+	return nil
+}
+
+// writeSlow is Write once the ring was found full: it waits and writes, under
+// SetPanicOnFault (see fault.go).
+func (w *MPMCWriter) writeSlow(ctx context.Context, typ uint32, p []byte) (err error) {
+	defer w.catch(debug.SetPanicOnFault(true), &err)
 	for {
-		buf, err := w.tryReserve(typ, len(p))
-		if err == nil {
-			copy(buf, p)
-			w.commit()
-			return nil
-		}
-		if err != ErrFull {
+		if err := w.awaitRoom(ctx); err != nil {
 			return err
 		}
-		if err := w.awaitRoom(ctx); err != nil {
+		if err := w.writeOnce(typ, p); err != ErrFull {
 			return err
 		}
 	}
@@ -382,6 +427,10 @@ func (w *MPMCWriter) Disarm() { w.disarm() }
 // again. Close wakes a blocked call of this writer. It is safe from any goroutine, any
 // number of times.
 func (w *MPMCWriter) Close() error { return w.closeMPMC(w.skipPending) }
+
+// forgetPending drops the Go-side record of what was reserved (a broken or closed writer:
+// nothing is published or skipped).
+func (w *MPMCWriter) forgetPending() { w.pending, w.pendingLen = w.pending[:0], 0 }
 
 func (w *MPMCWriter) skipPending() {
 	for _, pos := range w.pending {

@@ -74,7 +74,12 @@ type view struct {
 	data []byte
 }
 
+// newView also checks the file's size: a view of a truncated segment is an error wrapping
+// shm.ErrTruncated, whether or not the part it reads is gone.
 func newView(seg *shm.Segment) (view, error) {
+	if err := seg.Intact(); isTruncated(err) {
+		return view{}, err
+	}
 	d := seg.Descriptor()
 	geo, err := parseGeometry(d)
 	if err != nil {
@@ -176,6 +181,10 @@ func ReadStats(seg *shm.Segment) (_ Stats, err error) {
 // PeerEndpoints reports how many writer and reader endpoints the process of peer entry i
 // has attached to the ring of seg (as its peer words say: a dead process's last counts).
 func PeerEndpoints(seg *shm.Segment, i int) (writers, readers int, err error) {
+	defer viewFaults(seg, &err)()
+	if err := seg.Intact(); isTruncated(err) {
+		return 0, 0, err
+	}
 	words, err := seg.PeerWords(i)
 	if err != nil {
 		return 0, 0, err
