@@ -31,7 +31,7 @@ type benchRig struct {
 	envBytes int
 }
 
-func newBenchRig(b *testing.B, bridged bool) *benchRig {
+func newBenchRig(b *testing.B, bridged bool, wait ring.Wait) *benchRig {
 	r := &benchRig{ns: startNATS(b)}
 	var err error
 	r.nc, err = nats.Connect(r.ns.url())
@@ -44,7 +44,7 @@ func newBenchRig(b *testing.B, bridged bool) *benchRig {
 	tp, err := topic.Open("bench", topic.Config{Policy: ring.Block, Slots: 4096, MaxMessage: 240}, shm.Options{Dir: dir})
 	require.NoError(b, err)
 	b.Cleanup(func() { tp.Close() })
-	br, err := bridge.New(bridge.Config{Name: "bench", URL: r.ns.url(), Dir: dir, Out: []bridge.Route{{Topic: "bench", Subject: benchSubject}}})
+	br, err := bridge.New(bridge.Config{Name: "bench", URL: r.ns.url(), Dir: dir, Wait: wait, Out: []bridge.Route{{Topic: "bench", Subject: benchSubject}}})
 	require.NoError(b, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -107,7 +107,7 @@ func (r *benchRig) send(b *testing.B, now time.Time) {
 func BenchmarkBridgeThroughput(b *testing.B) {
 	for _, bridged := range []bool{false, true} {
 		b.Run(map[bool]string{false: "nats", true: "bridged"}[bridged], func(b *testing.B) {
-			r := newBenchRig(b, bridged)
+			r := newBenchRig(b, bridged, ring.Wait{})
 			base := r.inMsgs()
 			start := time.Now()
 			for b.Loop() {
@@ -130,11 +130,16 @@ func BenchmarkBridgeThroughput(b *testing.B) {
 }
 
 // BenchmarkBridgeLatency sends one 64-byte message every 200 µs and reports the one-way
-// latency to a nats.go subscriber in the same process, straight and through the bridge.
+// latency to a nats.go subscriber in the same process, straight and through the bridge
+// (its topic subscription waiting adaptively, and spinning).
 func BenchmarkBridgeLatency(b *testing.B) {
-	for _, bridged := range []bool{false, true} {
-		b.Run(map[bool]string{false: "nats", true: "bridged"}[bridged], func(b *testing.B) {
-			r := newBenchRig(b, bridged)
+	for _, c := range []struct {
+		name    string
+		bridged bool
+		wait    ring.Wait
+	}{{"nats", false, ring.Wait{}}, {"bridged", true, ring.Wait{}}, {"bridged-spin", true, ring.Spin()}} {
+		b.Run(c.name, func(b *testing.B) {
+			r := newBenchRig(b, c.bridged, c.wait)
 			sc, err := nats.Connect(r.ns.url())
 			require.NoError(b, err)
 			defer sc.Close()

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shmq/shmq/ring"
 	"github.com/shmq/shmq/shm"
 	"github.com/shmq/shmq/topic"
 )
@@ -51,6 +52,10 @@ type Config struct {
 	// message before it delivers it again (to this bridge after a restart). Default 5 s; a
 	// message stays unacknowledged while its local topic is full.
 	AckWait time.Duration
+	// Wait is how the bridge's topic subscriptions and publishers wait (ring.Options.Wait):
+	// the default, adaptive, spins briefly and then sleeps in the kernel; ring.Spin() keeps
+	// a core busy and takes the kernel's wake-up out of the added latency.
+	Wait ring.Wait
 	// Seen is how many ids of messages it wrote into each local topic an inbound reliable
 	// route remembers, and reads back from the topic's history when it starts, to drop
 	// messages JetStream delivers again. Default 65,536.

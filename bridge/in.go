@@ -22,7 +22,7 @@ func (b *Bridge) inBestEffort(ctx context.Context, nc *nats.Conn, r Route, c *co
 		return err
 	}
 	defer t.Close()
-	pub, err := t.Publisher(ring.Options{})
+	pub, err := t.Publisher(ring.Options{Wait: b.cfg.Wait})
 	if err != nil {
 		return fmt.Errorf("bridge: publisher %s: %w", r.Topic, err)
 	}
@@ -104,7 +104,7 @@ func (b *Bridge) inReliable(ctx context.Context, js jetstream.JetStream, r Route
 	if err := b.loadSeen(ctx, t, seen); err != nil {
 		return err
 	}
-	pub, err := t.Publisher(ring.Options{})
+	pub, err := t.Publisher(ring.Options{Wait: b.cfg.Wait})
 	if err != nil {
 		return fmt.Errorf("bridge: publisher %s: %w", r.Topic, err)
 	}

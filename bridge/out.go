@@ -32,7 +32,7 @@ func (b *Bridge) outBestEffort(ctx context.Context, nc *nats.Conn, r Route, c *c
 		return err
 	}
 	defer t.Close()
-	sub, err := t.Subscribe(ctx, ring.SubscribeOptions{Start: ring.FromLatest})
+	sub, err := t.Subscribe(ctx, ring.SubscribeOptions{Start: ring.FromLatest, Wait: b.cfg.Wait})
 	if err != nil {
 		return fmt.Errorf("bridge: subscribe %s: %w", r.Topic, err)
 	}
@@ -80,7 +80,7 @@ func (b *Bridge) outReliable(ctx context.Context, js jetstream.JetStream, r Rout
 	out := &outMsgs{subject: r.Subject, origin: b.cfg.Name}
 	futs := make([]jetstream.PubAckFuture, 0, b.cfg.Window)
 	for ctx.Err() == nil {
-		sub, err := t.Subscribe(ctx, ring.SubscribeOptions{Name: name, Start: ring.FromOldest})
+		sub, err := t.Subscribe(ctx, ring.SubscribeOptions{Name: name, Start: ring.FromOldest, Wait: b.cfg.Wait})
 		if errors.Is(err, ring.ErrBusy) { // an earlier run's subscriber is still closing
 			pause(ctx, b.cfg.RetryWait)
 			continue
