@@ -3,6 +3,7 @@ package ring
 import (
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -85,17 +86,27 @@ type endpoint struct {
 	counted    bool // the endpoint is counted in the process's peer words (attached in full)
 	suspect    bool // the last liveness check found the other side dead (otherSideDead)
 	opened     bool // this writer opened (or joined) the stream: its Close may end it
-	closed     atomic.Bool
-	pinned     bool        // the endpoint holds its pin on the segment
-	holds      func() bool // records borrowed (reader) or reserved (writer) right now
-	closeOnce  sync.Once
-	closeErr   error
-	closer     func() error // the kind's Close, run when the segment closes
-	unhook     func()
-	armed      bool // an event loop armed this endpoint's wake-up word (Arm)
+	// stop is non-zero once the endpoint stops: stopClosed when Close began, stopBroken
+	// when a call found the segment truncated (brokenErr, written before the bit). One load
+	// in enter tells both.
+	stop      atomic.Uint32
+	brokenErr error
+	pinned    bool        // the endpoint holds its pin on the segment
+	holds     func() bool // records borrowed (reader) or reserved (writer) right now
+	closeOnce sync.Once
+	closeErr  error
+	closer    func() error // the kind's Close, run when the segment closes
+	unhook    func()
+	armed     bool // an event loop armed this endpoint's wake-up word (Arm)
 	// watches are the death watches of the other side's processes (watchOtherSide), by pid:
 	// the endpoint's goroutine sets them up, close cancels them.
-	watches map[int]func()
+	watches map[int]*deathWatch
+}
+
+// deathWatch is one death watch of a process on the other side.
+type deathWatch struct {
+	cancel func()
+	fired  atomic.Bool // the process died: the watch is spent
 }
 
 // attach checks the segment, takes the exclusive role if there is one and counts the
@@ -138,7 +149,11 @@ func (e *endpoint) attach(seg *shm.Segment, kind shm.Kind, sd side, role shm.Rol
 	} else {
 		e.stats = newCounters(e.hdr, e.retiredBlock(), true)
 	}
-	e.wait = waiter{strategy: opts.Wait.normalized(), loc: loc, closed: &e.closed, stats: &e.stats, watched: e.watchOtherSide}
+	e.wait = waiter{strategy: opts.Wait.normalized(), loc: loc, stop: &e.stop, stats: &e.stats,
+		watched: e.watchOtherSide, intact: e.intact, suspect: &e.suspect, idle: idleSleep}
+	if kind == MPMC && sd == readerSide {
+		e.wait.idle = mpmcReaderIdleSleep
+	}
 	if role != 0 {
 		l, err := seg.AcquireRole(role)
 		if err != nil {
@@ -181,14 +196,24 @@ func (e *endpoint) finishAttach(err error, open func()) error {
 			e.seg.Unpin()
 		}
 	}
+	if err == nil {
+		err = e.countIn(open)
+	}
 	if err != nil {
 		fence.StoreRelease32(&e.busy, 0)
 		_ = e.closer() // unpins
 		return err
 	}
-	// Counted only now, so that an endpoint that fails to attach never counted as live
-	// (and never has to end a stream for it). The count is read by the other side's
-	// liveness checks and, for writers, by endStream.
+	fence.StoreRelease32(&e.busy, 0)
+	return nil
+}
+
+// countIn counts the endpoint in its process's peer words and runs open, under
+// SetPanicOnFault (a truncated file is an error). Counted only now, so that an endpoint
+// that fails to attach never counted as live (and never has to end a stream for it). The
+// count is read by the other side's liveness checks and, for writers, by endStream.
+func (e *endpoint) countIn(open func()) (err error) {
+	defer e.catchQuiet(debug.SetPanicOnFault(true), &err)
 	e.forgetDeadPeers()
 	atomic.AddUint32(layout.Uint32(e.pw, e.side.countWord()), 1)
 	e.counted = true
@@ -196,8 +221,14 @@ func (e *endpoint) finishAttach(err error, open func()) error {
 	if open != nil {
 		open()
 	}
-	fence.StoreRelease32(&e.busy, 0)
 	return nil
+}
+
+// guarded runs fn, a constructor's reads of the shared state between attach and
+// finishAttach, under SetPanicOnFault: a truncated file is an error.
+func (e *endpoint) guarded(fn func() error) (err error) {
+	defer e.catchQuiet(debug.SetPanicOnFault(true), &err)
+	return fn()
 }
 
 func sideName(s side) string {
@@ -207,17 +238,29 @@ func sideName(s side) string {
 	return "reader"
 }
 
-// enter starts an operation; it fails with ErrClosed after Close. The busy store pairs with
-// the load in close, ordered by fence.Heavy there: either close sees the operation, or the
-// operation sees closed.
+// enter starts an operation; it fails with ErrClosed after Close, and with the truncation
+// error once the endpoint is broken (see fault.go). The busy store pairs with the load in
+// close, ordered by fence.Heavy there: either close sees the operation, or the operation
+// sees the stop.
 func (e *endpoint) enter() error {
 	fence.StoreRelease32(&e.busy, 1)
-	if e.closed.Load() {
+	if s := e.stop.Load(); s != 0 {
 		fence.StoreRelease32(&e.busy, 0)
-		return ErrClosed
+		return e.stopped(s)
 	}
 	return nil
 }
+
+// stopped is enter's error for the stop bits s.
+func (e *endpoint) stopped(s uint32) error {
+	if s&stopClosed == 0 {
+		return e.brokenErr
+	}
+	return ErrClosed
+}
+
+// isClosed reports whether Close began.
+func (e *endpoint) isClosed() bool { return e.stop.Load()&stopClosed != 0 }
 
 // leave ends an operation: its accesses to shared memory happen before the store.
 func (e *endpoint) leave() { fence.StoreRelease32(&e.busy, 0) }
@@ -226,8 +269,16 @@ func (e *endpoint) leave() { fence.StoreRelease32(&e.busy, 0) }
 // holds (Release, Reject, Commit, Abort after Close): it waits until Close has finished,
 // runs forget (which drops the Go-side record of what was held), then gives back the
 // endpoint's pin, which Close kept while records were borrowed or reserved. It touches no
-// shared memory.
+// shared memory. On an endpoint that is broken (its segment was truncated) but not closed,
+// it only runs forget: what was held is given back, Go-side (the ring is gone), so that
+// Close need not keep the mapping for it.
 func (e *endpoint) afterClose(forget func()) {
+	if !e.isClosed() {
+		if forget != nil {
+			forget()
+		}
+		return
+	}
 	_ = e.closer() // returns once the first Close is done
 	if forget != nil {
 		forget()
@@ -241,10 +292,14 @@ func (e *endpoint) afterClose(forget func()) {
 // close is Close's common part. The first call does the work; every other call, from any
 // goroutine, waits for it and returns the same error. finish runs with the endpoint stopped
 // and before it is uncounted (a writer publishes or skips what it reserved there).
+//
+// What it writes to the mapping runs under SetPanicOnFault (closeShared): if the file was
+// truncated, Close still gives up the role, the pin and its place in the process, and
+// returns an error wrapping shm.ErrTruncated.
 func (e *endpoint) close(finish func()) error {
 	e.closeOnce.Do(func() {
 		var held bool
-		e.closed.Store(true)
+		e.stop.Or(stopClosed)
 		fence.Heavy()
 		defer func() {
 			if e.pinned && !held {
@@ -253,44 +308,60 @@ func (e *endpoint) close(finish func()) error {
 			}
 		}()
 		for atomic.LoadUint32(&e.busy) != 0 && atomic.LoadUint32(&e.inCallback) == 0 {
-			e.dataEvent().wakeAll() // a blocked call of this endpoint returns ErrClosed
-			e.spaceEvent().wakeAll()
+			e.dataEvent().wakeAllGuarded() // a blocked call of this endpoint returns ErrClosed
+			e.spaceEvent().wakeAllGuarded()
 			time.Sleep(20 * time.Microsecond)
 		}
 		e.wait.release() // a context's wake-up never touches the mapping again
-		for pid, cancel := range e.watches {
-			cancel() // returns once a death callback running now is done with the mapping
+		for pid, w := range e.watches {
+			w.cancel() // returns once a death callback running now is done with the mapping
 			delete(e.watches, pid)
 		}
 		held = e.holds() // records handed out stay mapped until given back (afterClose)
-		if e.armed {
-			e.armed = false
-			e.loc.unmark(e.ownEvent())
-			e.ownEvent().wakeAll() // an event loop asleep on the armed word learns of the Close
-		}
-		if finish != nil {
-			finish()
-		}
-		e.stats.retire(e.hdr, e.retiredBlock())
-		if e.opened {
-			// Before uncounting, so that a reader does not see the stream open with no live
-			// writer while the last one is still deciding to end it (that looks like a death).
-			e.endStream(true)
-		}
-		if e.counted {
-			atomic.AddUint32(layout.Uint32(e.pw, e.side.countWord()), ^uint32(0))
-		}
-		if e.opened {
-			e.endStream(false) // writers closing at once each saw the other: the last one out ends it
-		}
+		e.closeErr = e.closeShared(finish)
 		if e.role != nil {
-			e.closeErr = e.role.Release()
+			if err := e.role.Release(); e.closeErr == nil {
+				e.closeErr = err
+			}
 		}
 		e.unhook()
 		e.loc.leaveSide(e)
 		e.loc.release()
 	})
 	return e.closeErr
+}
+
+// closeShared is what close writes to the shared memory, under SetPanicOnFault: a fault
+// (the file was truncated) ends it with the error.
+func (e *endpoint) closeShared(finish func()) (err error) {
+	defer e.catchQuiet(debug.SetPanicOnFault(true), &err)
+	if e.armed {
+		e.armed = false
+		e.loc.unmark(e.ownEvent())
+		e.ownEvent().wakeAll() // an event loop asleep on the armed word learns of the Close
+	}
+	if finish != nil {
+		finish()
+	}
+	e.stats.retire(e.hdr, e.retiredBlock())
+	closing := layout.Uint32(e.pw, pwClosing)
+	if e.opened {
+		// Marked closing from here until the stream is ended or another writer found live:
+		// a reader that finds no writer counted meanwhile sees a live process closing one,
+		// which is no death (sidePeers).
+		atomic.AddUint32(closing, 1)
+		// Before uncounting, so that a reader does not see the stream open with no live
+		// writer while the last one is still deciding to end it (that looks like a death).
+		e.endStream(true)
+	}
+	if e.counted {
+		atomic.AddUint32(layout.Uint32(e.pw, e.side.countWord()), ^uint32(0))
+	}
+	if e.opened {
+		e.endStream(false) // writers closing at once each saw the other: the last one out ends it
+		atomic.AddUint32(closing, ^uint32(0))
+	}
+	return nil
 }
 
 // retiredBlock is the offset of the side's counter pool in the kind header.
@@ -331,34 +402,26 @@ func (e *endpoint) watchOtherSide() bool {
 	if e.side == readerSide {
 		other = writerSide
 	}
-	listed := func() (map[int]int, bool) { // pid by entry index of the other side's live processes
-		pids := map[int]int{}
-		ok := true
-		err := e.sideCounts(other, func(alive bool, index int, count *uint32) {
-			if atomic.LoadUint32(count) == 0 {
-				return
-			}
-			if !alive {
-				ok = false
-			}
-			pids[index] = -1
-		})
-		if err != nil || !ok {
-			return nil, false
-		}
+	// listed lists the other side's live processes by entry index (their pids), with one
+	// listing of the peer table; false if one of them is dead or the table cannot be read.
+	listed := func() (map[int]int, bool) {
 		peers, err := e.seg.Peers()
 		if err != nil {
 			return nil, false
 		}
+		pids := map[int]int{}
 		for _, p := range peers {
-			if _, ok := pids[p.Index]; ok && p.Alive {
-				pids[p.Index] = p.PID
-			}
-		}
-		for _, pid := range pids {
-			if pid <= 0 {
+			words, err := e.seg.PeerWords(p.Index)
+			if err != nil {
 				return nil, false
 			}
+			if atomic.LoadUint32(layout.Uint32(words, other.countWord())) == 0 {
+				continue
+			}
+			if !p.Alive || p.PID <= 0 {
+				return nil, false
+			}
+			pids[p.Index] = p.PID
 		}
 		return pids, true
 	}
@@ -367,29 +430,43 @@ func (e *endpoint) watchOtherSide() bool {
 		return false
 	}
 	if e.watches == nil {
-		e.watches = map[int]func(){}
+		e.watches = map[int]*deathWatch{}
 	}
 	want := map[int]bool{}
 	own := e.ownEvent()
+	added := false
 	for _, pid := range before {
 		want[pid] = true
-		if _, ok := e.watches[pid]; ok {
-			continue
+		if w, ok := e.watches[pid]; ok {
+			if !w.fired.Load() {
+				continue
+			}
+			w.cancel() // spent: its process died, and the pid names another one now
 		}
-		cancel, err := deathwatch.Watch(pid, own.wakeAll)
+		w := &deathWatch{}
+		cancel, err := deathwatch.Watch(pid, func() { w.fired.Store(true); own.wakeAllGuarded() })
 		if err != nil {
+			delete(e.watches, pid)
 			return false
 		}
-		e.watches[pid] = cancel
+		w.cancel = cancel
+		e.watches[pid] = w
+		added = true
 	}
-	for pid, cancel := range e.watches {
+	for pid, w := range e.watches {
 		if !want[pid] {
-			cancel()
+			w.cancel()
 			delete(e.watches, pid)
 		}
 	}
-	// A pid names the process only while it runs: listed again after the watches began,
-	// each entry still held by the same pid means each watch is on the right process.
+	if !added {
+		// Every watch was in place before this listing: each is on the process it was set
+		// up for (a pidfd names its process for good), and that process was listed alive
+		// just now, so the watches cover the other side.
+		return true
+	}
+	// A pid names the process only while it runs: listed again after the new watches
+	// began, each entry still held by the same pid means each watch is on the right process.
 	after, ok := listed()
 	if !ok || len(after) != len(before) {
 		return false
@@ -454,11 +531,12 @@ type Wake struct {
 
 // arm marks this process asleep on the endpoint's event so the other side wakes it, then
 // checks ready: when ready already holds it unmarks and returns false (do not sleep).
-func (e *endpoint) arm(ready func() bool) (Wake, bool, error) {
+func (e *endpoint) arm(ready func() bool) (_ Wake, _ bool, err error) {
 	if err := e.enter(); err != nil {
 		return Wake{}, false, err
 	}
 	defer e.leave()
+	defer e.catch(debug.SetPanicOnFault(true), &err)
 	ev := e.ownEvent()
 	v := atomic.LoadUint32(ev.seq) // before the mark, as in waiter.sleep
 	if !e.armed {
@@ -479,6 +557,8 @@ func (e *endpoint) disarm() {
 		return
 	}
 	defer e.leave()
+	var err error // a truncation breaks the endpoint: its next call says so
+	defer e.catch(debug.SetPanicOnFault(true), &err)
 	if e.armed {
 		e.armed = false
 		e.loc.unmark(e.ownEvent())

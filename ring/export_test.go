@@ -1,6 +1,8 @@
 package ring
 
 import (
+	"encoding/binary"
+	"fmt"
 	"sync/atomic"
 
 	"github.com/shmq/shmq/internal/layout"
@@ -56,7 +58,7 @@ func SetMPMCPositions(seg *shm.Segment, pos uint64) {
 func CellsInUse(seg *shm.Segment) int {
 	n := 0
 	for i := 0; i < numCells; i++ {
-		if atomic.LoadUint32(layout.Uint32(kindHeader(seg), offCells+i*cellSize+cellOwner)) != 0 {
+		if !isFree(atomic.LoadUint32(layout.Uint32(kindHeader(seg), offCells+i*cellSize+cellOwner))) {
 			n++
 		}
 	}
@@ -84,7 +86,7 @@ func cellOfPeer(seg *shm.Segment, idx int, role uint32) int {
 	h := kindHeader(seg)
 	for i := 0; i < numCells; i++ {
 		off := cellOffset(i)
-		if atomic.LoadUint32(layout.Uint32(h, off+cellOwner)) == uint32(idx+1) &&
+		if ownerIndex(atomic.LoadUint32(layout.Uint32(h, off+cellOwner))) == idx &&
 			atomic.LoadUint32(layout.Uint32(h, off+cellRole))&cellRoleMask == role {
 			return off
 		}
@@ -112,4 +114,119 @@ func SetSkipClaimOfPeer(seg *shm.Segment, idx int, pos uint64) bool {
 	atomic.StoreUint32(layout.Uint32(h, off+cellRole), cellReader|cellFlagSkip)
 	atomic.StoreUint64(layout.Uint64(h, off+cellClaim), pos+1)
 	return true
+}
+
+// RepairPoint names a moment of MPMC repair at which a test may hold a repairer.
+type RepairPoint = repairPoint
+
+// The repair points (see repair_hook.go).
+const (
+	RepairDeadScanned  = repairDeadScanned
+	RepairSkipDecided  = repairSkipDecided
+	RepairOnDeath      = repairOnDeath
+	RepairStallWatched = repairStallWatched
+)
+
+// SetRepairHook sets the function MPMC repair calls at each RepairPoint (nil for none).
+// Call it before any endpoint attaches.
+func SetRepairHook(fn func(RepairPoint)) { repairHook = fn }
+
+// ForgeWriterClaim stores in w's claim cell what tryReserve stores right before its CAS on
+// the write position, which is what a writer killed at that instant leaves. It returns the
+// claim.
+func ForgeWriterClaim(w *MPMCWriter) uint64 {
+	c := atomic.LoadUint64(w.writePos) + 1
+	atomic.StoreUint64(w.cell.claim, c)
+	return c
+}
+
+// ForgeReaderClaim stores in r's claim cell what tryNext stores right before its CAS on the
+// read position, which is what a reader killed at that instant leaves, and returns it: the
+// claim of the position the read position names; or, with held, the claim of a record
+// another reader holds now (if there is one), as a reader leaves it whose CAS lost to that
+// reader and who died before it cleared its claim.
+func ForgeReaderClaim(r *MPMCReader, held bool) uint64 {
+	c := atomic.LoadUint64(r.readPos) + 1
+	if held {
+		for i := 0; i < numCells; i++ {
+			o := r.cellAt(i)
+			rf := atomic.LoadUint32(o.role)
+			if cl := atomic.LoadUint64(o.claim); o.claim != r.cell.claim && rf == cellReader && cl != 0 {
+				c = cl
+				break
+			}
+		}
+	}
+	atomic.StoreUint64(r.cell.claim, c)
+	return c
+}
+
+// Cell is one claim cell in use, as Cells reads it.
+type Cell struct {
+	Index int    // the cell's number
+	Owner int    // the owner's peer-table index
+	Role  uint32 // 1 writer, 2 reader
+	Claim uint64 // position + 1, 0 for none
+}
+
+// Cells lists the claim cells that have an owner.
+func Cells(seg *shm.Segment) []Cell {
+	h := kindHeader(seg)
+	var out []Cell
+	for i := 0; i < numCells; i++ {
+		off := cellOffset(i)
+		o := atomic.LoadUint32(layout.Uint32(h, off+cellOwner))
+		if isFree(o) {
+			continue
+		}
+		out = append(out, Cell{Index: i, Owner: ownerIndex(o),
+			Role: atomic.LoadUint32(layout.Uint32(h, off+cellRole)) & cellRoleMask, Claim: atomic.LoadUint64(layout.Uint64(h, off+cellClaim))})
+	}
+	return out
+}
+
+// CheckMPMCIdle checks the words of an MPMC ring whose messages were all read and whose
+// endpoints are all gone: the read position equals the write position, every slot is free
+// for its next position, and no claim cell holds a claim.
+func CheckMPMCIdle(seg *shm.Segment) error {
+	h := kindHeader(seg)
+	wp := atomic.LoadUint64(layout.Uint64(h, offWritePos))
+	rp := atomic.LoadUint64(layout.Uint64(h, offReadPos))
+	if wp != rp {
+		return fmt.Errorf("write position %d, read position %d", wp, rp)
+	}
+	d := seg.Descriptor()
+	slotSize := d.Params[paramSlotSize]
+	slots := d.DataSize / slotSize
+	for i := uint64(0); i < slots; i++ {
+		p := rp + i
+		idx := p & (slots - 1)
+		if seq := atomic.LoadUint64(layout.Uint64(seg.Data(), int(idx*slotSize))); seq != p-idx {
+			return fmt.Errorf("slot %d (next position %d) has sequence %d, want %d", idx, p, seq, p-idx)
+		}
+	}
+	for _, c := range Cells(seg) {
+		if c.Claim != 0 {
+			return fmt.Errorf("cell %d (peer %d, role %d) still claims position %d", c.Index, c.Owner, c.Role, c.Claim-1)
+		}
+	}
+	return nil
+}
+
+// CorruptRecordLength overwrites the length word of the record at position pos with one no
+// writer writes: for SPSC, pos counts records of a ring of equal-sized records from 0 (pos *
+// the first record's span); for MPMC, pos is the slot's position.
+func CorruptRecordLength(seg *shm.Segment, pos uint64) {
+	d := seg.Descriptor()
+	data := seg.Data()
+	switch d.Kind {
+	case SPSC:
+		span := recordSpan(int(binary.LittleEndian.Uint32(data[0:])))
+		off := (pos * span) & (d.DataSize - 1)
+		binary.LittleEndian.PutUint32(data[off:], uint32(d.DataSize))
+	case MPMC:
+		slotSize := d.Params[paramSlotSize]
+		off := (pos & (d.DataSize/slotSize - 1)) * slotSize
+		binary.LittleEndian.PutUint32(data[off+slotOffLen:], uint32(slotSize))
+	}
 }

@@ -13,8 +13,9 @@ import (
 // asserted at compile time below; changing one is a new formatVersion.
 
 // formatVersion is the ring format this code writes and reads, kept in the descriptor's
-// Params[0]. Another value is refused with ErrVersion.
-const formatVersion = 1
+// Params[0]. Another value is refused with ErrVersion. Version 2: a claim cell's owner word
+// carries a generation (version 1 code would take a live owner with one for a dead peer).
+const formatVersion = 2
 
 // Descriptor parameters (shm.Spec.Params) of a ring segment.
 const (
@@ -64,7 +65,7 @@ const (
 	numCells   = 1024
 	cellSize   = 16
 	cellClaim  = 0  // uint64: lowest position claimed + 1; 0 when none
-	cellOwner  = 8  // uint32: owner's peer index + 1; 0 when free; cellOrphan set when its endpoint closed
+	cellOwner  = 8  // uint32: the owner word, see below
 	cellRole   = 12 // uint32: cellWriter or cellReader, with the claim's flags above them
 	cellWriter = 1
 	cellReader = 2
@@ -76,6 +77,15 @@ const (
 	cellRoleMask   = 0xff
 	cellFlagRepair = 1 << 8
 	cellFlagSkip   = 1 << 9
+	// The owner word: the owner's peer index + 1 in the low bits (0 when the cell is free),
+	// a generation above them and the orphan flag on top. Every new owner (an endpoint
+	// taking a free cell, a repairer taking a dead owner's cell over) adds 1 to the
+	// generation with its CAS, and the generation stays when the cell is freed: so a CAS
+	// from an owner word loaded earlier fails once the cell has changed hands since, even
+	// when its new owner's process reuses the old owner's peer entry.
+	cellIndexMask = 0xff
+	cellGenShift  = 8
+	cellGenMask   = 0x7fffff << cellGenShift
 	// cellOrphan marks a cell whose endpoint closed with a claim outstanding (a reader that
 	// closed with a record borrowed): it is repaired as if its owner had died.
 	cellOrphan = 1 << 31
@@ -91,11 +101,15 @@ func cellOffset(i int) int { return offCells + (i%cellLines)*blockSize + (i/cell
 // Peer words: the ring's part of each peer entry (shm.Peer.Words), one entry per process
 // and segment, shared by every endpoint that process has on the ring.
 const (
-	pwWriters     = 0                            // uint32: open writer endpoints of this process
-	pwReaders     = 4                            // uint32: open reader endpoints of this process
-	pwWriterCtrs  = 8                            // writer counters, numCounters uint64s
-	pwReaderCtrs  = pwWriterCtrs + numCounters*8 // reader counters
-	peerWordsUsed = pwReaderCtrs + numCounters*8
+	pwWriters    = 0                            // uint32: open writer endpoints of this process
+	pwReaders    = 4                            // uint32: open reader endpoints of this process
+	pwWriterCtrs = 8                            // writer counters, numCounters uint64s
+	pwReaderCtrs = pwWriterCtrs + numCounters*8 // reader counters
+	// pwClosing (uint32) counts the writer endpoints of this process that are closing: from
+	// before their Close first looks for other live writers until after it has ended the
+	// stream or found that another writer lives. Zero in a process of an older build.
+	pwClosing     = pwReaderCtrs + numCounters*8
+	peerWordsUsed = pwClosing + 8
 )
 
 // Counter indexes, in the peer words and in the retired blocks.
@@ -120,8 +134,10 @@ var (
 	_ [offCells - offRetiredR - blockSize]struct{}     // blocks end before the cells
 	_ [layout.PeerCount - 64]struct{}                  // one waiter bit per peer entry
 	_ [64 - layout.PeerCount]struct{}
-	_ [-(offDataWaiters%8 + offSpaceWaiter%8 + offStream%8 + cellSize%8)]struct{} // aligned words
-	_ [-(numCells*cellSize%blockSize + blockSize%cellSize)]struct{}               // cells tile whole blocks
+	_ [-(offDataWaiters%8 + offSpaceWaiter%8 + offStream%8 + cellSize%8)]struct{}     // aligned words
+	_ [-(numCells*cellSize%blockSize + blockSize%cellSize)]struct{}                   // cells tile whole blocks
+	_ [cellIndexMask - layout.PeerCount]struct{}                                      // a peer index + 1 fits the owner word
+	_ [-(cellIndexMask&cellGenMask + cellOrphan&(cellIndexMask|cellGenMask))]struct{} // owner word fields apart
 )
 
 // Kinds of ring segment, registered with package shm so that shm.Kind prints their names.

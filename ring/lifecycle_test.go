@@ -230,17 +230,21 @@ func TestRingErrorsWrapShmSentinels(t *testing.T) {
 // Finding: a version bump of the ring format must be refused cleanly.
 func TestRingFormatVersionRefused(t *testing.T) {
 	dir := testDir(t)
-	spec, err := ring.Spec{Kind: ring.SPSC, Size: 4096}.SegmentSpec()
-	require.NoError(t, err)
-	spec.Params[0] = 2 // a ring format this code does not read
-	seg, err := shm.Create("v2", spec, shm.Options{Dir: dir})
-	require.NoError(t, err)
-	defer seg.Close()
-	_, err = ring.NewReader(seg, ring.Options{})
-	assert.ErrorIs(t, err, ring.ErrVersion)
-	assert.ErrorIs(t, err, shm.ErrVersion)
-	_, err = ring.ReadStats(seg)
-	assert.ErrorIs(t, err, shm.ErrVersion)
+	for _, v := range []uint64{1, 3} { // the format before this code's (2), and a newer one
+		spec, err := ring.Spec{Kind: ring.MPMC, Size: 4096, SlotSize: 64}.SegmentSpec()
+		require.NoError(t, err)
+		spec.Params[0] = v
+		seg, err := shm.Create(fmt.Sprintf("v%d", v), spec, shm.Options{Dir: dir})
+		require.NoError(t, err)
+		defer seg.Close()
+		_, err = ring.NewReader(seg, ring.Options{})
+		assert.ErrorIs(t, err, ring.ErrVersion)
+		assert.ErrorIs(t, err, shm.ErrVersion)
+		_, err = ring.NewWriter(seg, ring.Options{})
+		assert.ErrorIs(t, err, ring.ErrVersion)
+		_, err = ring.ReadStats(seg)
+		assert.ErrorIs(t, err, shm.ErrVersion)
+	}
 
 	other, err := shm.Create("other", shm.Spec{Kind: 77, DataSize: 4096}, shm.Options{Dir: dir})
 	require.NoError(t, err)

@@ -81,20 +81,22 @@ func (l *local) release() {
 // mark sets this process's bit in ev's waiter mask if no other endpoint of the process has.
 // The bit is set whenever one of them is marked, so a sleeper's re-check always comes after
 // the bit was set (see event).
+// The mutex is released by defer: the atomic may fault on a truncated file (the caller
+// recovers), and the mutex must not stay locked then.
 func (l *local) mark(ev event) {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	if l.sleepers[ev.id]++; l.sleepers[ev.id] == 1 {
 		atomic.OrUint64(ev.waiters, l.bit) // pairs with the waker's load in event.notify
 	}
-	l.mu.Unlock()
 }
 
 func (l *local) unmark(ev event) {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	if l.sleepers[ev.id]--; l.sleepers[ev.id] == 0 {
 		atomic.AndUint64(ev.waiters, ^l.bit)
 	}
-	l.mu.Unlock()
 }
 
 // counters are one side's statistics. The first endpoint of a side attached in a process

@@ -3,7 +3,9 @@ package ring
 import (
 	"context"
 	"fmt"
+	"runtime/debug"
 	"sync/atomic"
+	"time"
 
 	"github.com/shmq/shmq/internal/fence"
 	"github.com/shmq/shmq/shm"
@@ -27,22 +29,38 @@ func (m *mpmcRing) attachMPMC(seg *shm.Segment, sd side, opts Options, closer fu
 	m.mpmcSlots = mpmcSlots{mem: m.endpoint.data, slots: m.geo.slots, slotSize: m.geo.slotSize}
 	m.maxMsg = int(m.slotSize - slotHeader)
 	m.writePos, m.readPos = m.u64(offWritePos), m.u64(offReadPos)
-	if wp, rp := atomic.LoadUint64(m.writePos), atomic.LoadUint64(m.readPos); wp-rp > m.slots {
-		return m.finishAttach(fmt.Errorf("%w: write position %d, read position %d, %d slots", ErrCorrupt, wp, rp, m.slots), nil)
-	}
-	role := uint32(cellWriter)
-	if sd == readerSide {
-		role = cellReader
-	}
-	c, err := m.takeCell(role)
-	if err == nil {
-		m.cell, m.hasCell = c, true
-	}
+	err := m.guarded(func() error {
+		if wp, rp, bad := m.impossiblePositions(); bad {
+			return fmt.Errorf("%w: write position %d, read position %d, %d slots", ErrCorrupt, wp, rp, m.slots)
+		}
+		role := uint32(cellWriter)
+		if sd == readerSide {
+			role = cellReader
+		}
+		c, err := m.takeCell(role)
+		if err == nil {
+			m.cell, m.hasCell = c, true
+		}
+		return err
+	})
 	var open func()
 	if sd == writerSide {
 		open = m.openStream
 	}
 	return m.finishAttach(err, open)
+}
+
+// impossiblePositions reports whether the positions are a pair no correct ring has: the
+// read position past the write position, or the write position more than the ring ahead of
+// it. Live endpoints move both while they are loaded (a check of one load each, with the
+// loader preempted in between, found a read position past a write position loaded an
+// instant before), so the read position is loaded before and after the write position, and
+// only a write position that no read position in between explains is impossible.
+func (m *mpmcRing) impossiblePositions() (wp, rp uint64, bad bool) {
+	rp = atomic.LoadUint64(m.readPos)
+	wp = atomic.LoadUint64(m.writePos)
+	moved := atomic.LoadUint64(m.readPos) - rp
+	return wp, rp, wp-rp > moved+m.slots
 }
 
 // closeMPMC is Close's part for both MPMC endpoints: finish, then give the cell back.
@@ -145,16 +163,27 @@ func (w *MPMCWriter) Reserve(ctx context.Context, typ uint32, n int) ([]byte, er
 		return nil, err
 	}
 	defer w.leave()
+	p, err := w.tryReserve(typ, n)
+	if err != ErrFull {
+		return p, err
+	}
+	return w.reserveSlow(ctx, typ, n)
+}
+
+// reserveSlow is Reserve once the ring was found full: it commits what is reserved, waits
+// and reserves, under SetPanicOnFault (see fault.go).
+func (w *MPMCWriter) reserveSlow(ctx context.Context, typ uint32, n int) (p []byte, err error) {
+	defer w.catch(debug.SetPanicOnFault(true), &err)
 	for {
-		p, err := w.tryReserve(typ, n)
-		if err != ErrFull {
-			return p, err
-		}
 		if len(w.pending) > 0 {
 			w.commit()
 		}
 		if err := w.awaitRoom(ctx); err != nil {
 			return nil, err
+		}
+		p, err := w.tryReserve(typ, n)
+		if err != ErrFull {
+			return p, err
 		}
 	}
 }
@@ -169,18 +198,32 @@ func (w *MPMCWriter) ReserveBatch(ctx context.Context, typ uint32, n, count int,
 		return dst, err
 	}
 	defer w.leave()
+	got, err := w.tryReserveBatch(typ, n, count, &dst)
+	if err != ErrFull || got > 0 || count <= 0 {
+		if err == ErrFull {
+			err = nil
+		}
+		return dst, err
+	}
+	return w.reserveBatchSlow(ctx, typ, n, count, dst)
+}
+
+// reserveBatchSlow is ReserveBatch once the ring was found full: it commits what is
+// reserved, waits and reserves, under SetPanicOnFault (see fault.go).
+func (w *MPMCWriter) reserveBatchSlow(ctx context.Context, typ uint32, n, count int, dst [][]byte) (_ [][]byte, err error) {
+	defer w.catch(debug.SetPanicOnFault(true), &err)
 	for {
-		got, err := w.tryReserveBatch(typ, n, count, &dst)
-		if err != ErrFull {
-			return dst, err
-		}
-		if got > 0 || count <= 0 {
-			return dst, nil
-		}
 		if len(w.pending) > 0 {
 			w.commit()
 		}
 		if err := w.awaitRoom(ctx); err != nil {
+			return dst, err
+		}
+		got, err := w.tryReserveBatch(typ, n, count, &dst)
+		if err != ErrFull || got > 0 {
+			if err == ErrFull {
+				err = nil
+			}
 			return dst, err
 		}
 	}
@@ -260,7 +303,7 @@ func (w *MPMCWriter) awaitRoom(ctx context.Context) error {
 // readers. It returns ErrNotReserved if nothing is reserved.
 func (w *MPMCWriter) Commit() error {
 	if err := w.enter(); err != nil {
-		w.afterClose(nil)
+		w.afterClose(w.forgetPending)
 		return err
 	}
 	defer w.leave()
@@ -294,7 +337,7 @@ func (w *MPMCWriter) commit() {
 // skips, which readers pass over.
 func (w *MPMCWriter) Abort() {
 	if w.enter() != nil {
-		w.afterClose(nil)
+		w.afterClose(w.forgetPending)
 		return
 	}
 	defer w.leave()
@@ -328,17 +371,33 @@ func (w *MPMCWriter) Write(ctx context.Context, typ uint32, p []byte) error {
 	if len(w.pending) > 0 {
 		return ErrPending
 	}
+	if err := w.writeOnce(typ, p); err != ErrFull {
+		return err
+	}
+	return w.writeSlow(ctx, typ, p)
+}
+
+// writeOnce copies p into one record of type typ and publishes it, if it fits now: ErrFull
+// if not.
+func (w *MPMCWriter) writeOnce(typ uint32, p []byte) error {
+	buf, err := w.tryReserve(typ, len(p))
+	if err != nil {
+		return err
+	}
+	copy(buf, p)
+	w.commit()
+	return nil
+}
+
+// writeSlow is Write once the ring was found full: it waits and writes, under
+// SetPanicOnFault (see fault.go).
+func (w *MPMCWriter) writeSlow(ctx context.Context, typ uint32, p []byte) (err error) {
+	defer w.catch(debug.SetPanicOnFault(true), &err)
 	for {
-		buf, err := w.tryReserve(typ, len(p))
-		if err == nil {
-			copy(buf, p)
-			w.commit()
-			return nil
-		}
-		if err != ErrFull {
+		if err := w.awaitRoom(ctx); err != nil {
 			return err
 		}
-		if err := w.awaitRoom(ctx); err != nil {
+		if err := w.writeOnce(typ, p); err != ErrFull {
 			return err
 		}
 	}
@@ -368,6 +427,10 @@ func (w *MPMCWriter) Disarm() { w.disarm() }
 // again. Close wakes a blocked call of this writer. It is safe from any goroutine, any
 // number of times.
 func (w *MPMCWriter) Close() error { return w.closeMPMC(w.skipPending) }
+
+// forgetPending drops the Go-side record of what was reserved (a broken or closed writer:
+// nothing is published or skipped).
+func (w *MPMCWriter) forgetPending() { w.pending, w.pendingLen = w.pending[:0], 0 }
 
 func (w *MPMCWriter) skipPending() {
 	for _, pos := range w.pending {
@@ -402,6 +465,7 @@ type MPMCReader struct {
 	rejected    bool   // the borrowed record was rejected
 	adopted     uint64 // a dead reader's claimed position + 1, to deliver next; 0 when none
 	pending     uint64 // a dead reader's claim taken over and not yet resolved; 0 when none
+	stall       stallWatch
 }
 
 // NewMPMCReader attaches a reader to an MPMC segment. Errors as NewMPMCWriter.
@@ -510,6 +574,7 @@ func (r *MPMCReader) borrow(pos uint64) (Record, error) {
 }
 
 func (r *MPMCReader) awaitData(ctx context.Context) error {
+	r.stall.waitStart = time.Now()
 	return r.wait.await(ctx, r.dataEvent(), r.ready, r.checkPeers)
 }
 
@@ -519,6 +584,7 @@ func (r *MPMCReader) checkPeers(expensive bool) error {
 		return ErrEndOfStream
 	}
 	if !expensive {
+		r.checkStall()
 		return nil
 	}
 	r.repair()
@@ -560,38 +626,27 @@ func (r *MPMCReader) repair() {
 		r.resolvePending()
 	}
 	dead := r.scanCells(cellWriter, func(c uint64, _ uint32) { liveWriterClaims = append(liveWriterClaims, c) }, nil)
+	if len(dead) > 0 {
+		atRepairPoint(repairDeadScanned)
+	}
 	for _, d := range dead {
-		if d.claim == 0 {
-			continue
-		}
-		if d.flags&cellFlagSkip != 0 {
+		switch {
+		case d.claim == 0:
+			// Nothing to repair: freeDeadCells frees it.
+		case d.flags&cellFlagSkip != 0:
 			r.takeOverSkip(d)
-			continue
-		}
-		if atomic.LoadUint32(d.role) == cellWriter {
+		case d.role == cellWriter:
 			// Only repair reads a writer's claim; the skip below handles its slot.
-			atomic.CompareAndSwapUint64(d.cell.claim, d.claim, 0)
-			continue
+			if r.takeOver(&d) {
+				freeTaken(d)
+			}
+		case r.adopted != 0 || r.pending != 0:
+			// Our cell's claim is in use: a later round takes this one.
+		case r.readerClaimed(d.claim, true):
+			// Another repairer is at it, or a live reader holds the record.
+		default:
+			r.adoptClaim(d)
 		}
-		if r.adopted != 0 || r.pending != 0 {
-			continue
-		}
-		// A dead reader's claim: take responsibility for it (our claim first, so that the
-		// record is claimed by someone at every instant; the CAS decides between repairers),
-		// then find out whether the dead reader ever took the record (resolvePending).
-		c := d.claim
-		if r.readerClaimed(c, true) {
-			continue // another repairer is at it, or a live reader holds it
-		}
-		r.cell.setFlags(cellFlagRepair) // before the claim it goes with
-		atomic.StoreUint64(r.cell.claim, c)
-		if !atomic.CompareAndSwapUint64(d.cell.claim, d.claim, 0) {
-			atomic.StoreUint64(r.cell.claim, 0)
-			r.cell.setFlags(0)
-			continue
-		}
-		r.pending = c
-		r.resolvePending()
 	}
 	r.freeDeadCells(dead)
 
@@ -618,6 +673,7 @@ func (r *MPMCReader) repair() {
 	if r.adopted != 0 || r.pending != 0 {
 		return // our cell's claim is in use: another reader, or a later round, does it
 	}
+	atRepairPoint(repairSkipDecided)
 	// Lock the slot (sequence base-1: not yet published for readers of pos, full for
 	// writers of pos, and old for anyone at an earlier lap) before writing the skip marker,
 	// so that the marker can never land in a slot that moved on to a later lap. Our claim
@@ -631,6 +687,29 @@ func (r *MPMCReader) repair() {
 	r.cell.setFlags(0)
 }
 
+// adoptClaim takes responsibility for a dead reader's claim: our claim first, so that the
+// record is claimed by a live cell at every instant; the takeover of the dead cell decides
+// between repairers. Then it finds out whether the dead reader ever took the record
+// (resolvePending).
+func (r *MPMCReader) adoptClaim(d deadCell) {
+	r.cell.setFlags(cellFlagRepair) // before the claim it goes with
+	atomic.StoreUint64(r.cell.claim, d.claim)
+	if !r.takeOver(&d) {
+		atomic.StoreUint64(r.cell.claim, 0)
+		r.cell.setFlags(0)
+		return
+	}
+	c := d.claim // as loaded again by the owner: the same unless a peer scribbled on it
+	atomic.StoreUint64(r.cell.claim, c)
+	freeTaken(d)
+	if c == 0 {
+		r.cell.setFlags(0)
+		return
+	}
+	r.pending = c
+	r.resolvePending()
+}
+
 // finishSkip marks the slot of pos, locked by this reader, as a skip and publishes it.
 func (r *MPMCReader) finishSkip(slot []byte, pos uint64) {
 	putSlotSkip(slot)
@@ -639,18 +718,23 @@ func (r *MPMCReader) finishSkip(slot []byte, pos uint64) {
 }
 
 // takeOverSkip finishes the skip of a reader that died holding a slot's lock (its claim
-// has cellFlagSkip): the CAS on its claim hands the lock to one repairer, which publishes
-// the skip if the slot is still locked (the dead reader may have died after publishing).
+// has cellFlagSkip): the takeover of its cell hands the lock to one repairer, which
+// publishes the skip if the slot is still locked (the dead reader may have died after
+// publishing).
 func (r *MPMCReader) takeOverSkip(d deadCell) {
 	if r.adopted != 0 || r.pending != 0 {
 		return
 	}
-	r.cell.setFlags(cellFlagSkip)
+	r.cell.setFlags(cellFlagSkip) // our claim names the lock before the dead cell goes
 	atomic.StoreUint64(r.cell.claim, d.claim)
-	if atomic.CompareAndSwapUint64(d.cell.claim, d.claim, 0) {
-		pos := d.claim - 1
-		if slot := r.slot(pos); atomic.LoadUint64(slotSeq(slot)) == r.base(pos)-1 {
-			r.finishSkip(slot, pos)
+	if r.takeOver(&d) {
+		c, locked := d.claim, d.flags&cellFlagSkip != 0 // as loaded again by the owner
+		atomic.StoreUint64(r.cell.claim, c)
+		freeTaken(d)
+		if pos := c - 1; locked && c != 0 {
+			if slot := r.slot(pos); atomic.LoadUint64(slotSeq(slot)) == r.base(pos)-1 {
+				r.finishSkip(slot, pos)
+			}
 		}
 	}
 	atomic.StoreUint64(r.cell.claim, 0)
@@ -750,6 +834,7 @@ func (r *MPMCReader) unborrow() {
 // goroutine, any number of times.
 func (r *MPMCReader) Close() error {
 	return r.closeMPMC(func() {
+		r.stopStallWatch()
 		if r.adopted != 0 {
 			atomic.StoreUint64(r.cell.claim, r.adopted) // hand the adopted record on
 		}

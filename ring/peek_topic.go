@@ -53,7 +53,7 @@ func PeekTopic(seg *shm.Segment, from uint64, n, preview int) (_ []PeekedRecord,
 		if rec.skip {
 			return out, fmt.Errorf("%w: topic record %d is marked as a skip", ErrCorrupt, pos)
 		}
-		out = append(out, PeekedRecord{Position: pos, Type: rec.typ, Length: int(rec.n), Data: data})
+		out = append(out, PeekedRecord{Position: pos, Type: rec.typ, Length: int(rec.n), Next: pos + 1, Data: data})
 	}
 	return out, nil
 }

@@ -3,6 +3,7 @@ package ring
 import (
 	"context"
 	"fmt"
+	"runtime/debug"
 	"sync/atomic"
 
 	"github.com/shmq/shmq/internal/fence"
@@ -169,8 +170,10 @@ func (p *Publisher) reserve(ctx context.Context, typ uint32, n int) ([]byte, err
 // awaitRoom waits, under Block, until the slowest live subscriber has released the record
 // the next reservation would overwrite. Without records reserved it lets go of the lock
 // meanwhile, so that other publishers and joining subscribers are not held up. About every
-// livenessInterval it frees the subscriptions of dead processes.
-func (p *Publisher) awaitRoom(ctx context.Context) error {
+// livenessInterval it frees the subscriptions of dead processes. It runs under
+// SetPanicOnFault (see fault.go): a truncated segment is an error.
+func (p *Publisher) awaitRoom(ctx context.Context) (err error) {
+	defer p.catch(debug.SetPanicOnFault(true), &err)
 	next := p.start + p.k
 	if p.k == 0 {
 		p.unlock()

@@ -4,9 +4,25 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 
 	"github.com/shmq/shmq/internal/fence"
 )
+
+// endGuarded is deferred by the operations that run under SetPanicOnFault whole (Read,
+// Drain), with the goroutine's previous setting: it clears the callback mark (Drain's fn
+// may have panicked while marked), restores the setting, turns a fault in the mapping into
+// a truncation error (catch), then ends the operation (leave): one deferred call for all.
+func (e *endpoint) endGuarded(old bool, err *error) {
+	fence.StoreRelease32(&e.inCallback, 0)
+	debug.SetPanicOnFault(old)
+	if v := recover(); v != nil || *err != nil {
+		defer e.leave() // settle may panic on
+		e.settle(v, err, true)
+		return
+	}
+	e.leave()
+}
 
 // borrower is what the readers of every kind provide to the operations they share.
 type borrower interface {
@@ -27,12 +43,17 @@ func (r *SPSCReader) check() error { return nil }
 func (r *MPMCReader) check() error { return nil }
 
 // maintain runs a reader's expensive check (what its blocked Next runs about every
-// livenessInterval) inside the endpoint's guard.
-func maintain(e *endpoint, check func(expensive bool) error) error {
+// livenessInterval, the file's size check included) inside the endpoint's guard, under
+// SetPanicOnFault.
+func maintain(e *endpoint, check func(expensive bool) error) (err error) {
 	if err := e.enter(); err != nil {
 		return err
 	}
 	defer e.leave()
+	defer e.catch(debug.SetPanicOnFault(true), &err)
+	if err := e.intact(); err != nil {
+		return err
+	}
 	return check(true)
 }
 
@@ -46,23 +67,35 @@ func next(b borrower, ctx context.Context) (Record, error) {
 }
 
 func nextLocked(b borrower, ctx context.Context) (Record, error) {
+	rec, err := b.tryNext()
+	if err != ErrEmpty || ctx == nil {
+		return rec, err
+	}
+	return nextSlow(b, ctx)
+}
+
+// nextSlow is nextLocked once the ring was found empty: it waits, and takes the record
+// after the wait, under SetPanicOnFault (see fault.go).
+func nextSlow(b borrower, ctx context.Context) (rec Record, err error) {
+	defer b.ep().catch(debug.SetPanicOnFault(true), &err)
 	for {
-		rec, err := b.tryNext()
-		if err != ErrEmpty || ctx == nil {
-			return rec, err
-		}
 		if err := b.awaitData(ctx); err != nil {
 			return Record{}, err
+		}
+		rec, err := b.tryNext()
+		if err != ErrEmpty {
+			return rec, err
 		}
 	}
 }
 
-// read copies the next record into dst and releases it; with a nil ctx it never waits.
-func read(b borrower, ctx context.Context, dst []byte) (int, uint32, error) {
+// read copies the next record into dst and releases it; with a nil ctx it never waits. It
+// runs under SetPanicOnFault (see fault.go).
+func read(b borrower, ctx context.Context, dst []byte) (n int, typ uint32, err error) {
 	if err := b.enter(); err != nil {
 		return 0, 0, err
 	}
-	defer b.leave()
+	defer b.ep().endGuarded(debug.SetPanicOnFault(true), &err) // and leave
 	rec, err := nextLocked(b, ctx)
 	if err != nil {
 		return 0, 0, err
@@ -74,7 +107,7 @@ func read(b borrower, ctx context.Context, dst []byte) (int, uint32, error) {
 		b.unborrow()
 		return 0, 0, fmt.Errorf("%w: record of %d bytes, buffer of %d", ErrShortBuffer, len(rec.Data), len(dst))
 	}
-	n := copy(dst, rec.Data)
+	n = copy(dst, rec.Data)
 	if err := b.check(); err != nil {
 		return 0, 0, err // the copy may be torn: the record counts as missed
 	}
@@ -95,16 +128,14 @@ func callback(e *endpoint, fn func(Record) error, rec Record) error {
 
 // drain waits for a first record, then hands fn every available one up to max, and
 // releases them. A record fn rejects (ErrRejected) is counted and passed; the record fn
-// fails on otherwise is kept for the next call.
-func drain(b borrower, ctx context.Context, fn func(Record) error, max int) (int, error) {
+// fails on otherwise is kept for the next call. It runs under SetPanicOnFault (see
+// fault.go), fn included: fn's use of the records is covered too.
+func drain(b borrower, ctx context.Context, fn func(Record) error, max int) (n int, err error) {
 	if err := b.enter(); err != nil {
 		return 0, err
 	}
-	defer func() {
-		fence.StoreRelease32(&b.ep().inCallback, 0) // fn may have panicked while marked
-		b.leave()
-	}()
-	n, seen := 0, 0
+	defer b.ep().endGuarded(debug.SetPanicOnFault(true), &err) // and leave
+	seen := 0
 	for max <= 0 || seen < max {
 		rec, err := b.tryNext()
 		if err == ErrEmpty && seen == 0 {
@@ -125,7 +156,7 @@ func drain(b borrower, ctx context.Context, fn func(Record) error, max int) (int
 		}
 		seen++
 		err = callback(b.ep(), fn, rec)
-		if b.ep().closed.Load() {
+		if b.ep().isClosed() {
 			// Closed while fn ran (possibly by fn): touch nothing shared; let go of the
 			// records once Close is done.
 			b.leave()

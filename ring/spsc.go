@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"sync/atomic"
 
 	"github.com/shmq/shmq/internal/fence"
@@ -41,11 +42,13 @@ func NewSPSCWriter(seg *shm.Segment, opts Options) (*SPSCWriter, error) {
 	if err := w.attach(seg, SPSC, writerSide, roleSPSCWriter, opts, w.Close); err != nil {
 		return nil, err
 	}
-	w.writePos, w.readPos = w.u64(offWritePos), w.u64(offReadPos)
-	w.pos = atomic.LoadUint64(w.writePos)
-	w.cachedRead = atomic.LoadUint64(w.readPos)
-	w.maxMsg = SPSCMaxMessage(uint64(len(w.data)))
-	err := checkSPSCPositions(w.pos, w.cachedRead, uint64(len(w.data)))
+	err := w.guarded(func() error {
+		w.writePos, w.readPos = w.u64(offWritePos), w.u64(offReadPos)
+		w.pos = atomic.LoadUint64(w.writePos)
+		w.cachedRead = atomic.LoadUint64(w.readPos)
+		w.maxMsg = SPSCMaxMessage(uint64(len(w.data)))
+		return checkSPSCPositions(w.pos, w.cachedRead, uint64(len(w.data)))
+	})
 	if err := w.finishAttach(err, w.openStream); err != nil {
 		return nil, err
 	}
@@ -135,16 +138,27 @@ func (w *SPSCWriter) Reserve(ctx context.Context, typ uint32, n int) ([]byte, er
 		return nil, err
 	}
 	defer w.leave()
+	p, err := w.tryReserve(typ, n)
+	if err != ErrFull {
+		return p, err
+	}
+	return w.reserveSlow(ctx, typ, n)
+}
+
+// reserveSlow is Reserve once the ring was found full: it commits what is reserved, waits
+// and reserves, under SetPanicOnFault (see fault.go).
+func (w *SPSCWriter) reserveSlow(ctx context.Context, typ uint32, n int) (p []byte, err error) {
+	defer w.catch(debug.SetPanicOnFault(true), &err)
 	for {
-		p, err := w.tryReserve(typ, n)
-		if err != ErrFull {
-			return p, err
-		}
 		if w.pending > 0 {
 			w.commit()
 		}
 		if err := w.awaitRoom(ctx, w.need(n)); err != nil {
 			return nil, err
+		}
+		p, err := w.tryReserve(typ, n)
+		if err != ErrFull {
+			return p, err
 		}
 	}
 }
@@ -161,32 +175,49 @@ func (w *SPSCWriter) ReserveBatch(ctx context.Context, typ uint32, n, count int,
 	if n < 0 || n > w.maxMsg {
 		return dst, fmt.Errorf("%w: %d bytes, at most %d", ErrTooLarge, n, w.maxMsg)
 	}
-	for {
-		got := 0
-		for got < count {
-			k := w.reserveRun(typ, n, count-got, &dst)
-			if k == 0 {
-				// The run ends at the end of the region (padding first) or the ring looks
-				// full: one record the careful way.
-				p, err := w.tryReserve(typ, n)
-				if err == ErrFull {
-					break
-				}
-				if err != nil {
-					return dst, err
-				}
-				dst = append(dst, p)
-				k = 1
+	dst, got, err := w.reserveBatchOnce(typ, n, count, dst)
+	if err != nil || got > 0 || count <= 0 {
+		return dst, err
+	}
+	return w.reserveBatchSlow(ctx, typ, n, count, dst)
+}
+
+// reserveBatchOnce reserves as many of count records as fit now, without waiting.
+func (w *SPSCWriter) reserveBatchOnce(typ uint32, n, count int, dst [][]byte) ([][]byte, int, error) {
+	got := 0
+	for got < count {
+		k := w.reserveRun(typ, n, count-got, &dst)
+		if k == 0 {
+			// The run ends at the end of the region (padding first) or the ring looks
+			// full: one record the careful way.
+			p, err := w.tryReserve(typ, n)
+			if err == ErrFull {
+				break
 			}
-			got += k
+			if err != nil {
+				return dst, got, err
+			}
+			dst = append(dst, p)
+			k = 1
 		}
-		if got > 0 || count <= 0 {
-			return dst, nil
-		}
+		got += k
+	}
+	return dst, got, nil
+}
+
+// reserveBatchSlow is ReserveBatch once the ring was found full: it commits what is
+// reserved, waits and reserves, under SetPanicOnFault (see fault.go).
+func (w *SPSCWriter) reserveBatchSlow(ctx context.Context, typ uint32, n, count int, dst [][]byte) (_ [][]byte, err error) {
+	defer w.catch(debug.SetPanicOnFault(true), &err)
+	for {
 		if w.pending > 0 {
 			w.commit()
 		}
 		if err := w.awaitRoom(ctx, w.need(n)); err != nil {
+			return dst, err
+		}
+		var got int
+		if dst, got, err = w.reserveBatchOnce(typ, n, count, dst); err != nil || got > 0 {
 			return dst, err
 		}
 	}
@@ -242,7 +273,7 @@ func (w *SPSCWriter) awaitRoom(ctx context.Context, need uint64) error {
 // the reader if it sleeps. It returns ErrNotReserved if nothing is reserved.
 func (w *SPSCWriter) Commit() error {
 	if err := w.enter(); err != nil {
-		w.afterClose(nil)
+		w.afterClose(w.forgetPending)
 		return err
 	}
 	defer w.leave()
@@ -269,12 +300,16 @@ func (w *SPSCWriter) commit() {
 // Abort discards every record reserved since the last Commit: the reader never sees them.
 func (w *SPSCWriter) Abort() {
 	if w.enter() != nil {
-		w.afterClose(nil)
+		w.afterClose(w.forgetPending)
 		return
 	}
 	defer w.leave()
 	w.abort()
 }
+
+// forgetPending drops the Go-side record of what was reserved (a broken or closed writer:
+// nothing is published or skipped).
+func (w *SPSCWriter) forgetPending() { w.pending, w.pendingLen = 0, 0 }
 
 func (w *SPSCWriter) abort() {
 	w.pos = atomic.LoadUint64(w.writePos) // only this writer stores it
@@ -309,17 +344,33 @@ func (w *SPSCWriter) Write(ctx context.Context, typ uint32, p []byte) error {
 	if w.pending > 0 {
 		return ErrPending
 	}
+	if err := w.writeOnce(typ, p); err != ErrFull {
+		return err
+	}
+	return w.writeSlow(ctx, typ, p)
+}
+
+// writeOnce copies p into one record of type typ and publishes it, if it fits now: ErrFull
+// if not.
+func (w *SPSCWriter) writeOnce(typ uint32, p []byte) error {
+	buf, err := w.tryReserve(typ, len(p))
+	if err != nil {
+		return err
+	}
+	copy(buf, p)
+	w.commit()
+	return nil
+}
+
+// writeSlow is Write once the ring was found full: it waits and writes, under
+// SetPanicOnFault (see fault.go).
+func (w *SPSCWriter) writeSlow(ctx context.Context, typ uint32, p []byte) (err error) {
+	defer w.catch(debug.SetPanicOnFault(true), &err)
 	for {
-		buf, err := w.tryReserve(typ, len(p))
-		if err == nil {
-			copy(buf, p)
-			w.commit()
-			return nil
-		}
-		if err != ErrFull {
+		if err := w.awaitRoom(ctx, w.need(len(p))); err != nil {
 			return err
 		}
-		if err := w.awaitRoom(ctx, w.need(len(p))); err != nil {
+		if err := w.writeOnce(typ, p); err != ErrFull {
 			return err
 		}
 	}
@@ -381,11 +432,13 @@ func NewSPSCReader(seg *shm.Segment, opts Options) (*SPSCReader, error) {
 	if err := r.attach(seg, SPSC, readerSide, roleSPSCReader, opts, r.Close); err != nil {
 		return nil, err
 	}
-	r.writePos, r.readPos = r.u64(offWritePos), r.u64(offReadPos)
-	r.next = atomic.LoadUint64(r.readPos)
-	r.cachedWrite = atomic.LoadUint64(r.writePos)
-	r.maxLen = uint64(SPSCMaxMessage(uint64(len(r.data))))
-	err := checkSPSCPositions(r.cachedWrite, r.next, uint64(len(r.data)))
+	err := r.guarded(func() error {
+		r.writePos, r.readPos = r.u64(offWritePos), r.u64(offReadPos)
+		r.next = atomic.LoadUint64(r.readPos)
+		r.cachedWrite = atomic.LoadUint64(r.writePos)
+		r.maxLen = uint64(SPSCMaxMessage(uint64(len(r.data))))
+		return checkSPSCPositions(r.cachedWrite, r.next, uint64(len(r.data)))
+	})
 	if err := r.finishAttach(err, nil); err != nil {
 		return nil, err
 	}
@@ -556,18 +609,15 @@ func (r *SPSCReader) Read(ctx context.Context, dst []byte) (int, uint32, error) 
 // rejected and Drain goes on. If fn returns another error, Drain stops: the records before
 // it are released, the one fn failed on stays in the ring, and the error is returned. It
 // returns how many records fn accepted.
-func (r *SPSCReader) Drain(ctx context.Context, fn func(Record) error, max int) (int, error) {
+func (r *SPSCReader) Drain(ctx context.Context, fn func(Record) error, max int) (n int, err error) {
 	if err := r.enter(); err != nil {
 		return 0, err
 	}
-	defer func() {
-		fence.StoreRelease32(&r.inCallback, 0) // fn may have panicked while marked
-		r.leave()
-	}()
+	defer r.endGuarded(debug.SetPanicOnFault(true), &err) // and leave; see fault.go
 	// As read.go's drain, written out for the concrete type so that the common case of
 	// tryNext (parseSPSCFast and borrow) is inlined: with it, a batched record costs about
 	// half (35-39 -> 15-16 ns in process, BenchmarkInProcessBatch/spsc).
-	n, seen := 0, 0
+	seen := 0
 	for max <= 0 || seen < max {
 		var rec Record
 		var err error
@@ -597,7 +647,7 @@ func (r *SPSCReader) Drain(ctx context.Context, fn func(Record) error, max int) 
 		fence.StoreRelease32(&r.inCallback, 1)
 		err = fn(rec)
 		fence.StoreRelease32(&r.inCallback, 0)
-		if r.closed.Load() {
+		if r.isClosed() {
 			// Closed while fn ran (possibly by fn): touch nothing shared; let go of the
 			// records once Close is done.
 			r.leave()

@@ -47,12 +47,16 @@ type Stats struct {
 	RolesHeld     []string `json:"roles_held"`          // SPSC: exclusive roles held by live endpoints, "writer", "reader"
 	Used          uint64   `json:"used"`                // bytes (SPSC) or slots (MPMC) written and not yet released
 	WriterState   string   `json:"writer_state"`
-	WritersOpen   int      `json:"writers_open"` // writer endpoints held by live processes
-	ReadersOpen   int      `json:"readers_open"` // reader endpoints held by live processes
-	ReadersAsleep int      `json:"readers_asleep"`
-	WritersAsleep int      `json:"writers_asleep"`
-	Writers       Counters `json:"writers"`
-	Readers       Counters `json:"readers"`
+	WritersOpen   int      `json:"writers_open"`   // writer endpoints held by live processes
+	ReadersOpen   int      `json:"readers_open"`   // reader endpoints held by live processes
+	ReadersAsleep int      `json:"readers_asleep"` // live processes with a reader asleep
+	WritersAsleep int      `json:"writers_asleep"` // live processes with a writer asleep
+	// DeadSleepers counts waiting marks left by processes that died asleep, not yet cleared
+	// by a live peer: until one is, writers (or readers) pay a wake-up system call per
+	// commit (release) for a sleeper that is gone. Never counted as asleep.
+	DeadSleepers int      `json:"dead_sleepers"`
+	Writers      Counters `json:"writers"`
+	Readers      Counters `json:"readers"`
 }
 
 // Writer states in Stats.WriterState.
@@ -70,7 +74,12 @@ type view struct {
 	data []byte
 }
 
+// newView also checks the file's size: a view of a truncated segment is an error wrapping
+// shm.ErrTruncated, whether or not the part it reads is gone.
 func newView(seg *shm.Segment) (view, error) {
+	if err := seg.Intact(); isTruncated(err) {
+		return view{}, err
+	}
 	d := seg.Descriptor()
 	geo, err := parseGeometry(d)
 	if err != nil {
@@ -108,8 +117,9 @@ func ReadStats(seg *shm.Segment) (_ Stats, err error) {
 			}
 		}
 	}
-	st.ReadersAsleep = bits.OnesCount64(v.load(offDataWaiters))
-	st.WritersAsleep = bits.OnesCount64(v.load(offSpaceWaiter))
+	// The waiter masks have one bit per peer entry; a bit whose entry is not held by a
+	// running process is a dead sleeper's, counted apart below.
+	dataWaiters, spaceWaiters := v.load(offDataWaiters), v.load(offSpaceWaiter)
 	st.Writers.addFrom(func(i int) uint64 { return v.load(offRetiredW + 8*i) })
 	st.Readers.addFrom(func(i int) uint64 { return v.load(offRetiredR + 8*i) })
 	peers, err := seg.Peers()
@@ -117,7 +127,11 @@ func ReadStats(seg *shm.Segment) (_ Stats, err error) {
 		return st, err
 	}
 	deadWriters := false
+	var live uint64 // mask of the entries held by running processes
 	for _, p := range peers {
+		if p.Alive && p.Index < 64 {
+			live |= 1 << p.Index
+		}
 		words, err := seg.PeerWords(p.Index)
 		if err != nil {
 			return st, err
@@ -133,6 +147,9 @@ func ReadStats(seg *shm.Segment) (_ Stats, err error) {
 		st.Writers.addFrom(func(i int) uint64 { return atomic.LoadUint64(layout.Uint64(words, pwWriterCtrs+8*i)) })
 		st.Readers.addFrom(func(i int) uint64 { return atomic.LoadUint64(layout.Uint64(words, pwReaderCtrs+8*i)) })
 	}
+	st.ReadersAsleep = bits.OnesCount64(dataWaiters & live)
+	st.WritersAsleep = bits.OnesCount64(spaceWaiters & live)
+	st.DeadSleepers = bits.OnesCount64(dataWaiters&^live) + bits.OnesCount64(spaceWaiters&^live)
 	if v.geo.kind == Topic {
 		// A topic has no stream and no shared read position: ReadTopicStats has each
 		// subscription's.
@@ -164,6 +181,10 @@ func ReadStats(seg *shm.Segment) (_ Stats, err error) {
 // PeerEndpoints reports how many writer and reader endpoints the process of peer entry i
 // has attached to the ring of seg (as its peer words say: a dead process's last counts).
 func PeerEndpoints(seg *shm.Segment, i int) (writers, readers int, err error) {
+	defer viewFaults(seg, &err)()
+	if err := seg.Intact(); isTruncated(err) {
+		return 0, 0, err
+	}
 	words, err := seg.PeerWords(i)
 	if err != nil {
 		return 0, 0, err
@@ -177,6 +198,9 @@ type PeekedRecord struct {
 	Type     uint32 `json:"type"`
 	Length   int    `json:"length"`
 	Data     []byte `json:"data"` // at most the preview length asked for
+	// Next is the position of the record after it (SPSC: a byte position; MPMC and
+	// topics: Position+1), where PeekFrom goes on.
+	Next uint64 `json:"-"`
 }
 
 // Peek copies up to n records, starting at the reader's released position (SPSC) or the
@@ -186,45 +210,79 @@ type PeekedRecord struct {
 // them may come out torn; Peek stops at the first header that does not make sense
 // (ErrCorrupt), with the records before it.
 func Peek(seg *shm.Segment, n, preview int) (_ []PeekedRecord, err error) {
+	recs, _, err := peek(seg, 0, false, n, preview)
+	return recs, err
+}
+
+// PeekFrom is Peek for following a ring as it runs (shmctl tail): it copies up to n
+// records from position from, which is a PeekedRecord.Next that an earlier Peek or PeekFrom
+// returned or a ReadPos or WritePos of ReadStats. If the readers have moved past from, it
+// starts at their position instead, and skipped says by how much (bytes for SPSC, slots for
+// MPMC): what they consumed before PeekFrom could see it. On an MPMC ring it stops at the
+// first slot a writer has claimed and not yet published, so that a later call sees it once
+// it is. ErrCorrupt for a from past the write position or not on a record of an SPSC ring;
+// ErrKind for a topic (PeekTopic follows topics by sequence); otherwise as Peek.
+func PeekFrom(seg *shm.Segment, from uint64, n, preview int) (_ []PeekedRecord, skipped uint64, err error) {
+	return peek(seg, from, true, n, preview)
+}
+
+func peek(seg *shm.Segment, from uint64, follow bool, n, preview int) (_ []PeekedRecord, skipped uint64, err error) {
 	defer viewFaults(seg, &err)()
 	v, err := newView(seg)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	wp, pos := v.load(offWritePos), v.load(offReadPos)
+	if follow && v.geo.kind == Topic {
+		return nil, 0, fmt.Errorf("%w: segment %s is a topic: PeekTopic follows it", ErrKind, seg.Name())
+	}
+	preview = max(preview, 0)
+	// The read position first: the write position loaded after it is never behind it.
+	pos := v.load(offReadPos)
+	wp := v.load(offWritePos)
+	if follow && from > pos {
+		if from > wp {
+			return nil, 0, fmt.Errorf("%w: position %d is past the write position %d", ErrCorrupt, from, wp)
+		}
+		pos = from
+	} else if follow {
+		skipped = pos - from
+	}
 	var out []PeekedRecord
 	if v.geo.kind == MPMC {
 		if wp-pos > v.geo.slots {
-			return nil, fmt.Errorf("%w: write position %d and read position %d are more than a ring apart", ErrCorrupt, wp, pos)
+			return nil, skipped, fmt.Errorf("%w: write position %d and read position %d are more than a ring apart", ErrCorrupt, wp, pos)
 		}
 		m := mpmcSlots{mem: v.data, slots: v.geo.slots, slotSize: v.geo.slotSize}
 		for ; len(out) < n && pos != wp; pos++ {
 			slot := m.slot(pos)
 			if atomic.LoadUint64(slotSeq(slot)) != m.base(pos)+1 {
-				continue // claimed by a writer, not yet published
+				if follow {
+					break // claimed by a writer, not yet published: look again later
+				}
+				continue
 			}
 			rec, err := parseSlot(slot, pos)
 			if err != nil {
-				return out, err
+				return out, skipped, err
 			}
 			if rec.skip {
 				continue
 			}
 			k := min(int(rec.n), preview)
-			out = append(out, PeekedRecord{Position: pos, Type: rec.typ, Length: int(rec.n),
+			out = append(out, PeekedRecord{Position: pos, Type: rec.typ, Length: int(rec.n), Next: pos + 1,
 				Data: append([]byte(nil), slot[slotHeader:slotHeader+k]...)})
 		}
-		return out, nil
+		return out, skipped, nil
 	}
 	for len(out) < n {
 		rec, ok, err := parseSPSC(v.data, pos, wp)
 		if err != nil || !ok {
-			return out, err
+			return out, skipped, err
 		}
 		k := uint64(min(int(rec.n), preview))
-		out = append(out, PeekedRecord{Position: rec.pos, Type: rec.typ, Length: int(rec.n),
+		out = append(out, PeekedRecord{Position: rec.pos, Type: rec.typ, Length: int(rec.n), Next: rec.next,
 			Data: append([]byte(nil), v.data[rec.start:rec.start+k]...)})
 		pos = rec.next
 	}
-	return out, nil
+	return out, skipped, nil
 }

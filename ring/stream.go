@@ -58,8 +58,9 @@ func (e *endpoint) streamEnded() bool {
 }
 
 // sideCounts lists the peer table (slow path only) and hands fn, for every attached entry,
-// whether its process is alive and the word that counts its endpoints of side s.
-func (e *endpoint) sideCounts(s side, fn func(alive bool, index int, count *uint32)) error {
+// whether its process is alive, the word that counts its endpoints of side s, and its peer
+// words.
+func (e *endpoint) sideCounts(s side, fn func(alive bool, index int, count *uint32, words []byte)) error {
 	peers, err := e.seg.Peers()
 	if err != nil {
 		return err
@@ -69,17 +70,22 @@ func (e *endpoint) sideCounts(s side, fn func(alive bool, index int, count *uint
 		if err != nil {
 			return err
 		}
-		fn(p.Alive, p.Index, layout.Uint32(words, s.countWord()))
+		fn(p.Alive, p.Index, layout.Uint32(words, s.countWord()), words)
 	}
 	return nil
 }
 
 // sidePeers reports whether a live process has an endpoint of side s attached, and whether
-// a dead one had (its process died without closing it).
+// a dead one had (its process died without closing it). A live process with a writer
+// closing counts as live on the writers' side: between that Close uncounting itself and
+// ending the stream, the stream is open with no writer counted, which is no death.
 func (e *endpoint) sidePeers(s side) (live, dead bool, err error) {
-	err = e.sideCounts(s, func(alive bool, _ int, count *uint32) {
+	err = e.sideCounts(s, func(alive bool, _ int, count *uint32, words []byte) {
 		if atomic.LoadUint32(count) != 0 {
 			live, dead = live || alive, dead || !alive
+		}
+		if s == writerSide && alive && atomic.LoadUint32(layout.Uint32(words, pwClosing)) != 0 {
+			live = true
 		}
 	})
 	return live, dead, err
@@ -88,7 +94,7 @@ func (e *endpoint) sidePeers(s side) (live, dead bool, err error) {
 // otherLiveWriters reports whether a live writer other than this endpoint is attached: a
 // live process counts writers (beyond this one, if self: its own count less one).
 func (e *endpoint) otherLiveWriters(self bool) (others bool, err error) {
-	err = e.sideCounts(writerSide, func(alive bool, index int, count *uint32) {
+	err = e.sideCounts(writerSide, func(alive bool, index int, count *uint32, _ []byte) {
 		n := atomic.LoadUint32(count)
 		if self && index == e.loc.peer.Index() {
 			n-- // this writer
@@ -103,7 +109,7 @@ func (e *endpoint) otherLiveWriters(self bool) (others bool, err error) {
 // them, so ErrPeerDead speaks of deaths since the last attach, not of any death ever. Their
 // counters stay (statistics); their claim cells are the repairers' business.
 func (e *endpoint) forgetDeadPeers() {
-	_ = e.sideCounts(e.side, func(alive bool, _ int, count *uint32) {
+	_ = e.sideCounts(e.side, func(alive bool, _ int, count *uint32, _ []byte) {
 		if n := atomic.LoadUint32(count); !alive && n != 0 {
 			atomic.CompareAndSwapUint32(count, n, 0)
 		}
@@ -112,8 +118,10 @@ func (e *endpoint) forgetDeadPeers() {
 
 // otherSideDead reports ErrPeerDead's condition for the side this endpoint waits on: no
 // live process has an endpoint of that side attached, and one that had died. It must hold
-// on two checks in a row (a liveness interval apart), so that the moment in which the last
-// writers close at once, uncounted and not yet ending the stream, never reads as a death.
+// on two checks in a row (the second recheckInterval after the first: a waiter repeats a
+// check that found the side dead that soon). The moment in which the last writers close at
+// once, uncounted and not yet ending the stream, is covered by their closing marks
+// (pwClosing, see sidePeers); the second check covers a process of an older build.
 func (e *endpoint) otherSideDead() (bool, error) {
 	other := readerSide
 	if e.side == readerSide {

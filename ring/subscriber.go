@@ -436,7 +436,7 @@ func (s *Subscriber) Load(dst []byte) (n int, typ uint32, seq uint64, err error)
 		if atomic.LoadUint64(slotSeq(slot)) == topicMark(seq) {
 			return n, rec.typ, seq, nil
 		}
-		if s.closed.Load() {
+		if s.isClosed() {
 			return 0, 0, 0, ErrClosed
 		}
 	}

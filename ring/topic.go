@@ -141,7 +141,7 @@ func (t *topic) lock(ctx context.Context) error {
 		if t.tryLock() {
 			return nil
 		}
-		if t.closed.Load() {
+		if t.isClosed() {
 			return ErrClosed
 		}
 		switch {

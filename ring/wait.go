@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/bits"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,6 +37,11 @@ const DefaultSpin = 50 * time.Microsecond
 // has been idle for idleAfter; then the other side's processes are watched for their death
 // and a sleep lasts up to idleSleep.
 const livenessInterval = 100 * time.Millisecond
+
+// recheckInterval is how soon a liveness check that found the other side dead is repeated
+// to confirm it (see endpoint.otherSideDead): a death is reported about this long after the
+// check that first saw it, which, for an idle waiter, is the death watch's wake-up.
+const recheckInterval = livenessInterval / 10
 
 // Spin polls the ring without pause: the lowest latency, and one core at 100% while it waits.
 func Spin() Wait { return Wait{mode: modeSpin} }
@@ -205,14 +211,23 @@ func (e event) sleepers() int { return bits.OnesCount64(atomic.LoadUint64(e.wait
 // waiter runs one endpoint's waits.
 type waiter struct {
 	strategy Wait
-	loc      *local       // marks this process asleep on an event
-	closed   *atomic.Bool // the endpoint's own Close
+	loc      *local         // marks this process asleep on an event
+	stop     *atomic.Uint32 // the endpoint's stop bits: non-zero once its Close began
 	stats    *counters
 	// watched, if set, is asked before a kernel sleep once the wait has been idle for
 	// idleAfter: true means every process on the other side is watched for its death
 	// (endpoint.watchOtherSide), so the sleep may last idleSleep instead of
 	// livenessInterval: a death, a new peer and a publish each wake the sleeper.
 	watched func() bool
+	// intact, if set, checks the segment's file size with every liveness check: a
+	// truncation that leaves the words the wait polls in place is found too.
+	intact func() error
+	// suspect, if set, is the endpoint's flag that the last liveness check found the other
+	// side dead: the next check, which confirms it, comes recheckInterval later.
+	suspect *bool
+	// idle is how long a watched idle sleep lasts at most: idleSleep, or
+	// mpmcReaderIdleSleep.
+	idle time.Duration
 	// ctxWake wakes this endpoint's sleeps when a context ends; made on the first wait with
 	// a context that can end, and kept registered while later waits use the same context.
 	// Atomic: the endpoint's Close (release) may run on another goroutine.
@@ -242,7 +257,7 @@ type ctxWake struct {
 func (c *ctxWake) wake() {
 	c.mu.Lock()
 	if c.armed && !c.released {
-		c.ev.wakeAll()
+		c.ev.wakeAllGuarded()
 	}
 	c.mu.Unlock()
 }
@@ -298,11 +313,34 @@ func (w *waiter) release() {
 
 // An idle waiter whose peers' deaths are watched sleeps idleSleep at a time rather than
 // livenessInterval: an idle reader costs no periodic wake-up. idleSleep still bounds a
-// sleep, as a safety net for a wake-up lost to a peer entry reused in between.
+// sleep, as a safety net for a wake-up lost to a peer entry reused in between, and it is
+// how late an idle waiter learns that its segment was truncated. A wake-up of a process's
+// 20 idle waiters cost it about 4 ms of CPU on the project's VM (most of it the Go
+// runtime's: sysmon polls for a while after threads leave a system call), so they sleep
+// 30 s, all of a process's waiters at once (untilIdleTick): 0.16 ms of CPU per second per
+// process, measured (0.40 ms at 10 s).
 const (
 	idleAfter = 2 * livenessInterval
-	idleSleep = 10 * time.Second
+	idleSleep = 30 * time.Second
+	// mpmcReaderIdleSleep is an MPMC reader's: it also repairs what dead readers left (a
+	// record borrowed, to deliver again), and a reader's death does not wake it (only the
+	// other side's processes are watched), so it looks more often. A divisor of idleSleep:
+	// every idleSleep tick is one of its ticks too.
+	mpmcReaderIdleSleep = idleSleep / 3
 )
+
+// idleEpoch starts the process's grid of idle wake-ups, at a random phase: processes
+// started together do not all wake at once.
+var idleEpoch = time.Now().Add(-time.Duration(rand.Int64N(int64(idleSleep))))
+
+// untilIdleTick is how long an idle sleep of period (idleSleep, or a divisor of it) that
+// begins at now lasts: until the next tick of a grid shared by the whole process, so that
+// the idle waiters of a process wake together rather than each at its own moment: a
+// wake-up of the process (the Go runtime's own work around it included) is paid once for
+// all of them.
+func untilIdleTick(now time.Time, period time.Duration) time.Duration {
+	return period - now.Sub(idleEpoch)%period
+}
 
 // await returns nil once ready() holds. It returns ErrClosed after the endpoint's Close,
 // ctx's error when ctx ends, and whatever check returns: check(false) is called on every
@@ -326,7 +364,7 @@ func (w *waiter) await(ctx context.Context, ev event, ready func() bool, check f
 		if ready() {
 			return nil
 		}
-		if w.closed.Load() {
+		if w.stop.Load() != 0 {
 			return ErrClosed
 		}
 		if err := check(false); err != nil {
@@ -341,14 +379,24 @@ func (w *waiter) await(ctx context.Context, ev event, ready func() bool, check f
 			return err
 		}
 		if now.After(nextCheck) {
+			if w.intact != nil {
+				if err := w.intact(); err != nil {
+					return err
+				}
+			}
 			if err := check(true); err != nil {
 				return err
 			}
 			nextCheck = now.Add(livenessInterval)
+			if w.suspect != nil && *w.suspect {
+				nextCheck = now.Add(recheckInterval)
+			}
 		}
 		timeout := livenessInterval
-		if w.watched != nil && w.strategy.mode != modeSleep && now.Sub(start) >= idleAfter && w.watched() {
-			timeout = idleSleep
+		if w.suspect != nil && *w.suspect {
+			timeout = max(nextCheck.Sub(now), time.Microsecond) // sleep until the confirming check
+		} else if w.watched != nil && w.strategy.mode != modeSleep && now.Sub(start) >= idleAfter && w.watched() {
+			timeout = untilIdleTick(now, w.idle)
 		}
 		if dl, ok := ctx.Deadline(); ok {
 			timeout = min(timeout, max(time.Until(dl), time.Microsecond))
@@ -367,25 +415,33 @@ func (w *waiter) await(ctx context.Context, ev event, ready func() bool, check f
 				}
 				armed = true
 			}
-			w.sleep(ctx, ev, ready, timeout)
+			if !w.sleep(ctx, ev, ready, timeout) {
+				nextCheck = now // the kernel refused the word (EFAULT: truncated?): check now
+			}
 		}
 	}
 }
 
-// sleep is one round of the eventcount protocol (see event). ctx is looked at after the
-// word is loaded: its wake-up (armCtx) changes the word after ctx's end is visible, so an
-// end that comes after this look makes the futex wait return.
-func (w *waiter) sleep(ctx context.Context, ev event, ready func() bool, timeout time.Duration) {
+// sleep is one round of the eventcount protocol (see event).
+// It reports false when the kernel refused the wait (an error other than a timeout: the
+// word's page is gone, say), so that the caller checks at once rather than spin. ctx is
+// looked at after the word is loaded: its wake-up (armCtx) changes the word after ctx's
+// end is visible, so an end that comes after this look makes the futex wait return.
+func (w *waiter) sleep(ctx context.Context, ev event, ready func() bool, timeout time.Duration) bool {
+	ok := true
 	v := atomic.LoadUint32(ev.seq)
 	w.loc.mark(ev)
 	atomic.AddUint64(ev.rounds, 1) // after the mark, before ready(): pairs with notify's load
-	if !ready() && !w.closed.Load() && ctx.Err() == nil {
+	if !ready() && w.stop.Load() == 0 && ctx.Err() == nil {
 		w.stats.add(ctrFutexWaits, 1)
-		if err := futex.Wait(ev.seq, v, timeout); err == futex.ErrTimeout && ready() {
+		err := futex.Wait(ev.seq, v, timeout)
+		if err == futex.ErrTimeout && ready() {
 			// The condition held when the timeout fired: unless it turned true in the
 			// last instant, a wake-up was lost. Counted so that tests can prove it never is.
 			w.stats.add(ctrLateWakes, 1)
 		}
+		ok = err == nil || err == futex.ErrTimeout
 	}
 	w.loc.unmark(ev)
+	return ok
 }

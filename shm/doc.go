@@ -34,7 +34,11 @@
 // time. Read a shared value once, check it, then use the copy.
 //
 // If another process shrinks the file after it was validated, touching the missing pages
-// raises SIGBUS. Only processes of the segment's owner (or its trusted owners) can do that.
+// raises SIGBUS, which kills the process. Only processes of the segment's owner (or its
+// trusted owners) can do that. This package's own accesses to the mapping (claiming and
+// releasing the peer entry, Peers, SetHold, ClearHold) run under debug.SetPanicOnFault and
+// report ErrTruncated instead; code that uses Header, Data or the peer words does the same
+// with Segment.Fault, or checks Segment.Intact.
 //
 // Each open Segment holds one file descriptor and one of the 64 peer entries.
 // Segments work on little-endian Linux only; elsewhere the functions return ErrNotSupported.

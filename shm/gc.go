@@ -1,6 +1,7 @@
 package shm
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -25,7 +26,8 @@ type Collected struct {
 //   - temporaries of Create (".shmq-tmp-*") whose creator is dead, older than TempGrace.
 //
 // Files that are not valid segments owned by a trusted user are never touched. With dryRun it
-// only reports. A process may attach to a segment between the check and the removal; it
+// only reports. Several GCs may run at once (from several processes): each file is removed,
+// and reported, by one of them. A process may attach to a segment between the check and the removal; it
 // keeps its mapping but the name is gone, so run GC when the segments' users are quiet.
 func GC(opts Options, dryRun bool) ([]Collected, error) {
 	dir := opts.ResolvedDir()
@@ -47,7 +49,9 @@ func GC(opts Options, dryRun bool) ([]Collected, error) {
 			continue
 		}
 		if !dryRun {
-			if err := removeAt(dir, n); err != nil {
+			if err := removeAt(dir, n); errors.Is(err, ErrNotExist) {
+				continue // another cleaner removed it first
+			} else if err != nil {
 				return out, err
 			}
 		}

@@ -3,6 +3,7 @@ package shm
 import (
 	"fmt"
 	"os"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,8 +51,8 @@ func (p *Peer) Words() []byte {
 // called Segment.ClearHold. The layer above sets it while it holds a claim that a live peer
 // must repair if this process dies.
 //
-// SetHold may be called from an OnClose function; after Close has given the entry up it
-// does nothing. It takes the segment's mutex, never blocks otherwise.
+// SetHold may be called from an OnClose function; after Close has given the entry up, or
+// once the file was truncated under the mapping, it does nothing. It takes the segment's mutex, never blocks otherwise.
 func (p *Peer) SetHold(on bool) {
 	s := p.seg
 	s.mu.Lock()
@@ -63,6 +64,8 @@ func (p *Peer) SetHold(on bool) {
 	if on {
 		v = 1
 	}
+	var err error // a fault: the file was truncated, and there is no flag left to set
+	defer s.catchFault(debug.SetPanicOnFault(true), &err)
 	// Pairs with the load in claimEntry (another process deciding whether a dead entry may
 	// be reused) and with ClearHold's compare-and-swap: a process that dies after this store
 	// leaves the flag visible to both.
@@ -73,7 +76,8 @@ func (p *Peer) SetHold(on bool) {
 // entry of a dead peer, unless its hold flag is set. It returns ErrPeerTableFull when every
 // entry belongs to a live peer or is held. The caller holds s.mu or is the only goroutine
 // that knows s.
-func (s *Segment) claimEntry() (*Peer, error) {
+func (s *Segment) claimEntry() (_ *Peer, err error) {
+	defer s.catchFault(debug.SetPanicOnFault(true), &err)
 	for _, wantState := range []uint32{layout.PeerFree, layout.PeerAttached} {
 		for i := 0; i < layout.PeerCount; i++ {
 			e := s.peerEntry(i)
@@ -131,13 +135,24 @@ func (s *Segment) detachPeerLocked() error {
 		return nil
 	}
 	p.detached = true
+	if err := s.freeEntry(p); err != nil {
+		_ = unlockByte(s.fd, int64(layout.PeerOffset(p.index)))
+		return err // truncated: the entry is gone with the file
+	}
+	return unlockByte(s.fd, int64(layout.PeerOffset(p.index)))
+}
+
+// freeEntry marks p's entry free unless its hold flag is set; a fault (the file was
+// truncated) is an error.
+func (s *Segment) freeEntry(p *Peer) (err error) {
+	defer s.catchFault(debug.SetPanicOnFault(true), &err)
 	// SetHold cannot run concurrently (it takes s.mu and now sees detached), so this load
 	// is the last word on the flag.
 	if atomic.LoadUint32(layout.Uint32(p.entry, layout.PeerOffHold)) == 0 {
 		atomic.StoreUint32(layout.Uint32(p.entry, layout.PeerOffState), layout.PeerFree) // pairs with claimEntry's load
 		atomic.StoreUint32(layout.Uint32(p.entry, layout.PeerOffPID), 0)
 	}
-	return unlockByte(s.fd, int64(layout.PeerOffset(p.index)))
+	return nil
 }
 
 func (s *Segment) peerEntry(i int) []byte {
@@ -172,8 +187,9 @@ func (s *Segment) PeerWords(i int) ([]byte, error) {
 // this call cleared it: the flag is cleared with a compare-and-swap from 1 to 0, so of
 // several repairers exactly one wins. A live entry's flag (this handle's own included) is
 // never cleared: ClearHold returns false. Errors: index out of range, ErrReadOnly on an
-// inspected segment, ErrClosed after Close.
-func (s *Segment) ClearHold(i int) (bool, error) {
+// inspected segment, ErrClosed after Close, ErrTruncated (the file was truncated under the
+// mapping).
+func (s *Segment) ClearHold(i int) (cleared bool, err error) {
 	if err := checkPeerIndex(i); err != nil {
 		return false, err
 	}
@@ -189,6 +205,7 @@ func (s *Segment) ClearHold(i int) (bool, error) {
 	if err != nil || alive {
 		return false, err
 	}
+	defer s.catchFault(debug.SetPanicOnFault(true), &err)
 	// A dead entry with its hold set is never reused (claimEntry), so it stays dead until
 	// this swap; pairs with SetHold's store by the late owner and with other repairers.
 	return atomic.CompareAndSwapUint32(layout.Uint32(s.peerEntry(i), layout.PeerOffHold), 1, 0), nil
@@ -207,14 +224,15 @@ type PeerInfo struct {
 
 // Peers lists the entries marked attached, alive or dead. A dead entry is one whose process
 // died (or closed with its hold set) without detaching; it stays listed until its entry is
-// reused. It returns ErrClosed after Close; it may be called from an OnClose function.
-func (s *Segment) Peers() ([]PeerInfo, error) {
+// reused. It returns ErrClosed after Close, and an error wrapping ErrTruncated if the file
+// was truncated under the mapping; it may be called from an OnClose function.
+func (s *Segment) Peers() (out []PeerInfo, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, ErrClosed
 	}
-	var out []PeerInfo
+	defer s.catchFault(debug.SetPanicOnFault(true), &err)
 	for i := 0; i < layout.PeerCount; i++ {
 		e := s.peerEntry(i)
 		// Pairs with claimPeer's last store: the fields below were stored before it.

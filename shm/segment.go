@@ -421,7 +421,9 @@ func (s *Segment) OnClose(fn func()) (remove func()) {
 //     valid until the last Unpin, which unmaps.
 //
 // Close never waits longer than CloseWait for pins (an OnClose function that blocks blocks
-// it, though), and nothing is unmapped while a pin is held. Memory from Header, Data and
+// it, though), and nothing is unmapped while a pin is held. If another process truncated
+// the file, Close still does all of the above and returns an error wrapping ErrTruncated
+// (the peer entry went with the file). Memory from Header, Data and
 // Peer.Words must not be used once the segment is unmapped.
 func (s *Segment) Close() error {
 	s.mu.Lock()

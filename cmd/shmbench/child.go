@@ -68,7 +68,7 @@ func childMain() bool {
 	rep := childReport{}
 	err := json.Unmarshal([]byte(raw), &cfg)
 	if err == nil {
-		rep, err = runChild(cfg)
+		rep, err = runGuardedChild(cfg)
 	}
 	if err != nil {
 		rep.Err = err.Error()

@@ -134,7 +134,7 @@ func runLoopChild(cfg childConfig) (childReport, error) {
 	}
 	var segs []*shm.Segment
 	for _, name := range cfg.Fanout.Rings {
-		seg, err := shm.Open(name, shm.Options{Dir: cfg.Dir})
+		seg, err := openChildSegment(cfg.Dir, name)
 		if err != nil {
 			return rep, err
 		}

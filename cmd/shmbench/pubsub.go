@@ -238,7 +238,7 @@ func runFanoutChild(cfg childConfig) (childReport, error) {
 		return rep, err
 	}
 	opts := ring.Options{Wait: wait}
-	open := func(name string) (*shm.Segment, error) { return shm.Open(name, shm.Options{Dir: cfg.Dir}) }
+	open := func(name string) (*shm.Segment, error) { return openChildSegment(cfg.Dir, name) }
 	pubsub := cfg.Transport == "pubsub"
 	switch cfg.Role {
 	case "writer":

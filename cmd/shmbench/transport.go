@@ -10,7 +10,6 @@ import (
 	"syscall"
 
 	"github.com/shmq/shmq/ring"
-	"github.com/shmq/shmq/shm"
 )
 
 // sender sends fixed-size messages: fill writes the message in place (in the ring's memory
@@ -92,7 +91,7 @@ func (r *ringReceiver) recvN(ctx context.Context, max int, fn func([]byte)) erro
 func (r *ringReceiver) close() error { return r.r.Close() }
 
 func openRingSender(dir, name string, wait ring.Wait) (sender, error) {
-	seg, err := shm.Open(name, shm.Options{Dir: dir})
+	seg, err := openChildSegment(dir, name)
 	if err != nil {
 		return nil, err
 	}
@@ -104,7 +103,7 @@ func openRingSender(dir, name string, wait ring.Wait) (sender, error) {
 }
 
 func openRingReceiver(dir, name string, wait ring.Wait) (receiver, error) {
-	seg, err := shm.Open(name, shm.Options{Dir: dir})
+	seg, err := openChildSegment(dir, name)
 	if err != nil {
 		return nil, err
 	}

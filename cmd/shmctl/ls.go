@@ -3,10 +3,12 @@ package main
 import (
 	"fmt"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
+	"github.com/shmq/shmq/internal/segfile"
 	"github.com/shmq/shmq/internal/units"
 	"github.com/shmq/shmq/ring"
 	"github.com/shmq/shmq/shm"
@@ -14,17 +16,19 @@ import (
 
 func newLsCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "ls [--json]",
+		Use:   "ls [--all] [--json]",
 		Short: "List the segments in the directory",
-		Long: "List every file in the directory that has a segment name, with its kind, size,\n" +
-			"live and dead peers and state: ok, corrupt, truncated, version (another layout),\n" +
-			"foreign (not a shmq segment), unsafe (symlink, not a regular file, other owner,\n" +
-			"extra links). Topics also show their policy and their live publishers and\n" +
-			"subscribers. Nothing is changed.",
+		Long: "List the shmq segments in the directory, with their kind, size, the processes\n" +
+			"attached (alive, and dead: died attached) and state: ok, corrupt, truncated,\n" +
+			"version (another layout), unknown_kind, unsafe (other owner, extra links). Topics\n" +
+			"also show their policy and their live publishers and subscribers. Files that are\n" +
+			"not shmq segments (no shmq magic, symlinks, devices) are listed only with --all,\n" +
+			"as foreign or unsafe. Nothing is changed.",
 		Args: exactArgs(0, "no arguments"),
 		RunE: runLs,
 	}
 	cmd.Flags().Bool("json", false, "print JSON")
+	cmd.Flags().BoolP("all", "a", false, "also list files that are not shmq segments")
 	return cmd
 }
 
@@ -37,8 +41,12 @@ type listEntry struct {
 	Kind       string `json:"kind,omitempty"`
 	DataSize   uint64 `json:"data_size,omitempty"`
 	SlotSize   uint32 `json:"slot_size,omitempty"`
-	PeersAlive int    `json:"peers_alive"`
-	PeersDead  int    `json:"peers_dead"`
+	PeersAlive int    `json:"peers_alive"` // peer-table entries of running processes
+	PeersDead  int    `json:"peers_dead"`  // entries of processes that died attached
+	// ProcessesAlive and ProcessesDead count processes, not entries: a process that has the
+	// segment open twice holds two entries.
+	ProcessesAlive int `json:"processes_alive"`
+	ProcessesDead  int `json:"processes_dead"`
 	// Topics only: the overflow policy, and the publishers and subscribers attached by live
 	// processes.
 	Policy      string `json:"policy,omitempty"`
@@ -52,9 +60,13 @@ func runLs(cmd *cobra.Command, args []string) error {
 	if err != nil {
 		return fmt.Errorf("ls %s: %w", opts.ResolvedDir(), err)
 	}
+	all, _ := cmd.Flags().GetBool("all")
 	entries := make([]listEntry, 0, len(names))
 	for _, n := range names {
-		entries = append(entries, inspectEntry(opts, n))
+		e, shmq := inspectEntry(opts, n)
+		if shmq || all {
+			entries = append(entries, e)
+		}
 	}
 	if asJSON, _ := cmd.Flags().GetBool("json"); asJSON {
 		return writeJSON(cmd.OutOrStdout(), entries)
@@ -65,17 +77,17 @@ func runLs(cmd *cobra.Command, args []string) error {
 	}
 	tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
 	if topics {
-		fmt.Fprintln(tw, "NAME\tKIND\tSIZE\tPEERS\tSTATE\tTOPIC")
+		fmt.Fprintln(tw, "NAME\tKIND\tSIZE\tPROCESSES\tSTATE\tTOPIC")
 	} else {
-		fmt.Fprintln(tw, "NAME\tKIND\tSIZE\tPEERS\tSTATE")
+		fmt.Fprintln(tw, "NAME\tKIND\tSIZE\tPROCESSES\tSTATE")
 	}
 	for _, e := range entries {
 		kind, size, peers := "-", "-", "-"
 		if e.State == "ok" {
 			kind, size = e.Kind, units.FormatSize(e.DataSize)
-			peers = fmt.Sprintf("%d alive", e.PeersAlive)
-			if e.PeersDead > 0 {
-				peers += fmt.Sprintf(", %d dead", e.PeersDead)
+			peers = fmt.Sprintf("%d alive", e.ProcessesAlive)
+			if e.ProcessesDead > 0 {
+				peers += fmt.Sprintf(", %d dead", e.ProcessesDead)
 			}
 		}
 		if !topics {
@@ -91,13 +103,15 @@ func runLs(cmd *cobra.Command, args []string) error {
 	return tw.Flush()
 }
 
-func inspectEntry(opts shm.Options, name string) listEntry {
+// inspectEntry describes segment file name, and says whether it is a shmq segment (one
+// that opens, or a damaged one that begins with the shmq magic).
+func inspectEntry(opts shm.Options, name string) (listEntry, bool) {
 	e := listEntry{Name: name, Path: filepath.Join(opts.ResolvedDir(), name)}
 	s, err := shm.Inspect(name, opts)
 	if err != nil {
 		e.State = stateOf(err)
 		e.Error = segmentError("inspect", name, err).Error()
-		return e
+		return e, segfile.Shmq(opts.ResolvedDir(), name, err)
 	}
 	defer s.Close()
 	d := s.Descriptor()
@@ -109,7 +123,7 @@ func inspectEntry(opts shm.Options, name string) listEntry {
 	peers, err := s.Peers()
 	if err != nil {
 		e.State, e.Error = "error", err.Error()
-		return e
+		return e, true
 	}
 	e.State = "ok"
 	for _, p := range peers {
@@ -119,19 +133,25 @@ func inspectEntry(opts shm.Options, name string) listEntry {
 			e.PeersDead++
 		}
 	}
+	e.ProcessesAlive, e.ProcessesDead = segfile.Processes(peers)
 	if specErr == nil && spec.Kind == ring.Topic {
 		e.Policy = spec.Policy.String()
 		if st, err := ring.ReadStats(s); err == nil {
 			e.Publishers, e.Subscribers = &st.WritersOpen, &st.ReadersOpen
 		}
 	}
-	return e
+	return e, true
 }
 
-// plural writes "1 publisher", "2 publishers".
+// plural writes "1 publisher", "2 publishers", "2 processes", "2 entries".
 func plural(n int, noun string) string {
-	if n == 1 {
+	switch {
+	case n == 1:
 		return "1 " + noun
+	case strings.HasSuffix(noun, "s"):
+		return fmt.Sprintf("%d %ses", n, noun)
+	case strings.HasSuffix(noun, "y"):
+		return fmt.Sprintf("%d %sies", n, noun[:len(noun)-1])
 	}
 	return fmt.Sprintf("%d %ss", n, noun)
 }

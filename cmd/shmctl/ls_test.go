@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"sort"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -36,7 +37,7 @@ func TestLsStates(t *testing.T) {
 	holder := startHolder(t, dir, "good")
 	_ = holder
 
-	stdout, stderr, status := shmctl(t, dir, "ls", "--json")
+	stdout, stderr, status := shmctl(t, dir, "ls", "--json", "--all")
 	require.Equal(t, 0, status, stderr)
 	var rows []map[string]any
 	require.NoError(t, json.Unmarshal([]byte(stdout), &rows))
@@ -53,11 +54,54 @@ func TestLsStates(t *testing.T) {
 		}
 	}
 
-	stdout, _, status = shmctl(t, dir, "ls")
+	stdout, _, status = shmctl(t, dir, "ls", "--all")
 	require.Equal(t, 0, status)
 	assert.Regexp(t, `good\s+spsc\s+64KiB\s+1 alive\s+ok`, stdout)
 	assert.Regexp(t, `bad\s+-\s+-\s+-\s+corrupt`, stdout)
 	assert.Regexp(t, `notes.txt\s+-\s+-\s+-\s+foreign`, stdout)
+
+	// Without --all: shmq segments only, the damaged one included.
+	stdout, _, status = shmctl(t, dir, "ls")
+	require.Equal(t, 0, status)
+	assert.Regexp(t, `good\s+spsc\s+64KiB\s+1 alive\s+ok`, stdout)
+	assert.Regexp(t, `bad\s+-\s+-\s+-\s+corrupt`, stdout)
+	assert.NotContains(t, stdout, "notes.txt")
+	assert.NotContains(t, stdout, "alias")
+	stdout, _, status = shmctl(t, dir, "ls", "--json")
+	require.Equal(t, 0, status)
+	rows = nil
+	require.NoError(t, json.Unmarshal([]byte(stdout), &rows))
+	assert.Len(t, rows, 2, "good and bad")
+}
+
+// TestLsCountsProcesses: a process that has a segment open three times is one process; a
+// process that died attached is one dead process.
+func TestLsCountsProcesses(t *testing.T) {
+	dir := testDir(t)
+	_, stderr, status := shmctl(t, dir, "create", "q", "--kind", "mpmc", "--size", "64KiB")
+	require.Equal(t, 0, status, stderr)
+	for range 3 {
+		seg, err := shm.Open("q", shm.Options{Dir: dir})
+		require.NoError(t, err)
+		t.Cleanup(func() { seg.Close() })
+	}
+	holder := startHolder(t, dir, "q")
+	holder.Kill()
+	_ = holder.Wait(20 * time.Second)
+
+	stdout, _, status := shmctl(t, dir, "ls", "--json")
+	require.Equal(t, 0, status)
+	var rows []map[string]any
+	require.NoError(t, json.Unmarshal([]byte(stdout), &rows))
+	require.Len(t, rows, 1)
+	assert.EqualValues(t, 3, rows[0]["peers_alive"], "entries")
+	assert.EqualValues(t, 1, rows[0]["processes_alive"])
+	assert.EqualValues(t, 1, rows[0]["peers_dead"])
+	assert.EqualValues(t, 1, rows[0]["processes_dead"])
+	stdout, _, status = shmctl(t, dir, "ls")
+	require.Equal(t, 0, status)
+	assert.Regexp(t, `NAME\s+KIND\s+SIZE\s+PROCESSES\s+STATE`, stdout)
+	assert.Regexp(t, `q\s+mpmc\s+64KiB\s+1 alive, 1 dead\s+ok`, stdout)
 }
 
 // TestLsJSONFields pins the field names documented in the README.
@@ -66,13 +110,15 @@ func TestLsJSONFields(t *testing.T) {
 	_, _, status := shmctl(t, dir, "create", "s", "--kind", "mpmc", "--size", "64KiB")
 	require.Equal(t, 0, status)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "x"), []byte("?"), 0o600))
-	stdout, _, status := shmctl(t, dir, "ls", "--json")
+	stdout, _, status := shmctl(t, dir, "ls", "--json", "--all")
 	require.Equal(t, 0, status)
 	var rows []map[string]any
 	require.NoError(t, json.Unmarshal([]byte(stdout), &rows))
 	require.Len(t, rows, 2)
-	assert.Equal(t, []string{"data_size", "kind", "name", "path", "peers_alive", "peers_dead", "slot_size", "state"}, keys(rows[0]))
-	assert.Equal(t, []string{"error", "name", "path", "peers_alive", "peers_dead", "state"}, keys(rows[1]))
+	assert.Equal(t, []string{"data_size", "kind", "name", "path", "peers_alive", "peers_dead", "processes_alive",
+		"processes_dead", "slot_size", "state"}, keys(rows[0]))
+	assert.Equal(t, []string{"error", "name", "path", "peers_alive", "peers_dead", "processes_alive", "processes_dead",
+		"state"}, keys(rows[1]))
 }
 
 func keys(m map[string]any) []string {
@@ -128,11 +174,12 @@ func TestLsTopic(t *testing.T) {
 	assert.EqualValues(t, 2, topic["subscribers"])
 	assert.EqualValues(t, 3, topic["peers_alive"], "this process and two subscriber processes")
 	assert.EqualValues(t, 256, topic["slot_size"])
-	assert.Equal(t, []string{"data_size", "kind", "name", "path", "peers_alive", "peers_dead", "state"}, keys(byName["q"]), "no topic fields")
+	assert.Equal(t, []string{"data_size", "kind", "name", "path", "peers_alive", "peers_dead", "processes_alive",
+		"processes_dead", "state"}, keys(byName["q"]), "no topic fields")
 
 	stdout, _, status = shmctl(t, dir, "ls")
 	require.Equal(t, 0, status)
-	assert.Regexp(t, `NAME\s+KIND\s+SIZE\s+PEERS\s+STATE\s+TOPIC`, stdout)
+	assert.Regexp(t, `NAME\s+KIND\s+SIZE\s+PROCESSES\s+STATE\s+TOPIC`, stdout)
 	assert.Regexp(t, `prices\s+topic\s+64KiB\s+3 alive\s+ok\s+overwrite, 1 publisher, 2 subscribers`, stdout)
 	assert.Regexp(t, `q\s+spsc\s+64KiB\s+0 alive\s+ok\s*\n`, stdout)
 

@@ -1,4 +1,5 @@
-// Command shmctl creates, lists, inspects and removes shmq segments.
+// Command shmctl creates, lists, inspects, follows and removes shmq segments, and serves
+// their counters to Prometheus (serve-metrics).
 //
 // Exit status: 0 on success, 1 on failure (one line on stderr naming the segment and the
 // cause), 2 on a usage error. Every subcommand takes --dir (default $SHMQ_DIR, then
@@ -6,6 +7,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,7 +32,13 @@ func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(fo
 
 // run executes one shmctl command line and returns its exit status. It is main without the
 // process: tests call it directly.
-func run(args []string, stdout, stderr io.Writer) (status int) {
+func run(args []string, stdout, stderr io.Writer) int {
+	return runContext(context.Background(), args, stdout, stderr)
+}
+
+// runContext is run for commands that go on until interrupted (watch, tail, serve-metrics):
+// they also end, successfully, when ctx does.
+func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) (status int) {
 	// A segment another process truncates while shmctl reads it faults (SIGBUS): with
 	// panic-on-fault that is a panic on this goroutine, reported below, not a crash.
 	old := debug.SetPanicOnFault(true)
@@ -49,7 +57,7 @@ func run(args []string, stdout, stderr io.Writer) (status int) {
 	}()
 	root := newRootCommand(stdout, stderr)
 	root.SetArgs(args)
-	err := root.Execute()
+	err := root.ExecuteContext(ctx)
 	var ue usageError
 	switch {
 	case err == nil:
@@ -67,9 +75,11 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "shmctl",
 		Short: "Manage shmq shared-memory segments",
-		Long: "shmctl creates, lists, inspects and removes shmq segments.\n\n" +
-			"Segments live in --dir, else $SHMQ_DIR, else /dev/shm. Looking (ls, stat) never\n" +
-			"changes a segment. Exit status: 0 ok, 1 failure, 2 usage.",
+		Long: "shmctl creates, lists, inspects, follows and removes shmq segments, and serves\n" +
+			"their counters to Prometheus.\n\n" +
+			"Segments live in --dir, else $SHMQ_DIR, else /dev/shm. Looking (ls, stat, watch,\n" +
+			"peek, tail, serve-metrics) never changes a segment (tail on a topic subscribes).\n" +
+			"Exit status: 0 ok, 1 failure, 2 usage.",
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		Args: func(cmd *cobra.Command, args []string) error {
@@ -88,7 +98,8 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 	root.PersistentFlags().String("dir", "", "segment directory (default $SHMQ_DIR, then /dev/shm)")
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usageError{err.Error()} })
 	root.CompletionOptions.DisableDefaultCmd = true
-	root.AddCommand(newCreateCommand(), newLsCommand(), newStatCommand(), newWatchCommand(), newPeekCommand(), newRmCommand(), newGCCommand())
+	root.AddCommand(newCreateCommand(), newLsCommand(), newStatCommand(), newWatchCommand(), newPeekCommand(), newTailCommand(), newRmCommand(), newGCCommand(), newHealthCommand())
+	root.AddCommand(newDLQCommand(), newServeMetricsCommand(), newCompletionCommand())
 	return root
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +21,9 @@ import (
 func TestMain(m *testing.M) {
 	proctest.Register("holder", runHolder)
 	proctest.Register("subscriber", runSubscriber)
+	proctest.Register("sleeper", runSleeper)
+	proctest.Register("writer", runWriter)
+	proctest.Register("shmctl", func(c *proctest.Child) error { os.Exit(run(c.Args, os.Stdout, os.Stderr)); return nil })
 	proctest.Main(m)
 }
 
@@ -63,6 +67,44 @@ func runHolder(c *proctest.Child) error {
 	select {}
 }
 
+// runSleeper attaches a ring reader to segment Args[1] in Args[0], with futex waits, and
+// waits for a record (asleep in the kernel) until killed.
+func runSleeper(c *proctest.Child) error {
+	s, err := shm.Open(c.Args[1], shm.Options{Dir: c.Args[0]})
+	if err != nil {
+		return err
+	}
+	r, err := ring.NewReader(s, ring.Options{Wait: ring.Futex()})
+	if err != nil {
+		return err
+	}
+	c.Point("reading")
+	_, err = r.Next(context.Background())
+	return err
+}
+
+// runWriter attaches a ring writer to segment Args[1] in Args[0], writes Args[2] messages
+// of Args[3] bytes, and waits to be killed.
+func runWriter(c *proctest.Child) error {
+	s, err := shm.Open(c.Args[1], shm.Options{Dir: c.Args[0]})
+	if err != nil {
+		return err
+	}
+	w, err := ring.NewWriter(s, ring.Options{})
+	if err != nil {
+		return err
+	}
+	n, _ := strconv.Atoi(c.Args[2])
+	size, _ := strconv.Atoi(c.Args[3])
+	for range n {
+		if err := w.Write(context.Background(), 1, make([]byte, size)); err != nil {
+			return err
+		}
+	}
+	c.Point("written")
+	select {}
+}
+
 // startHolder runs a holder of dir/name in another process and waits until it is attached.
 func startHolder(t *testing.T, dir, name string) *proctest.Proc {
 	t.Helper()
@@ -79,7 +121,7 @@ func shmctl(t *testing.T, dir string, args ...string) (stdout, stderr string, st
 	return out.String(), errOut.String(), status
 }
 
-func testDir(t *testing.T) string {
+func testDir(t testing.TB) string {
 	t.Helper()
 	base := ""
 	if st, err := os.Stat(shm.DefaultDir); err == nil && st.IsDir() {
@@ -120,6 +162,11 @@ func TestUsageErrors(t *testing.T) {
 		{"create", "x", "--kind", "mpmc", "--size", "64KiB", "--policy", "overwrite"},
 		{"create", "x", "--kind", "topic", "--size", "64KiB", "--policy", "drop"},
 		{"gc", "now"},
+		{"tail"},
+		{"tail", "q", "--count", "-1"},
+		{"tail", "q", "--type", "x"},
+		{"watch", "q", "--count", "-1"},
+		{"serve-metrics", "extra", "--listen", "127.0.0.1:0"},
 	} {
 		_, stderr, status := shmctl(t, dir, args...)
 		assert.Equal(t, 2, status, "%v: %s", args, stderr)
@@ -133,7 +180,8 @@ func TestUsageErrors(t *testing.T) {
 
 func TestHelpEverySubcommand(t *testing.T) {
 	dir := testDir(t)
-	for _, sub := range []string{"create", "ls", "stat", "watch", "peek", "rm", "gc"} {
+	subs := []string{"create", "ls", "stat", "watch", "peek", "tail", "rm", "gc", "serve-metrics", "completion"}
+	for _, sub := range subs {
 		stdout, stderr, status := shmctl(t, dir, sub, "--help")
 		assert.Equal(t, 0, status, sub)
 		assert.Contains(t, stdout, "Usage:", sub)
@@ -142,7 +190,7 @@ func TestHelpEverySubcommand(t *testing.T) {
 	}
 	stdout, _, status := shmctl(t, dir, "--help")
 	assert.Equal(t, 0, status)
-	for _, sub := range []string{"create", "ls", "stat", "watch", "peek", "rm", "gc"} {
+	for _, sub := range subs {
 		assert.Contains(t, stdout, sub)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -53,8 +54,8 @@ func TestPeekDoesNotConsume(t *testing.T) {
 
 			stdout, stderr, status := shmctl(t, dir, "peek", "q", "-n", "2")
 			require.Equal(t, 0, status, stderr)
-			assert.Regexp(t, `100\s+11\s+"hello world"`, stdout)
-			assert.Regexp(t, `101\s+9\s+00 01 02 62 69 6e 61 72 79`, stdout)
+			assert.Regexp(t, `100\s+11\s+0000  68 65 6c 6c 6f 20 77 6f  72 6c 64 {17}\|hello world\|\n`, stdout)
+			assert.Regexp(t, `101\s+9\s+0000  00 01 02 62 69 6e 61 72  79 {23}\|\.\.\.binary\|\n`, stdout)
 			assert.NotContains(t, stdout, "third")
 
 			stdout, _, status = shmctl(t, dir, "peek", "q", "--json", "--preview", "3")
@@ -91,6 +92,24 @@ func TestStatShowsRing(t *testing.T) {
 	assert.EqualValues(t, 48, r.Ring.Used)
 }
 
+// TestPeekHexdump: long records dump 16 bytes a line, as hexdump -C, under the first, and
+// say how much the preview left out.
+func TestPeekHexdump(t *testing.T) {
+	dir := testDir(t)
+	writeRecords(t, dir, "q", "spsc", "The quick brown fox jumps\x00\xff over the lazy dog", "")
+	stdout, stderr, status := shmctl(t, dir, "peek", "q", "--preview", "40")
+	require.Equal(t, 0, status, stderr)
+	want := "POSITION  TYPE  LENGTH  DATA\n" +
+		"0         100   45      0000  54 68 65 20 71 75 69 63  6b 20 62 72 6f 77 6e 20  |The quick brown |\n" +
+		"                        0010  66 6f 78 20 6a 75 6d 70  73 00 ff 20 6f 76 65 72  |fox jumps.. over|\n" +
+		"                        0020  20 74 68 65 20 6c 61 7a                           | the laz| (+5 bytes)\n" +
+		"56        101   0       \n"
+	assert.Equal(t, want, stdout)
+	stdout, _, status = shmctl(t, dir, "peek", "q", "--preview", "0", "-n", "1")
+	require.Equal(t, 0, status)
+	assert.Contains(t, stdout, "45      (+45 bytes)\n")
+}
+
 func TestWatch(t *testing.T) {
 	dir := testDir(t)
 	writeRecords(t, dir, "q", "spsc", "x")
@@ -104,6 +123,80 @@ func TestWatch(t *testing.T) {
 	_, stderr, status = shmctl(t, dir, "watch", "missing", "--count", "1")
 	assert.Equal(t, 1, status)
 	oneLine(t, stderr)
+}
+
+// TestWatchAligned: every row's columns line up under the header's, whatever the values'
+// widths (a tab writer flushed per line would align each line on its own).
+func TestWatchAligned(t *testing.T) {
+	dir := testDir(t)
+	writeRecords(t, dir, "q", "spsc") // its writer stays attached
+	stdout, stderr, status := shmctl(t, dir, "watch", "q", "--interval", "20ms", "--count", "2")
+	require.Equal(t, 0, status, stderr)
+	lines := splitLines(stdout)
+	require.Len(t, lines, 3)
+	assert.Regexp(t, `^    TIME  WRITE msg/s  WRITE B/s  READ msg/s  READ B/s    FILL  ASLEEP R/W  WRITER$`, lines[0])
+	for _, l := range lines[1:] {
+		assert.Regexp(t, `^\d\d:\d\d:\d\d {12}0 {10}0 {11}0 {9}0    0\.0% {9}0/0  attached$`, l)
+	}
+	assert.Equal(t, "950", formatRate(950))
+	assert.Equal(t, "12.3k", formatRate(12345))
+	assert.Equal(t, "1.26M", formatRate(1.26e6))
+	assert.Equal(t, "179M", formatRate(178.8e6))
+	assert.Equal(t, "3.4G", formatRate(3.4e9))
+}
+
+// TestWatchJSON: one JSON object per interval and line, whose rates times the interval are
+// the counters' growth over it.
+func TestWatchJSON(t *testing.T) {
+	dir := testDir(t)
+	_, stderr, status := shmctl(t, dir, "create", "q", "--kind", "mpmc", "--size", "64KiB")
+	require.Equal(t, 0, status, stderr)
+	seg, err := shm.Open("q", shm.Options{Dir: dir})
+	require.NoError(t, err)
+	defer seg.Close()
+	w, err := ring.NewMPMCWriter(seg, ring.Options{})
+	require.NoError(t, err)
+	defer w.Close()
+	done := make(chan struct{})
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(time.Millisecond):
+				_ = w.TryWrite(1, []byte("12345678"))
+			}
+		}
+	}()
+	stdout, stderr, status := shmctl(t, dir, "watch", "q", "--interval", "30ms", "--count", "4", "--json")
+	close(done)
+	<-writerDone
+	require.Equal(t, 0, status, stderr)
+	lines := splitLines(stdout)
+	require.Len(t, lines, 4, stdout)
+	var samples []watchSample
+	for _, l := range lines {
+		var m map[string]any
+		require.NoError(t, json.Unmarshal([]byte(l), &m), l)
+		assert.Equal(t, []string{"dead_sleepers", "fill_percent", "read_bytes_per_sec", "read_msgs_per_sec", "readers",
+			"readers_asleep", "seconds", "time", "write_bytes_per_sec", "write_msgs_per_sec", "writer_state", "writers",
+			"writers_asleep"}, keys(m))
+		var s watchSample
+		require.NoError(t, json.Unmarshal([]byte(l), &s))
+		samples = append(samples, s)
+	}
+	grew := uint64(0)
+	for i := 1; i < len(samples); i++ {
+		a, b := samples[i-1], samples[i]
+		delta := b.Writers.Messages - a.Writers.Messages
+		grew += delta
+		assert.InDelta(t, float64(delta), b.WriteMsgsPerSec*b.Seconds, 1e-6)
+		assert.InDelta(t, float64(8*delta), b.WriteBytesPerSec*b.Seconds, 1e-6)
+		assert.Equal(t, "attached", b.WriterState)
+	}
+	assert.NotZero(t, grew, "the writer wrote during the watch")
 }
 
 func splitLines(s string) []string { return strings.Split(strings.TrimRight(s, "\n"), "\n") }
@@ -131,9 +224,9 @@ func TestPeekTopic(t *testing.T) {
 
 	stdout, stderr, status := shmctl(t, dir, "peek", "ticks", "-n", "3")
 	require.Equal(t, 0, status, stderr)
-	assert.Regexp(t, `POSITION\s+TYPE\s+LENGTH\s+PREVIEW`, stdout)
-	assert.Regexp(t, `4\s+104\s+6\s+"tick 4"`, stdout, "from the oldest record held")
-	assert.Regexp(t, `6\s+106\s+6\s+"tick 6"`, stdout)
+	assert.Regexp(t, `POSITION\s+TYPE\s+LENGTH\s+DATA`, stdout)
+	assert.Regexp(t, `4\s+104\s+6\s+0000  74 69 63 6b 20 34 .*\|tick 4\|`, stdout, "from the oldest record held")
+	assert.Regexp(t, `6\s+106\s+6\s+0000 .*\|tick 6\|`, stdout)
 	assert.NotContains(t, stdout, "tick 7")
 	assert.NotContains(t, stdout, "tick 3")
 

@@ -16,6 +16,7 @@ func newRmCommand() *cobra.Command {
 		Long: "Remove segments. A segment with a live peer attached, or a file that is not a\n" +
 			"valid shmq segment, is refused unless --force. Processes that have a removed\n" +
 			"segment mapped keep using it until they close it.",
+		ValidArgsFunction: completeSegments,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return usagef("rm needs at least one segment NAME")

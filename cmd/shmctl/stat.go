@@ -3,12 +3,16 @@ package main
 import (
 	"fmt"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/shmq/shmq/internal/segfile"
 	"github.com/shmq/shmq/internal/units"
+	"github.com/shmq/shmq/metrics"
 	"github.com/shmq/shmq/ring"
 	"github.com/shmq/shmq/shm"
 )
@@ -17,13 +21,17 @@ func newStatCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "stat NAME [--json]",
 		Short: "Show a segment's descriptor, file and peers",
-		Long: "Show a segment's descriptor, file mode and owner, exclusive roles held, its\n" +
-			"peers with pid and liveness, and the ring: positions, fill level, counters and\n" +
-			"sleeping waiters. For a topic: its policy, records published, the oldest held, the\n" +
-			"lock's holder and every subscription (durable name, holder, position, lag, missed).\n" +
-			"The segment is mapped read-only: looking changes nothing.",
-		Args: exactArgs(1, "a segment NAME"),
-		RunE: runStat,
+		Long: "Show a segment's descriptor, file mode and owner, exclusive roles held, the\n" +
+			"processes attached (one line per process, however many peer entries it holds;\n" +
+			"dead: died attached), and the ring: positions, fill level, counters and the\n" +
+			"processes asleep in it (a process that died asleep is never counted asleep; the\n" +
+			"mark it left is shown apart until a live peer clears it). For a topic: its policy,\n" +
+			"records published, the oldest held, the lock's holder and every subscription\n" +
+			"(durable name, holder, position, lag, missed). The segment is mapped read-only:\n" +
+			"looking changes nothing.",
+		Args:              exactArgs(1, "a segment NAME"),
+		ValidArgsFunction: completeSegment,
+		RunE:              runStat,
 	}
 	cmd.Flags().Bool("json", false, "print JSON")
 	return cmd
@@ -46,11 +54,18 @@ type statReport struct {
 	GID        int        `json:"gid"`
 	RolesHeld  []string   `json:"roles_held"`
 	Peers      []peerJSON `json:"peers"`
-	Ring       ring.Stats `json:"ring"`
-	RingError  string     `json:"ring_error,omitempty"`
+	// Processes groups the peer entries by process: a process that has the segment open
+	// several times holds several entries.
+	Processes      []processJSON `json:"processes"`
+	ProcessesAlive int           `json:"processes_alive"`
+	ProcessesDead  int           `json:"processes_dead"`
+	Ring           ring.Stats    `json:"ring"`
+	RingError      string        `json:"ring_error,omitempty"`
 	// Topic is a topic's publish-subscribe state (omitted for other kinds).
 	Topic      *ring.TopicStats `json:"topic,omitempty"`
 	TopicError string           `json:"topic_error,omitempty"`
+	// Companions are the metrics sets named after the segment (stat_companion.go).
+	Companions []companionJSON `json:"companion_metrics,omitempty"`
 }
 
 type peerJSON struct {
@@ -63,6 +78,17 @@ type peerJSON struct {
 	Readers  int       `json:"readers"` // reader endpoints
 }
 
+// processJSON is one process attached to a segment, through one or more peer entries.
+type processJSON struct {
+	PID      int       `json:"pid"`
+	Alive    bool      `json:"alive"`
+	Role     string    `json:"role"`     // as peerJSON's, over all its entries
+	Entries  []int     `json:"entries"`  // its peer-table entries
+	Attached time.Time `json:"attached"` // its earliest entry's attach time
+	Writers  int       `json:"writers"`
+	Readers  int       `json:"readers"`
+}
+
 func runStat(cmd *cobra.Command, args []string) error {
 	name := args[0]
 	opts := options(cmd)
@@ -71,14 +97,19 @@ func runStat(cmd *cobra.Command, args []string) error {
 		return segmentError("stat", name, err)
 	}
 	defer s.Close()
+	if s.Descriptor().Kind == metrics.SegmentKind {
+		return runStatMetrics(cmd, s, opts) // stat_metrics.go
+	}
 	r, err := buildStat(s)
 	if err != nil {
 		return segmentError("stat", name, err)
 	}
+	r.Companions = companions(name, opts)
 	if asJSON, _ := cmd.Flags().GetBool("json"); asJSON {
 		return writeJSON(cmd.OutOrStdout(), r)
 	}
 	printStat(cmd, r)
+	printCompanions(cmd, r.Companions)
 	return nil
 }
 
@@ -91,7 +122,7 @@ func buildStat(s *shm.Segment) (statReport, error) {
 		DataOffset: d.DataOffset, DataSize: d.DataSize,
 		CreatorPID: int(d.CreatorPID), Created: d.Created.UTC(),
 		Mode: fmt.Sprintf("%04o", uint32(s.Mode().Perm())), UID: s.UID(), GID: s.GID(),
-		RolesHeld: []string{}, Peers: []peerJSON{},
+		RolesHeld: []string{}, Peers: []peerJSON{}, Processes: []processJSON{},
 	}
 	if spec, err := ring.SpecOf(d); err == nil && spec.SlotSize != 0 {
 		r.SlotSize, r.SlotCount = spec.SlotSize, d.DataSize/uint64(spec.SlotSize)
@@ -112,6 +143,8 @@ func buildStat(s *shm.Segment) (statReport, error) {
 		r.Peers = append(r.Peers, peerJSON{Index: p.Index, Role: role, PID: p.PID, Alive: p.Alive, Attached: p.Attached.UTC(),
 			Writers: w, Readers: rd})
 	}
+	r.Processes = groupProcesses(peers, r.Peers, d.Kind == ring.Topic)
+	r.ProcessesAlive, r.ProcessesDead = segfile.Processes(peers)
 	// Impossible positions are reported, not fatal: the rest of stat is still worth seeing.
 	if r.Ring, err = ring.ReadStats(s); err != nil {
 		r.RingError = err.Error()
@@ -128,6 +161,44 @@ func buildStat(s *shm.Segment) (statReport, error) {
 		r.Topic = &ts
 	}
 	return r, nil
+}
+
+// groupProcesses folds peer entries into processes, as segfile.Processes counts them:
+// running ones by pid, dead ones by pid and start time. peers and entries are parallel.
+func groupProcesses(peers []shm.PeerInfo, entries []peerJSON, topic bool) []processJSON {
+	type key struct {
+		pid   int
+		alive bool
+		start uint64
+	}
+	out := []processJSON{}
+	at := map[key]int{}
+	for i, p := range peers {
+		k := key{pid: p.PID, alive: p.Alive}
+		if !p.Alive {
+			k.start = p.StartTicks
+		}
+		j, ok := at[k]
+		if !ok {
+			j = len(out)
+			at[k] = j
+			out = append(out, processJSON{PID: p.PID, Alive: p.Alive, Attached: entries[i].Attached, Entries: []int{}})
+		}
+		pr := &out[j]
+		pr.Entries = append(pr.Entries, p.Index)
+		pr.Writers += entries[i].Writers
+		pr.Readers += entries[i].Readers
+		if entries[i].Attached.Before(pr.Attached) {
+			pr.Attached = entries[i].Attached
+		}
+	}
+	for i := range out {
+		out[i].Role = peerRole(out[i].Writers, out[i].Readers)
+		if topic {
+			out[i].Role = topicRole(out[i].Writers, out[i].Readers)
+		}
+	}
+	return out
 }
 
 // topicRole is peerRole in a topic's words: "publisher", "subscriber",
@@ -173,13 +244,7 @@ func printStat(cmd *cobra.Command, r statReport) {
 		roles = fmt.Sprint(r.RolesHeld)
 	}
 	fmt.Fprintf(tw, "roles held\t%s\n", roles)
-	alive := 0
-	for _, p := range r.Peers {
-		if p.Alive {
-			alive++
-		}
-	}
-	fmt.Fprintf(tw, "peers\t%d alive, %d dead\n", alive, len(r.Peers)-alive)
+	fmt.Fprintf(tw, "processes\t%d alive, %d dead (%s)\n", r.ProcessesAlive, r.ProcessesDead, plural(len(r.Peers), "peer entry"))
 	g := r.Ring
 	unit := "bytes"
 	if r.SlotCount > 0 {
@@ -199,7 +264,11 @@ func printStat(cmd *cobra.Command, r statReport) {
 		fmt.Fprintf(tw, "fill\t%d of %d %s (%.1f%%)\n", g.Used, g.Capacity, unit, 100*float64(g.Used)/float64(max(g.Capacity, 1)))
 		fmt.Fprintf(tw, "writer\t%s (%d writers, %d readers attached)\n", g.WriterState, g.WritersOpen, g.ReadersOpen)
 	}
-	fmt.Fprintf(tw, "asleep\t%d readers, %d writers\n", g.ReadersAsleep, g.WritersAsleep)
+	asleep := fmt.Sprintf("%s with a reader, %s with a writer", plural(g.ReadersAsleep, "process"), plural(g.WritersAsleep, "process"))
+	if g.DeadSleepers > 0 {
+		asleep += fmt.Sprintf("; %s left by processes that died asleep", plural(g.DeadSleepers, "waiting mark"))
+	}
+	fmt.Fprintf(tw, "asleep\t%s\n", asleep)
 	fmt.Fprintf(tw, "written\t%d messages, %s; full %d times; %d futex waits, %d wakes\n",
 		g.Writers.Messages, units.FormatSize(g.Writers.Bytes), g.Writers.Full, g.Writers.FutexWaits, g.Writers.FutexWakes)
 	fmt.Fprintf(tw, "read\t%d messages, %s; empty %d times; %d futex waits, %d wakes\n",
@@ -220,17 +289,21 @@ func printStat(cmd *cobra.Command, r statReport) {
 	if r.Topic != nil {
 		printSubscriptions(cmd, r.Topic.Subscriptions)
 	}
-	if len(r.Peers) == 0 {
+	if len(r.Processes) == 0 {
 		return
 	}
 	tw = tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "  INDEX\tROLE\tPID\tSTATE\tATTACHED")
-	for _, p := range r.Peers {
+	fmt.Fprintln(tw, "  PID\tSTATE\tROLE\tENTRIES\tATTACHED")
+	for _, p := range r.Processes {
 		state := "alive"
 		if !p.Alive {
 			state = "dead"
 		}
-		fmt.Fprintf(tw, "  %d\t%s\t%d\t%s\t%s\n", p.Index, p.Role, p.PID, state, p.Attached.Format(time.RFC3339))
+		entries := make([]string, len(p.Entries))
+		for i, e := range p.Entries {
+			entries[i] = strconv.Itoa(e)
+		}
+		fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%s\n", p.PID, state, p.Role, strings.Join(entries, ","), p.Attached.Format(time.RFC3339))
 	}
 	tw.Flush()
 }

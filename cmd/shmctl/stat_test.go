@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/shmq/shmq/internal/proctest"
 	"github.com/shmq/shmq/ring"
 	"github.com/shmq/shmq/shm"
 )
@@ -69,14 +70,19 @@ func TestStatJSONFields(t *testing.T) {
 	var m map[string]any
 	require.NoError(t, json.Unmarshal([]byte(stdout), &m))
 	assert.Equal(t, []string{"created", "creator_pid", "data_offset", "data_size", "gid", "kind", "mode", "name",
-		"path", "peers", "ring", "roles_held", "slot_count", "slot_size", "uid", "version"}, keys(m))
-	assert.Equal(t, []string{"capacity", "kind", "read_pos", "readers", "readers_asleep", "readers_open", "roles_held",
-		"slot_size", "used", "write_pos", "writer_state", "writers", "writers_asleep", "writers_open"}, keys(m["ring"].(map[string]any)))
+		"path", "peers", "processes", "processes_alive", "processes_dead", "ring", "roles_held", "slot_count", "slot_size",
+		"uid", "version"}, keys(m))
+	assert.Equal(t, []string{"capacity", "dead_sleepers", "kind", "read_pos", "readers", "readers_asleep", "readers_open",
+		"roles_held", "slot_size", "used", "write_pos", "writer_state", "writers", "writers_asleep", "writers_open"},
+		keys(m["ring"].(map[string]any)))
 	assert.Equal(t, []string{"bytes", "drops", "empty", "full", "futex_waits", "futex_wakes", "late_wakes", "messages", "rejected"},
 		keys(m["ring"].(map[string]any)["writers"].(map[string]any)))
 	peers := m["peers"].([]any)
 	require.Len(t, peers, 1)
 	assert.Equal(t, []string{"alive", "attached", "index", "pid", "readers", "role", "writers"}, keys(peers[0].(map[string]any)))
+	procs := m["processes"].([]any)
+	require.Len(t, procs, 1)
+	assert.Equal(t, []string{"alive", "attached", "entries", "pid", "readers", "role", "writers"}, keys(procs[0].(map[string]any)))
 }
 
 // TestStatBadFiles: whatever is in the file, stat prints one line naming the segment and the
@@ -214,4 +220,74 @@ func TestStatTopic(t *testing.T) {
 	assert.Contains(t, stdout, "lock        free")
 	assert.Contains(t, stdout, "published   6 records")
 	assert.Regexp(t, fmt.Sprintf(`0\s+audit\s+%d\s+no\s+0\s+6\s+0`, durable.Pid()), stdout, "its process died; nobody reaped it yet")
+}
+
+// TestStatCountsProcesses: stat counts processes, not peer entries: this process with the
+// segment open three times is one process, a killed holder one dead process.
+func TestStatCountsProcesses(t *testing.T) {
+	dir := testDir(t)
+	_, _, status := shmctl(t, dir, "create", "q", "--kind", "mpmc", "--size", "64KiB")
+	require.Equal(t, 0, status)
+	for range 3 {
+		seg, err := shm.Open("q", shm.Options{Dir: dir})
+		require.NoError(t, err)
+		t.Cleanup(func() { seg.Close() })
+	}
+	holder := startHolder(t, dir, "q")
+	holderPID := holder.Pid()
+	holder.Kill()
+	_ = holder.Wait(20 * time.Second)
+
+	stdout, stderr, status := shmctl(t, dir, "stat", "q", "--json")
+	require.Equal(t, 0, status, stderr)
+	var r statReport
+	require.NoError(t, json.Unmarshal([]byte(stdout), &r))
+	assert.Len(t, r.Peers, 4, "four entries")
+	assert.Equal(t, 1, r.ProcessesAlive)
+	assert.Equal(t, 1, r.ProcessesDead)
+	require.Len(t, r.Processes, 2)
+	assert.Equal(t, os.Getpid(), r.Processes[0].PID)
+	assert.True(t, r.Processes[0].Alive)
+	assert.Len(t, r.Processes[0].Entries, 3)
+	assert.Equal(t, holderPID, r.Processes[1].PID)
+	assert.False(t, r.Processes[1].Alive)
+	assert.Equal(t, "writer", r.Processes[1].Role)
+
+	stdout, _, status = shmctl(t, dir, "stat", "q")
+	require.Equal(t, 0, status)
+	assert.Contains(t, stdout, "processes   1 alive, 1 dead (4 peer entries)")
+	assert.Regexp(t, fmt.Sprintf(`\n  %d\s+alive\s+handle\s+\d+,\d+,\d+\s`, os.Getpid()), stdout)
+	assert.Regexp(t, fmt.Sprintf(`\n  %d\s+dead\s+writer\s+\d+\s`, holderPID), stdout)
+}
+
+// TestStatDeadSleeper: a reader process asleep in the ring shows as asleep; once killed it
+// does not, though its waiting mark stays until a live peer clears it.
+func TestStatDeadSleeper(t *testing.T) {
+	dir := testDir(t)
+	_, _, status := shmctl(t, dir, "create", "q", "--kind", "spsc", "--size", "64KiB")
+	require.Equal(t, 0, status)
+	p := proctest.Start(t, "sleeper", proctest.Options{Args: []string{dir, "q"}})
+	p.WaitPoint("reading", 20*time.Second)
+	var r statReport
+	require.Eventually(t, func() bool {
+		stdout, _, status := shmctl(t, dir, "stat", "q", "--json")
+		r = statReport{}
+		return status == 0 && json.Unmarshal([]byte(stdout), &r) == nil && r.Ring.ReadersAsleep == 1
+	}, 20*time.Second, 5*time.Millisecond, "the reader goes to sleep")
+	stdout, _, status := shmctl(t, dir, "stat", "q")
+	require.Equal(t, 0, status)
+	assert.Contains(t, stdout, "asleep      1 process with a reader, 0 processes with a writer\n")
+
+	p.Kill()
+	_ = p.Wait(20 * time.Second)
+	stdout, _, status = shmctl(t, dir, "stat", "q", "--json")
+	require.Equal(t, 0, status)
+	r = statReport{}
+	require.NoError(t, json.Unmarshal([]byte(stdout), &r))
+	assert.Zero(t, r.Ring.ReadersAsleep, "a dead process is not asleep")
+	assert.Equal(t, 1, r.Ring.DeadSleepers)
+	stdout, _, status = shmctl(t, dir, "stat", "q")
+	require.Equal(t, 0, status)
+	assert.Contains(t, stdout, "asleep      0 processes with a reader, 0 processes with a writer; 1 waiting mark left by processes that died asleep")
+	assert.Contains(t, stdout, "processes   0 alive, 1 dead")
 }

@@ -24,3 +24,25 @@ func TestWatchSegmentTruncated(t *testing.T) {
 	assert.Equal(t, 1, status)
 	assert.Contains(t, stderr, "segment is truncated")
 }
+
+// TestViewsOfATruncatedSegment: stat, peek and ls of a segment whose file was cut (to half:
+// the header is there, the data region is not) say so, with status 1 for stat and peek,
+// and never fault.
+func TestViewsOfATruncatedSegment(t *testing.T) {
+	dir := testDir(t)
+	_, stderr, status := shmctl(t, dir, "create", "half", "--kind", "spsc", "--size", "64KiB")
+	require.Equal(t, 0, status, stderr)
+	path := filepath.Join(dir, "half")
+	st, err := os.Stat(path)
+	require.NoError(t, err)
+	require.NoError(t, os.Truncate(path, st.Size()/2))
+	for _, cmd := range []string{"stat", "peek"} {
+		_, stderr, status = shmctl(t, dir, cmd, "half")
+		assert.Equal(t, 1, status, cmd)
+		assert.Contains(t, stderr, "segment is truncated", cmd)
+		oneLine(t, stderr)
+	}
+	stdout, stderr, status := shmctl(t, dir, "ls")
+	assert.Contains(t, stdout+stderr, "truncated", "ls names the problem")
+	t.Logf("ls: status %d\n%s%s", status, stdout, stderr)
+}

@@ -1,0 +1,4 @@
+package promshmq
+
+// PromName exposes promName to the tests.
+var PromName = promName
