@@ -173,6 +173,12 @@ func runTruncChild(c *proctest.Child) error {
 // shm.ErrTruncated from that call (and from the endpoint's later calls) and exits normally.
 // On code without the defence, each child dies of SIGBUS.
 func TestTruncatedUnderEndpoints(t *testing.T) {
+	if raceEnabled {
+		// A fault inside the race runtime's own code (its shadow accesses around a copy
+		// from the mapping) cannot become a Go panic: the child dies with a fatal error
+		// (seen once in CI). The guard is proven by the runs without -race.
+		t.Skip("truncation under a live endpoint is tested without the race detector")
+	}
 	specs := []ring.Spec{
 		{Kind: ring.SPSC, Size: 1 << 20},
 		{Kind: ring.MPMC, Size: 1 << 20, SlotSize: 128},
