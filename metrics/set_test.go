@@ -471,6 +471,11 @@ func TestSnapshotNegativeCount(t *testing.T) {
 // TestSnapshotTruncated: a set truncated under its mappings gives shm.ErrTruncated, from
 // a writable set and from an inspected one, instead of SIGBUS.
 func TestSnapshotTruncated(t *testing.T) {
+	if os.Getenv("SHMQ_RACE") != "" {
+		// .ci/run's race-detector run: a fault inside the race runtime's own accesses
+		// cannot become a panic, so truncation is tested in the run without -race.
+		t.Skip("truncation is tested without the race detector")
+	}
 	dir := testDir(t)
 	s := createSet(t, dir, "m")
 	ro, err := metrics.Inspect("m", shm.Options{Dir: dir})

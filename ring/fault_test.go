@@ -15,6 +15,11 @@ import (
 // TestViewsOfATruncatedSegment: the views of a segment that another process truncated
 // under the mapping return shm.ErrTruncated instead of dying of SIGBUS.
 func TestViewsOfATruncatedSegment(t *testing.T) {
+	if os.Getenv("SHMQ_RACE") != "" {
+		// .ci/run's race-detector run: a fault inside the race runtime's own accesses
+		// cannot become a panic, so truncation is tested in the run without -race.
+		t.Skip("truncation is tested without the race detector")
+	}
 	for _, spec := range []ring.Spec{
 		{Kind: ring.SPSC, Size: 1 << 16},
 		{Kind: ring.Topic, Size: 1 << 16, SlotSize: 256, Policy: ring.Overwrite},

@@ -20,6 +20,11 @@ import (
 // can through a ring whose file the parent truncates report an error naming the truncation;
 // neither dies of SIGBUS with a stack trace (as they did before issue 11).
 func TestChildrenOfATruncatedRing(t *testing.T) {
+	if os.Getenv("SHMQ_RACE") != "" {
+		// .ci/run's race-detector run: a fault inside the race runtime's own accesses
+		// cannot become a panic, so truncation is tested in the run without -race.
+		t.Skip("truncation is tested without the race detector")
+	}
 	for _, transport := range []string{"spsc", "mpmc"} {
 		t.Run(transport, func(t *testing.T) {
 			cfg, err := parseFlags(nil, io.Discard)
